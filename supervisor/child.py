@@ -1,0 +1,186 @@
+"""Everything that happens in a run's child after the spawner forks it, ending in `os._exit`.
+
+Order matters and follows gunicorn's worker start-up and rq's work horse: join our own process group, tie our
+life to the spawner's, drop every handler and descriptor inherited from the spawner, bind fresh stdio objects to
+our own pipes, turn on faulthandler, then run the worker and report how it went on the result pipe. The child
+never returns into the spawner's code and never runs interpreter shutdown (no atexit handlers, no finalizers
+of objects it inherited).
+"""
+from __future__ import annotations
+
+import faulthandler
+import io
+import json
+import logging
+import os
+import random
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import NoReturn
+
+from .outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
+from .process import die_with_parent, reset_signal_handlers, write_all
+from .protocol import clip
+from .worker import RunContext, Worker
+
+RESULT_FD = 3
+# Signals the spawner handles itself; a run must start with their default actions.
+INHERITED_HANDLERS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGALRM)
+
+
+class Cancellation:
+    """SIGTERM from the supervisor sets this flag; `wait` sleeps on a pipe the signal writes to."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._handle_term)
+
+    def _handle_term(self, signum: int, frame: object) -> None:
+        # Only record: the worker decides at its next check how to wind down.
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for cancellation; return whether it was requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([self._read], [], [], left)
+            try:
+                os.read(self._read, 512)
+            except BlockingIOError:
+                pass
+        return self.requested
+
+
+def run_child(worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int) -> NoReturn:
+    """Become the run described by `request` on the pipes `fds` (result, stdout, stderr), then exit."""
+    code = EXIT_BOOT_FAILED
+    result: dict[str, object] | None = None
+    result_fd = fds[0]
+    try:
+        _take_stdio(fds)
+        result_fd = RESULT_FD
+        ctx = _bootstrap(request, spawner_pid)
+        try:
+            worker.run(ctx)
+            result, code = {"ok": True}, EXIT_OK
+        except SystemExit as exc:
+            result, code = _exit_result(exc)
+        except BaseException as exc:  # noqa: B036 - a run's every exception is a result to report
+            result, code = _error_result(exc), EXIT_RAISED
+    except BaseException as exc:  # the bootstrap itself failed: report it as the run's error
+        result, code = {"error": _describe(exc, "could not start the worker: ")}, EXIT_BOOT_FAILED
+    finally:
+        try:
+            _finish(result, result_fd)
+        finally:
+            os._exit(code)
+
+
+def _bootstrap(request: dict[str, object], spawner_pid: int) -> RunContext:
+    # The spawner calls setpgid(pid, pid) too; whichever runs first wins, and the group exists before the
+    # supervisor can ever be told our pid.
+    os.setpgid(0, 0)
+    if not die_with_parent(signal.SIGKILL, spawner_pid):
+        os._exit(EXIT_BOOT_FAILED)
+    reset_signal_handlers(INHERITED_HANDLERS)
+    # Core dumps turn a crash's detection from under a millisecond into hundreds; off unless asked for.
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if os.environ.get("SUPERVISOR_CORE_DUMPS") != "1":
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    random.seed()
+    log = _run_logger(str(request["worker"]))
+    cancellation = Cancellation()
+    deadline = request.get("deadline")
+    return RunContext(
+        run_id=str(request["run"]),
+        worker=str(request["worker"]),
+        attempt=int(request.get("attempt", 1)),  # type: ignore[call-overload]
+        deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
+        log=log,
+        is_cancelled=cancellation.is_set,
+        wait_cancelled=cancellation.wait,
+    )
+
+
+def _take_stdio(fds: list[int]) -> None:
+    """Put our pipes on fds 1, 2 and 3, stdin on /dev/null, and close every other inherited descriptor."""
+    result_w, stdout_w, stderr_w = fds
+    os.dup2(stdout_w, 1)
+    os.dup2(stderr_w, 2)
+    if result_w != RESULT_FD:
+        os.dup2(result_w, RESULT_FD)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    # Sibling runs' pipes, the spawner's control socket and wakeup pipe, whatever a worker module opened at
+    # import: none of it is ours to use, and holding a sibling's pipe would keep its EOF from ever coming.
+    os.closerange(RESULT_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    # Fresh objects on our own fds, never the spawner's sys.stdout (which may be a proxy or hold a buffer).
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+
+
+def _run_logger(worker_name: str) -> logging.Logger:
+    """Reset logging inherited from the spawner and return a logger that writes to this run's stderr."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return logging.getLogger(f"worker.{worker_name}")
+
+
+def _exit_result(exc: SystemExit) -> tuple[dict[str, object] | None, int]:
+    """Treat `sys.exit()` as Python does: 0/None succeed, a number is the status, a message means 1."""
+    if exc.code is None or exc.code == 0:
+        return {"ok": True}, EXIT_OK
+    if isinstance(exc.code, int):
+        return None, exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return None, 1
+
+
+def _error_result(exc: BaseException) -> dict[str, object]:
+    return {"error": _describe(exc)}
+
+
+def _describe(exc: BaseException, prefix: str = "") -> dict[str, str]:
+    return {
+        "type": type(exc).__qualname__,
+        "message": prefix + clip(str(exc), 4096),
+        "traceback": clip("".join(traceback.format_exception(exc))),
+    }
+
+
+def _finish(result: dict[str, object] | None, result_fd: int) -> None:
+    """Flush our output, then report the result (if any) on the result pipe."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if result is not None:
+        try:
+            write_all(result_fd, json.dumps(result).encode())
+        except OSError:
+            pass  # the supervisor is gone; our exit status still tells the spawner what happened

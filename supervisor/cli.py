@@ -1,0 +1,104 @@
+"""The command line: `python -m supervisor` and `worker-supervisor`. Turns SupervisorError into one line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+from . import __version__
+from .config import Config, add_arguments, load
+from .errors import ConfigError, SupervisorError
+
+PROG = "supervisor"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for every command."""
+    parser = _Parser(prog=PROG, description="Run periodic workers, each run in its own forked child.")
+    parser.add_argument("--version", action="version", version=f"worker-supervisor {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser("run", help="supervise the workers (live table on a terminal, log lines otherwise)")
+    add_arguments(run)
+    status = commands.add_parser("status", help="print the workers table once, from the database")
+    add_arguments(status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (2 for bad usage or config, 1 for failures at run time)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise ConfigError("a command is required: run or status (see --help)")
+        config = load(vars(args), os.environ)
+        if args.command == "run":
+            return cmd_run(config)
+        return cmd_status(config)
+    except SupervisorError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(config: Config) -> int:
+    """Supervise until SIGTERM or SIGINT."""
+    from rich.console import Console
+
+    from . import log
+    from .dashboard import LiveDashboard
+    from .loop import Supervisor
+    from .process import ensure_standard_fds
+    from .store import Store, utcnow
+
+    ensure_standard_fds()
+    interactive = sys.stdout.isatty()
+    console = Console() if interactive else None
+    log.setup(config.log_level, console)
+    store = Store(config.database)
+    store.open()
+    display = LiveDashboard(console, utcnow) if console is not None else None
+    supervisor = Supervisor(store, config.workers, config.overrides, display)
+    return supervisor.run()
+
+
+def cmd_status(config: Config) -> int:
+    """Print the workers table once, from the database."""
+    from rich.console import Console
+
+    from .dashboard import render
+    from .store import Store, utcnow
+
+    store = Store(config.database)
+    store.open()
+    try:
+        rows: list[Any] = [_row_view(row) for row in store.workers()]
+    finally:
+        store.close()
+    Console().print(render(rows, utcnow()))
+    return 0
+
+
+def _row_view(row: Any) -> Any:
+    from .loop import WorkerView
+
+    return WorkerView(
+        name=row.name,
+        state=row.status,
+        pid=row.pid,
+        last_outcome=row.last_outcome,
+        last_run_at=row.last_run_at,
+        duration=row.last_duration,
+        next_run_at=row.next_run_at,
+        successes=row.success_count,
+        failures=row.failure_count,
+        last_error=row.last_error,
+    )

@@ -1,0 +1,167 @@
+"""Settings: each declared once, read from defaults < config file < environment < command-line flags."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+WORKER_KEYS = ("interval", "timeout", "grace")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of module or package names, got {value!r}")
+    return list(value)
+
+
+def _level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its name in the file, its flag, its environment variable, how to parse it, its help."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: str
+    env: str
+    metavar: str
+    repeat: bool = False
+
+
+SETTINGS = (
+    Setting("database", _text, "sqlite:///supervisor.db", "database URL (sqlite:///path or postgresql://...)",
+            "--db", "SUPERVISOR_DB", "URL"),
+    Setting("workers", _names, ["workers"], "package or module to load workers from (repeat for several)",
+            "--workers", "SUPERVISOR_WORKERS", "PACKAGE", repeat=True),
+    Setting("log_level", _level, "info", f"log level: {', '.join(LOG_LEVELS)}", "--log-level",
+            "SUPERVISOR_LOG_LEVEL", "LEVEL"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The supervisor's settings, validated."""
+
+    database: str = "sqlite:///supervisor.db"
+    workers: list[str] = field(default_factory=lambda: ["workers"])
+    log_level: str = "info"
+    overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Per-worker overrides from the file's `[worker.NAME]` tables: interval, timeout, grace."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add a flag for every setting, plus --config."""
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (settings and [worker.NAME] tables)")
+    for s in SETTINGS:
+        parser.add_argument(
+            s.flag,
+            dest=s.name,
+            metavar=s.metavar,
+            action="append" if s.repeat else "store",
+            default=None,
+            help=f"{s.help} (env {s.env}; default {s.default!r})",
+        )
+
+
+def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Build the Config: defaults, then the file, then the environment, then flags; raise ConfigError if bad."""
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    overrides: dict[str, dict[str, float | None]] = {}
+    path = flags.get("config")
+    if path:
+        from_file, overrides = _read_file(str(path))
+        values.update(from_file)
+    for s in SETTINGS:
+        if s.env in environ and environ[s.env] != "":
+            values[s.name] = _parse(s, environ[s.env], f"environment variable {s.env}")
+        if flags.get(s.name) is not None:
+            values[s.name] = _parse(s, flags[s.name], f"flag {s.flag}")
+    return Config(overrides=overrides, **values)
+
+
+def _parse(setting: Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.name} {exc}", where) from None
+
+
+def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", path) from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path) from None
+    values: dict[str, Any] = {}
+    overrides: dict[str, dict[str, float | None]] = {}
+    for key, value in data.items():
+        where = f"{path}:{_line_of(text, key)}"
+        if key == "worker":
+            overrides = _worker_tables(value, path, text)
+            continue
+        setting = _BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, [*_BY_NAME, 'worker'])}", where)
+        values[key] = _parse(setting, value, where)
+    return values, overrides
+
+
+def _worker_tables(value: Any, path: str, text: str) -> dict[str, dict[str, float | None]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError("[worker] must hold one table per worker, as [worker.NAME]", f"{path}:{_line_of(text, 'worker')}")
+    overrides: dict[str, dict[str, float | None]] = {}
+    for name, table in value.items():
+        where = f"{path}:{_line_of(text, f'worker.{name}')} [worker.{name}]"
+        override: dict[str, float | None] = {}
+        for key, setting in table.items():
+            if key not in WORKER_KEYS:
+                raise ConfigError(f"unknown key {key!r} for worker {name!r}{_did_you_mean(key, WORKER_KEYS)}", where)
+            if isinstance(setting, bool) or not isinstance(setting, (int, float)) or setting <= 0:
+                if not (key == "grace" and setting == 0):
+                    raise ConfigError(f"{key} of worker {name!r} must be a positive number of seconds, got {setting!r}", where)
+            override[key] = float(setting)
+        overrides[name] = override
+    return overrides
+
+
+def _line_of(text: str, key: str) -> int:
+    """Find the line where a key or table header appears (tomllib gives no positions)."""
+    pattern = re.compile(rf"^\s*(\[\s*{re.escape(key)}\s*\]|{re.escape(key.split('.')[-1])}\s*=)", re.M)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else 1
+
+
+def _did_you_mean(key: str, choices: Any) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

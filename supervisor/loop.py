@@ -1,0 +1,712 @@
+"""The supervisor loop: schedule runs, ask the spawner for them, read their pipes, enforce deadlines, record.
+
+One thread, blocking in one place: `selector.select(timeout=until the next deadline)` over a wakeup pipe that
+signal handlers write to, the spawner's channel, its output and its pidfd, and every running child's result,
+stdout and stderr pipes. Signal handlers only record the signal; everything else happens here, in order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Protocol
+
+from .capture import Capture
+from .errors import StoreUnavailable
+from .link import SpawnerLink
+from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
+from .process import decode_status, open_pipe, read_available, set_nonblocking, signal_group
+from .protocol import Message
+from .schedule import next_due
+from .spawner import EXIT_RESTART
+from .store import RunEnd, Store, utcnow
+from .worker import WorkerDefinition
+
+log = logging.getLogger("supervisor")
+
+IMPORT_TIMEOUT = 60.0  # a module whose import takes longer is taken as hung, and left out
+SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
+RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
+RESTART_BACKOFF_FIRST = 0.5
+RESTART_BACKOFF_MAX = 30.0
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Display(Protocol):
+    """Where the supervisor shows its workers: the live table on a terminal, nothing otherwise."""
+
+    refresh_interval: float
+
+    def update(self, views: list[Any], pending_records: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    """One run in flight, from the spawn request until its record is written."""
+
+    id: str
+    definition: WorkerDefinition
+    attempt: int
+    started: float
+    started_at: datetime
+    deadline: float | None
+    fds: dict[int, str] = field(default_factory=dict)  # read end -> "result" | "stdout" | "stderr"
+    result: bytearray = field(default_factory=bytearray)
+    stdout: Capture = field(default_factory=Capture)
+    stderr: Capture = field(default_factory=Capture)
+    pid: int | None = None
+    stop_reason: StopReason | None = None
+    kill_at: float | None = None
+    killed: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class WorkerStatus:
+    """What the supervisor knows of one worker now; the live table is drawn from these."""
+
+    definition: WorkerDefinition
+    due: float
+    state: WorkerState = WorkerState.IDLE
+    run: Run | None = None
+    last_outcome: str | None = None
+    last_run_at: datetime | None = None
+    last_duration: float | None = None
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    skipped: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One row of the table: a worker as it stands at one moment."""
+
+    name: str
+    state: str
+    pid: int | None
+    last_outcome: str | None
+    last_run_at: datetime | None
+    duration: float | None
+    next_run_at: datetime | None
+    successes: int
+    failures: int
+    last_error: str | None
+    running_since: datetime | None = None
+
+
+class Supervisor:
+    """Run every worker the spawner reports on its interval, each run in its own child, and record each end."""
+
+    def __init__(
+        self,
+        store: Store,
+        sources: list[str],
+        overrides: dict[str, dict[str, float | None]] | None = None,
+        display: Display | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.sources = sources
+        self.overrides = overrides or {}
+        self.display = display
+        self.clock = clock
+        self.workers: dict[str, WorkerStatus] = {}
+        self.runs: dict[str, Run] = {}
+        self.broken: dict[str, str] = {}  # module (or worker) -> why
+        self.excluded: set[str] = set()
+        self.link: SpawnerLink | None = None
+        self.reported: list[WorkerDefinition] = []
+        self.restart_at: float | None = None
+        self.restart_delay = RESTART_BACKOFF_FIRST
+        self.stopping = False
+        self.finished = False
+        self.exit_code = 0
+        self.pending_signals: list[int] = []
+        self.next_refresh = 0.0
+        self.selector = selectors.DefaultSelector()
+
+    # -- life -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install signal handling, mark runs an earlier supervisor lost, and start the spawner."""
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._record_signal)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
+        lost = self.store.recover_lost()
+        if lost:
+            log.warning("marked %d run(s) of an earlier supervisor as lost", lost)
+        self.start_spawner()
+
+    def run(self) -> int:
+        """Supervise until a SIGTERM or SIGINT has stopped every run; return the exit code."""
+        self.start()
+        try:
+            while not self.finished:
+                self.run_once()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        # Only record: logging, signalling runs and writing rows happen in the loop (see run_once).
+        self.pending_signals.append(signum)
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """Wait for the next event or deadline (at most `timeout` seconds), then handle everything due."""
+        now = self.clock()
+        wait = self.next_wakeup(now)
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
+        for key, _ in self.selector.select(wait):
+            kind, target = key.data
+            if kind == "wakeup":
+                read_available(self._wake_r)
+            elif kind == "control":
+                self.handle_messages()
+            elif kind == "spawner_output":
+                self.read_spawner_output()
+            elif kind == "spawner_exit":
+                self.handle_spawner_exit()
+            elif kind == "run":
+                self.read_run_pipe(target, key.fd)
+        now = self.clock()
+        self.handle_signals(now)
+        self.enforce_deadlines(now)
+        self.start_due_runs(now)
+        self.store.flush(now)
+        self.maybe_finish(now)
+        self.refresh(now)
+
+    def handle_signals(self, now: float) -> None:
+        """Act on signals recorded since the last pass: TERM and INT stop, a second one stops at once."""
+        pending, self.pending_signals = self.pending_signals, []
+        for signum in pending:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping:
+                    log.warning("%s again: killing %d run(s) now", signal_name(signum), len(self.runs))
+                    for run in self.runs.values():
+                        run.kill_at = now
+                else:
+                    log.info("%s: stopping; %d run(s) in progress", signal_name(signum), len(self.runs))
+                    self.begin_shutdown(now)
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload yet")
+
+    def begin_shutdown(self, now: float) -> None:
+        """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
+        self.stopping = True
+        for run in self.runs.values():
+            if run.stop_reason is None:
+                self.stop_run(run, StopReason.SHUTDOWN, now)
+
+    def maybe_finish(self, now: float) -> None:
+        """Once stopping and no run is left, close the spawner and end the loop."""
+        if not self.stopping or self.runs or self.finished:
+            return
+        if self.link is not None and not self.link.exited:
+            self.link.close_channel()
+            self._await_spawner_exit()
+        self.finished = True
+
+    def _await_spawner_exit(self) -> None:
+        assert self.link is not None
+        ready = selectors.DefaultSelector()
+        ready.register(self.link.pidfd, selectors.EVENT_READ)
+        if not ready.select(SPAWNER_EXIT_TIMEOUT):
+            log.error("spawner (pid %d) did not exit in %gs; killing it", self.link.pid, SPAWNER_EXIT_TIMEOUT)
+            self.link.kill()
+        ready.close()
+        self.link.reap()
+
+    def close(self) -> None:
+        """Release every descriptor and handler, and write what is still queued."""
+        if self.link is not None:
+            if not self.link.exited:
+                self.link.kill()
+                self.link.reap()
+            self._drop_link()
+        for run in list(self.runs.values()):
+            self._close_pipes(run)
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.selector.unregister(self._wake_r)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.selector.close()
+        if self.display is not None:
+            self.display.stop()
+        self.store.close()
+
+    # -- the spawner ------------------------------------------------------------------------------------------
+
+    def start_spawner(self) -> None:
+        """Start a spawner that imports every source module except the excluded ones."""
+        self.restart_at = None
+        self.reported = []
+        link = SpawnerLink(self.sources, self.excluded)
+        link.start()
+        self.link = link
+        self.selector.register(link.control, selectors.EVENT_READ, ("control", None))
+        self.selector.register(link.output_fd, selectors.EVENT_READ, ("spawner_output", None))
+        self.selector.register(link.pidfd, selectors.EVENT_READ, ("spawner_exit", None))
+        log.debug("spawner started (pid %d)", link.pid)
+
+    def _drop_link(self) -> None:
+        assert self.link is not None
+        for fileobj in (self.link.control, self.link.output_fd, self.link.pidfd):
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
+        self.link.close()
+        self.link = None
+
+    def handle_messages(self) -> None:
+        """Act on every report waiting from the spawner."""
+        assert self.link is not None
+        for message in self.link.messages():
+            op = message["op"]
+            if op == "exited":
+                self.handle_exited(message)
+            elif op == "spawned":
+                self.handle_spawned(message)
+            elif op == "worker":
+                self.reported.append(WorkerDefinition.from_dict(message["definition"]))
+            elif op == "broken":
+                self.handle_broken(message)
+            elif op == "ready":
+                self.handle_ready()
+            elif op == "spawn_failed":
+                run = self.runs.get(message["run"])
+                if run is not None:
+                    self.finish_run(run, Verdict(Outcome.ERROR, f"could not start: {message['error']}"), None, None)
+        if self.link.channel_closed:
+            try:
+                self.selector.unregister(self.link.control)
+            except (KeyError, ValueError):
+                pass
+
+    def handle_broken(self, message: Message) -> None:
+        """Record a module that failed to import, or a worker whose definition is invalid."""
+        module = str(message["module"])
+        worker = message.get("worker")
+        if worker is not None:
+            log.error("worker %s in %s is invalid: %s", worker, module, message["error"])
+            self.broken[str(worker)] = str(message["error"])
+            self.store.worker_broken(str(worker), module, str(message["error"]))
+            return
+        self._record_broken_module(module, str(message["error"]), "", None, None, str(message.get("traceback", "")))
+
+    def _record_broken_module(
+        self,
+        module: str,
+        error: str,
+        stderr: str,
+        exit_code: int | None,
+        signum: int | None,
+        traceback: str = "",
+    ) -> None:
+        """Leave a module out of every later spawner, record it, and show its workers as broken."""
+        log.error("module %s is broken: %s", module, error)
+        self.broken[module] = error
+        self.excluded.add(module)
+        self.store.module_broken(module, error, traceback, stderr, exit_code, signum)
+        for status in self.workers.values():
+            if status.definition.module == module:
+                status.state = WorkerState.BROKEN
+                status.last_error = error
+
+    def handle_ready(self) -> None:
+        """Take the spawner's worker list: keep known workers' schedules, start new ones now."""
+        assert self.link is not None
+        now = self.clock()
+        defined: dict[str, WorkerDefinition] = {}
+        for definition in self.reported:
+            defined[definition.name] = self._apply_overrides(definition)
+        for name in list(self.workers):
+            if name not in defined and self.workers[name].run is None:
+                del self.workers[name]
+        rows = self._stored_rows() if any(n not in self.workers for n in defined) else {}
+        for name, definition in defined.items():
+            status = self.workers.get(name)
+            if status is None:
+                status = self.workers[name] = WorkerStatus(definition=definition, due=now)
+                row = rows.get(name)
+                if row is not None:  # carry the counters on from the record
+                    status.successes, status.failures = row.success_count, row.failure_count
+                    status.consecutive_failures, status.skipped = row.consecutive_failures, row.skipped_count
+                    status.last_outcome, status.last_error = row.last_outcome, row.last_error
+                    status.last_run_at, status.last_duration = row.last_run_at, row.last_duration
+            else:
+                status.definition = definition
+            if status.state is WorkerState.BROKEN:
+                status.state = WorkerState.RUNNING if status.run else WorkerState.IDLE
+        self.store.sync_workers(defined.values(), [m for m in self.broken if m not in defined])
+        log.info(
+            "spawner ready (pid %d): %d worker(s)%s",
+            self.link.pid,
+            len(defined),
+            f", {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
+        )
+        self.restart_delay = RESTART_BACKOFF_FIRST
+
+    def _stored_rows(self) -> dict[str, Any]:
+        try:
+            return {row.name: row for row in self.store.workers()}
+        except StoreUnavailable as exc:
+            log.warning("cannot read the stored counters, starting them from zero: %s", exc)
+            return {}
+
+    def _apply_overrides(self, definition: WorkerDefinition) -> WorkerDefinition:
+        override = self.overrides.get(definition.name)
+        if not override:
+            return definition
+        fields = definition.to_dict()
+        fields.update({k: v for k, v in override.items() if k in ("interval", "timeout", "grace")})
+        return WorkerDefinition.from_dict(fields)
+
+    def read_spawner_output(self) -> None:
+        """Log what the spawner or module code printed, line by line."""
+        assert self.link is not None
+        data, eof = self.link.read_output()
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if line.strip():
+                log.info("spawner: %s", line)
+        if eof:
+            try:
+                self.selector.unregister(self.link.output_fd)
+            except (KeyError, ValueError):
+                pass
+
+    def handle_spawner_exit(self) -> None:
+        """The spawner died: record the module it was importing, or the runs it took down, and start another."""
+        assert self.link is not None
+        link = self.link
+        self.handle_messages()  # reports it sent before dying come first
+        self.read_spawner_output()
+        exit_code, signum = link.reap()
+        how = f"killed by {signal_name(signum)}" if signum is not None else f"exited with status {exit_code}"
+        now = self.clock()
+        delay = 0.0
+        if self.stopping:
+            pass  # it was told to go; the runs it took down are recorded below
+        elif link.importing is not None:
+            module = link.importing
+            message = f"crashed the spawner while importing ({how})"
+            # The culprit is left out, so the next spawner makes progress: no backoff needed.
+            self._record_broken_module(module, message, link.output.text(), exit_code, signum)
+        elif not link.ready and exit_code == EXIT_RESTART:
+            pass  # it reported a module that must be left out (a thread at import) and asked to restart
+        else:
+            log.error("spawner (pid %d) %s; starting another in %.1fs", link.pid, how, self.restart_delay)
+            delay = self.restart_delay
+            self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+        for run in list(self.runs.values()):
+            # Runs die with their spawner (PDEATHSIG); anything left in their groups goes now.
+            if run.pid is not None:
+                signal_group(run.pid, signal.SIGKILL)
+            run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
+            self.finish_run(run, None, None, None)
+        self._drop_link()
+        if not self.stopping:
+            self.restart_at = now + delay
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+
+    def start_due_runs(self, now: float) -> None:
+        """Start every worker whose time has come; count the ticks of workers still running as skipped."""
+        if self.stopping:
+            return
+        if self.link is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                self.start_spawner()
+            return
+        if not self.link.ready:
+            if now - self.link.started > IMPORT_TIMEOUT and not self.link.killed:
+                self._give_up_on_import()
+            return
+        for status in self.workers.values():
+            if now < status.due or status.state is WorkerState.BROKEN:
+                continue
+            interval = status.definition.interval
+            following, missed = next_due(status.due, interval, now)
+            if status.run is not None:
+                status.skipped += 1 + missed
+                log.info("%s: still running (pid %s); skipped %d tick(s)", status.definition.name, status.run.pid, 1 + missed)
+                self.store.runs_skipped(status.definition.name, 1 + missed, self._wall(following, now))
+            else:
+                if missed:
+                    status.skipped += missed
+                    self.store.runs_skipped(status.definition.name, missed, self._wall(following, now))
+                if not self.start_run(status, now, following):
+                    return  # the spawner is gone; its exit is on its way through the pidfd
+            status.due = following
+
+    def _give_up_on_import(self) -> None:
+        assert self.link is not None
+        module = self.link.importing
+        if module is not None:
+            message = f"import did not finish within {IMPORT_TIMEOUT:g}s"
+            self._record_broken_module(module, message, self.link.output.text(), None, None)
+            self.link.importing = None  # recorded; its death is not a crash to record again
+        else:
+            log.error("spawner (pid %d) did not become ready within %gs", self.link.pid, IMPORT_TIMEOUT)
+        self.link.kill()
+
+    def start_run(self, status: WorkerStatus, now: float, following: float) -> bool:
+        """Ask the spawner for a run of this worker; return False if the spawner cannot be reached."""
+        assert self.link is not None
+        definition = status.definition
+        run = Run(
+            id=uuid.uuid4().hex,
+            definition=definition,
+            attempt=1,
+            started=now,
+            started_at=utcnow(),
+            deadline=now + definition.timeout if definition.timeout else None,
+        )
+        ends = [open_pipe() for _ in range(3)]
+        for (read_end, _), stream in zip(ends, ("result", "stdout", "stderr")):
+            set_nonblocking(read_end)
+            run.fds[read_end] = stream
+        # The row is written before the request, so a supervisor killed from here on leaves it to be found lost.
+        self.store.run_started(run.id, definition.name, run.attempt, run.started_at, self._wall(following, now))
+        try:
+            self.link.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
+        except OSError as exc:
+            log.error("%s: cannot reach the spawner: %s", definition.name, exc)
+            for r, w in ends:
+                os.close(r)
+                os.close(w)
+            run.fds.clear()
+            run.stop_reason = StopReason.SPAWNER_LOST
+            status.run = run
+            self.runs[run.id] = run
+            self.finish_run(run, None, None, None)
+            return False
+        for r, w in ends:
+            os.close(w)  # the child holds the only write ends now; EOF comes when it (and its heirs) close them
+            self.selector.register(r, selectors.EVENT_READ, ("run", run))
+        self.runs[run.id] = run
+        status.run = run
+        status.state = WorkerState.RUNNING
+        log.debug("%s: run %s requested", definition.name, run.id)
+        return True
+
+    def handle_spawned(self, message: Message) -> None:
+        """Note the pid a run got."""
+        run = self.runs.get(message["run"])
+        if run is None:
+            return
+        run.pid = int(message["pid"])
+        self.store.run_spawned(run.id, run.definition.name, run.pid)
+
+    def read_run_pipe(self, run: Run, fd: int) -> None:
+        """Read what a child wrote on one of its pipes (64 KiB at a time, so it never blocks on a full pipe)."""
+        if fd not in run.fds:
+            return  # closed earlier in this same pass, when the run ended
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if data:
+            self._feed(run, run.fds[fd], data)
+        else:
+            self.selector.unregister(fd)
+            os.close(fd)
+            del run.fds[fd]
+
+    def _feed(self, run: Run, stream: str, data: bytes) -> None:
+        if stream == "stderr":
+            run.stderr.feed(data)
+        elif stream == "stdout":
+            run.stdout.feed(data)
+        elif len(run.result) < RESULT_LIMIT:
+            run.result += data[: RESULT_LIMIT - len(run.result)]
+
+    def handle_exited(self, message: Message) -> None:
+        """A run's child was reaped: drain its pipes, classify it and record it."""
+        run = self.runs.get(message["run"])
+        if run is None:
+            return
+        self.finish_run(
+            run,
+            None,
+            int(message["status"]),
+            (float(message.get("cpu", 0.0)), int(message.get("maxrss", 0))),
+        )
+
+    def finish_run(
+        self, run: Run, verdict: Verdict | None, status: int | None, usage: tuple[float, int] | None
+    ) -> None:
+        """Classify the ended run (unless `verdict` is given), record it, and free its worker for the next tick."""
+        self._close_pipes(run, drain=True)
+        exit_code = signum = None
+        if status is not None:
+            exit_code, signum = decode_status(status)
+        if verdict is None:
+            verdict = classify(exit_code, signum, _parse_result(run.result), run.stop_reason, run.definition.timeout)
+        now = self.clock()
+        finished_at = utcnow()
+        duration = now - run.started
+        del self.runs[run.id]
+        worker = self.workers.get(run.definition.name)
+        next_run_at = None
+        if worker is not None:
+            worker.run = None
+            if worker.state is not WorkerState.BROKEN:
+                worker.state = WorkerState.IDLE
+            worker.last_outcome = verdict.outcome.value
+            worker.last_run_at = run.started_at
+            worker.last_duration = duration
+            if verdict.outcome.failed:
+                worker.failures += 1
+                worker.consecutive_failures += 1
+                worker.last_error = verdict.message
+            else:
+                worker.successes += 1
+                worker.consecutive_failures = 0
+            next_run_at = self._wall(worker.due, now)
+        self.store.run_finished(
+            RunEnd(
+                run_id=run.id,
+                worker=run.definition.name,
+                finished_at=finished_at,
+                duration=duration,
+                verdict=verdict,
+                exit_code=exit_code,
+                signal=signum,
+                cpu_time=usage[0] if usage else None,
+                peak_rss=usage[1] if usage else None,
+                stderr=run.stderr.text(),
+                stdout=run.stdout.text(),
+                next_run_at=next_run_at,
+            )
+        )
+        level = logging.INFO if not verdict.outcome.failed else logging.WARNING
+        if verdict.outcome in (Outcome.CRASH, Outcome.KILLED):
+            level = logging.ERROR
+        log.log(
+            level,
+            "%s: pid %s %s in %.3fs%s",
+            run.definition.name,
+            run.pid,
+            verdict.outcome.value,
+            duration,
+            f": {verdict.message}" if verdict.message else "",
+        )
+
+    def _close_pipes(self, run: Run, drain: bool = False) -> None:
+        # What the child wrote before it exited is already in the pipes: read it (bounded), then close. We do
+        # not wait for EOF, which a grandchild that escaped the run's group could hold back forever.
+        for fd, stream in list(run.fds.items()):
+            if drain:
+                data, _eof = read_available(fd, limit=4 << 20)
+                self._feed(run, stream, data)
+            self.selector.unregister(fd)
+            os.close(fd)
+        run.fds.clear()
+
+    def stop_run(self, run: Run, reason: StopReason, now: float) -> None:
+        """Ask a run to stop: SIGTERM to its group now, SIGKILL after its grace period."""
+        assert self.link is not None
+        run.stop_reason = reason
+        run.kill_at = now + run.definition.grace
+        self.link.signal_run(run.id, signal.SIGTERM)
+        worker = self.workers.get(run.definition.name)
+        if worker is not None:
+            worker.state = WorkerState.STOPPING
+        log.info("%s: pid %s asked to stop (%s)", run.definition.name, run.pid, reason.value)
+
+    def enforce_deadlines(self, now: float) -> None:
+        """Stop runs past their deadline, and kill those still alive past their grace."""
+        for run in list(self.runs.values()):
+            if run.stop_reason is None and run.deadline is not None and now >= run.deadline:
+                self.stop_run(run, StopReason.TIMEOUT, now)
+            elif run.kill_at is not None and now >= run.kill_at and not run.killed and self.link is not None:
+                run.killed = True
+                log.warning("%s: pid %s did not stop within its grace; SIGKILL", run.definition.name, run.pid)
+                self.link.signal_run(run.id, signal.SIGKILL)
+
+    # -- time and the table ----------------------------------------------------------------------------------
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Return how long the loop may sleep before something is due (None: until an event)."""
+        times: list[float] = []
+        if self.link is None:
+            if self.restart_at is not None and not self.stopping:
+                times.append(self.restart_at)
+        elif not self.link.ready:
+            times.append(self.link.started + IMPORT_TIMEOUT)
+        elif not self.stopping:
+            times.extend(s.due for s in self.workers.values() if s.run is None and s.state is not WorkerState.BROKEN)
+        for run in self.runs.values():
+            if run.stop_reason is None and run.deadline is not None:
+                times.append(run.deadline)
+            elif run.kill_at is not None and not run.killed:
+                times.append(run.kill_at)
+        retry = self.store.next_retry()
+        if retry is not None:
+            times.append(retry)
+        if self.display is not None:
+            times.append(self.next_refresh)
+        if self.stopping and not self.runs:
+            return 0.0
+        return max(0.0, min(times) - now) if times else None
+
+    def refresh(self, now: float) -> None:
+        """Redraw the table, at most `refresh_interval` apart."""
+        if self.display is None or now < self.next_refresh:
+            return
+        self.next_refresh = now + self.display.refresh_interval
+        self.display.update(self.views(now), self.store.pending)
+
+    def views(self, now: float | None = None) -> list[WorkerView]:
+        """Return the table's rows: every worker, then every broken module."""
+        now = self.clock() if now is None else now
+        rows = []
+        for name, s in sorted(self.workers.items()):
+            rows.append(
+                WorkerView(
+                    name=name,
+                    state=s.state.value,
+                    pid=s.run.pid if s.run else None,
+                    last_outcome=s.last_outcome,
+                    last_run_at=s.last_run_at,
+                    duration=s.last_duration,
+                    next_run_at=None if s.state is WorkerState.BROKEN or self.stopping else self._wall(s.due, now),
+                    successes=s.successes,
+                    failures=s.failures,
+                    last_error=s.last_error,
+                    running_since=s.run.started_at if s.run else None,
+                )
+            )
+        for module, error in sorted(self.broken.items()):
+            if module not in self.workers:
+                rows.append(WorkerView(module, WorkerState.BROKEN.value, None, None, None, None, None, 0, 0, error))
+        return rows
+
+    def _wall(self, due: float, now: float) -> datetime:
+        return utcnow() + timedelta(seconds=due - now)
+
+
+def _parse_result(data: bytearray) -> dict[str, object] | None:
+    if not data:
+        return None
+    try:
+        parsed = json.loads(bytes(data))
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

@@ -1,0 +1,125 @@
+"""How a run ended, what state a worker is in, and the exit codes a run's child uses on purpose."""
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+
+class Outcome(str, enum.Enum):
+    """How one run ended; every run row carries exactly one."""
+
+    SUCCEEDED = "succeeded"
+    """`run()` returned (or called `sys.exit(0)`) and the child said so before exiting 0."""
+    ERROR = "error"
+    """`run()` raised; the child sent the exception's type, message and traceback."""
+    EXIT = "exit"
+    """The child exited with no result message: `sys.exit(3)`, `os._exit(7)`."""
+    CRASH = "crash"
+    """The child was killed by a signal it raised itself: SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL."""
+    KILLED = "killed"
+    """The child was killed from outside (SIGKILL, SIGTERM: the OOM killer, an operator, a dying spawner)."""
+    TIMEOUT = "timeout"
+    """The supervisor stopped the run at its deadline (SIGTERM, grace, SIGKILL)."""
+    LIMIT = "limit"
+    """The supervisor stopped the run over a memory or CPU limit."""
+    LOST = "lost"
+    """The supervisor itself died during the run; the next start found the run unfinished."""
+
+    @property
+    def failed(self) -> bool:
+        """Tell whether this outcome counts as a failure (gets a failure row, bumps failure_count)."""
+        return self is not Outcome.SUCCEEDED
+
+
+class WorkerState(str, enum.Enum):
+    """What a worker is doing now, as shown in the table and stored in `worker.status`."""
+
+    IDLE = "idle"
+    """Waiting for its next due time."""
+    RUNNING = "running"
+    """A run of it is in progress."""
+    STOPPING = "stopping"
+    """Its run was asked to stop (deadline or shutdown) and has not exited yet."""
+    BROKEN = "broken"
+    """Its module failed to import (or crashed the spawner importing), so it cannot run."""
+    RETIRED = "retired"
+    """Known to the database but no longer defined by any loaded module."""
+
+
+# Exit codes a run's child uses on purpose; anything else came from the worker (sys.exit, os._exit).
+EXIT_OK = 0
+EXIT_RAISED = 1
+EXIT_BOOT_FAILED = 78  # EX_CONFIG: the child could not even start the worker.
+
+# Signals a process raises against itself when it breaks; any other fatal signal came from outside.
+CRASH_SIGNALS = frozenset(
+    {
+        signal.SIGSEGV,
+        signal.SIGABRT,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+        signal.SIGQUIT,
+    }
+)
+
+
+def signal_name(signum: int) -> str:
+    """Name a signal number (`SIGSEGV`), or say `signal 42` for one Python does not know."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopReason(str, enum.Enum):
+    """Why the supervisor asked a run to stop before it ended on its own."""
+
+    TIMEOUT = "timeout"
+    """The run passed its deadline."""
+    SHUTDOWN = "shutdown"
+    """The supervisor is shutting down."""
+    SPAWNER_LOST = "spawner lost"
+    """The spawner, the run's parent, died; the run died with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An outcome with the one-line message that explains it (stored as `last_error` and in the failure row)."""
+
+    outcome: Outcome
+    message: str
+    traceback: str = ""
+
+
+def classify(
+    exit_code: int | None,
+    signum: int | None,
+    result: dict[str, object] | None,
+    stop_reason: StopReason | None,
+    timeout: float | None = None,
+) -> Verdict:
+    """Decide how a run ended from its wait status, the child's result message and why we stopped it."""
+    error = result.get("error") if result else None
+    if stop_reason is StopReason.TIMEOUT:
+        return Verdict(Outcome.TIMEOUT, f"stopped after its timeout of {timeout:g}s" if timeout else "stopped at its deadline")
+    if result and result.get("ok") and exit_code == EXIT_OK:
+        return Verdict(Outcome.SUCCEEDED, "")
+    if isinstance(error, dict):
+        message = f"{error.get('type', 'Exception')}: {error.get('message', '')}".rstrip(": ")
+        return Verdict(Outcome.ERROR, message, str(error.get("traceback", "")))
+    if signum is not None:
+        name = signal_name(signum)
+        if stop_reason is StopReason.SHUTDOWN:
+            return Verdict(Outcome.KILLED, f"stopped by {name} at supervisor shutdown")
+        if stop_reason is StopReason.SPAWNER_LOST:
+            return Verdict(Outcome.KILLED, f"killed by {name} when the spawner died")
+        if signum in CRASH_SIGNALS:
+            return Verdict(Outcome.CRASH, f"crashed with {name}")
+        return Verdict(Outcome.KILLED, f"killed by {name}")
+    if stop_reason is StopReason.SPAWNER_LOST:
+        return Verdict(Outcome.KILLED, "the spawner died during the run; its exit status is unknown")
+    return Verdict(Outcome.EXIT, f"exited with status {exit_code} without a result")

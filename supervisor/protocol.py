@@ -1,0 +1,61 @@
+"""Messages between the supervisor and the spawner: one JSON object per datagram, pipe ends passed alongside.
+
+The channel is an AF_UNIX SOCK_SEQPACKET socketpair: it keeps message boundaries (no framing code), carries
+file descriptors (SCM_RIGHTS) with the message they belong to, and reads as EOF on either side when the other
+process dies, which is how the spawner learns that the supervisor is gone.
+
+Supervisor -> spawner:  spawn {run, worker, attempt, deadline} + [result_w, stdout_w, stderr_w]
+                        signal {run, signal}
+Spawner -> supervisor:  importing {module}; broken {module, worker?, error, traceback}; worker {definition};
+                        ready {pid}; spawned {run, pid}; spawn_failed {run, error};
+                        exited {run, pid, status, cpu, maxrss}
+"""
+from __future__ import annotations
+
+import array
+import json
+import socket
+from typing import Any
+
+# Large enough for any message we send (tracebacks are capped well below); SEQPACKET truncates, never splits.
+MAX_MESSAGE = 256 * 1024
+MAX_TEXT = 64 * 1024
+MAX_FDS = 4
+
+Message = dict[str, Any]
+
+
+def channel() -> tuple[socket.socket, socket.socket]:
+    """Return a connected pair of message sockets (both close-on-exec)."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, op: str, fds: list[int] | None = None, **fields: Any) -> None:
+    """Send one message, with `fds` attached if given."""
+    data = json.dumps({"op": op, **fields}, separators=(",", ":")).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket, *, block: bool = True) -> tuple[Message | None, list[int]]:
+    """Receive one message and its fds; (None, []) means the peer is gone (EOF).
+
+    With block=False, raise BlockingIOError when nothing is waiting. (Not socket.recv_fds: before Python 3.12
+    it drops its `flags` argument, so MSG_DONTWAIT would silently block.)
+    """
+    flags = socket.MSG_CMSG_CLOEXEC | (0 if block else socket.MSG_DONTWAIT)
+    fds = array.array("i")
+    data, ancillary, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), flags)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if not data:
+        return None, list(fds)
+    return json.loads(data), list(fds)
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """Cut text to its last `limit` characters (the end of a traceback is what matters)."""
+    return text if len(text) <= limit else "[...]\n" + text[-limit:]

@@ -1,0 +1,304 @@
+"""The spawner: a lean, single-threaded fork server that imports the worker modules and forks one child per run.
+
+It is started by the supervisor as `python -m supervisor.spawner` (a fresh interpreter, so nothing of the
+supervisor's threads, database connections or terminal state is in it) and talks to it over one message
+socket (see protocol.py). Worker code is imported here and only here: a module that raises, segfaults or hangs
+at import harms this process, which the supervisor restarts without that module.
+
+The loop blocks in one place, `select`, over the control socket and a wakeup pipe that SIGCHLD and SIGTERM
+write to. Handlers only record; reaping and replies happen in the loop.
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import NoReturn
+
+from . import discovery
+from .child import run_child
+from .errors import WorkerDefinitionError
+from .process import (
+    become_subreaper,
+    children_of,
+    die_with_parent,
+    signal_group,
+    thread_count,
+)
+from .protocol import clip, receive, send
+from .worker import Worker
+
+# The spawner exits with this after reporting a module it must not keep (one that started a thread):
+# the supervisor starts a fresh spawner without it.
+EXIT_RESTART = 75
+# If the final reaping at shutdown takes longer than this, SIGALRM's default action ends the spawner anyway.
+SHUTDOWN_ALARM = 10
+
+
+class Spawner:
+    """Import the workers, then fork runs on request and report each run's exit."""
+
+    def __init__(self, control: socket.socket, supervisor_pid: int, sources: list[str], excluded: set[str]) -> None:
+        self.control = control
+        self.supervisor_pid = supervisor_pid
+        self.sources = sources
+        self.excluded = excluded
+        self.workers: dict[str, Worker] = {}
+        self.runs: dict[int, str] = {}  # pid -> run id, until reaped
+        self.pids: dict[str, int] = {}  # run id -> pid, until reaped
+        self.pending_signals: list[int] = []
+        self.stopping = False
+
+    # -- start-up: imports --------------------------------------------------------------------------------
+
+    def load_workers(self) -> None:
+        """Import every module of every source, report their workers, and report `ready`."""
+        for source in self.sources:
+            module = self._import(source)
+            if module is None:
+                continue
+            for name in discovery.submodules(module):
+                self._import(name)
+        send(self.control, "ready", pid=os.getpid())
+
+    def _import(self, name: str) -> object | None:
+        if name in self.excluded:
+            return None
+        send(self.control, "importing", module=name)
+        threads_before = threading.active_count()
+        try:
+            module = discovery.import_module(name)
+        except BaseException as exc:  # a module's import is arbitrary code; all of it is a failure to report
+            send(
+                self.control,
+                "broken",
+                module=name,
+                error=f"import failed: {type(exc).__qualname__}: {clip(str(exc), 2000)}",
+                traceback=clip("".join(traceback.format_exception(exc))),
+            )
+            return None
+        if threading.active_count() > threads_before:
+            names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+            send(
+                self.control,
+                "broken",
+                module=name,
+                error=f"started thread(s) {', '.join(names)} at import; a fork server must stay single-threaded",
+                traceback="",
+            )
+            # The thread is running in this process now and would be copied, mid-flight, into every run.
+            os._exit(EXIT_RESTART)
+        if thread_count() > 1:
+            print(f"spawner: {name} left {thread_count() - 1} native thread(s) running", file=sys.stderr)
+        for worker in discovery.workers_in(module):
+            self._add(worker, name)
+        return module
+
+    def _add(self, worker: Worker, module: str) -> None:
+        try:
+            definition = worker.definition()
+            if definition.name in self.workers:
+                other = self.workers[definition.name].module
+                raise WorkerDefinitionError(f"name {definition.name!r} is already used by a worker in {other}", module)
+        except WorkerDefinitionError as exc:
+            send(self.control, "broken", module=module, worker=worker.name, error=str(exc), traceback="")
+            return
+        self.workers[definition.name] = worker
+        send(self.control, "worker", definition=definition.to_dict())
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve spawn and signal requests until the supervisor goes away or asks us to stop."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, self._record_signal)
+        # From now on the supervisor's death arrives as SIGTERM (handled here, so the runs' groups are killed)
+        # as well as EOF on the control socket; until now SIGKILL was right, since an import can block signals.
+        signal.signal(signal.SIGTERM, self._record_signal)
+        if not die_with_parent(signal.SIGTERM, self.supervisor_pid):
+            self.stopping = True
+        selector = selectors.DefaultSelector()
+        selector.register(self.control, selectors.EVENT_READ, "control")
+        selector.register(wake_r, selectors.EVENT_READ, "wakeup")
+        self.reap()  # a child could have died before the handler was installed
+        while not self.stopping:
+            for key, _ in selector.select():
+                if key.data == "wakeup":
+                    _drain(wake_r)
+                    self.handle_signals()
+                else:
+                    self.handle_control()
+        self.shutdown()
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        # Only record; the loop does the work (reaping here would re-enter the loop's own waitpid calls).
+        self.pending_signals.append(signum)
+
+    def handle_signals(self) -> None:
+        """Act on the signals recorded since the last pass."""
+        pending, self.pending_signals = self.pending_signals, []
+        if signal.SIGTERM in pending:
+            self.stopping = True
+        self.reap()
+
+    def handle_control(self) -> None:
+        """Handle every message waiting on the control socket."""
+        while True:
+            try:
+                message, fds = receive(self.control, block=False)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                message, fds = None, []
+            if message is None:
+                self.stopping = True
+                return
+            op = message.get("op")
+            if op == "spawn":
+                self.spawn_run(message, fds)
+            elif op == "signal":
+                self.signal_run(str(message["run"]), int(message["signal"]))
+            else:
+                for fd in fds:
+                    os.close(fd)
+                print(f"spawner: unknown request {op!r}", file=sys.stderr)
+
+    def spawn_run(self, request: dict[str, object], fds: list[int]) -> None:
+        """Fork one child for the run in `request`, on the pipe ends that came with it."""
+        run_id = str(request["run"])
+        worker = self.workers.get(str(request["worker"]))
+        if worker is None or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
+            return
+        # Buffered output would otherwise be written twice: once by us, once by the child.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            send(self.control, "spawn_failed", run=run_id, error=f"fork failed: {exc}")
+            return
+        if pid == 0:
+            try:
+                run_child(worker, request, fds, spawner_pid=os.getppid())
+            finally:
+                os._exit(70)
+        try:
+            os.setpgid(pid, pid)
+        except (PermissionError, ProcessLookupError):
+            pass  # the child got there first, or is already gone; either way its group is set or moot
+        for fd in fds:
+            os.close(fd)
+        self.runs[pid] = run_id
+        self.pids[run_id] = pid
+        send(self.control, "spawned", run=run_id, pid=pid)
+
+    def signal_run(self, run_id: str, sig: int) -> None:
+        """Signal a run's whole process group, if the run has not been reaped (its pid may be reused after)."""
+        pid = self.pids.get(run_id)
+        if pid is not None:
+            signal_group(pid, sig)
+
+    def reap(self) -> None:
+        """Collect every exited child and report the runs among them."""
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run_id = self.runs.pop(pid, None)
+            if run_id is None:
+                continue  # an orphaned grandchild we adopted as subreaper; nothing to report
+            del self.pids[run_id]
+            # The run is over: whatever it left running in its group goes with it. The group id cannot have
+            # been reused while any member is alive, so this reaches only the run's own leftovers.
+            signal_group(pid, signal.SIGKILL)
+            send(
+                self.control,
+                "exited",
+                run=run_id,
+                pid=pid,
+                status=status,
+                cpu=usage.ru_utime + usage.ru_stime,
+                maxrss=usage.ru_maxrss * 1024,
+            )
+
+    def shutdown(self) -> None:
+        """Kill every run's group and every adopted orphan, and reap them all."""
+        signal.alarm(SHUTDOWN_ALARM)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        for pid in list(self.runs):
+            signal_group(pid, signal.SIGKILL)
+        while True:
+            # Killing a run can orphan its escaped descendants onto us (we are their subreaper): repeat.
+            for pid in children_of(os.getpid()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                return
+            run_id = self.runs.pop(pid, None)
+            if run_id is not None:
+                self.pids.pop(run_id, None)
+                try:
+                    send(self.control, "exited", run=run_id, pid=pid, status=status, cpu=0.0, maxrss=0)
+                except OSError:
+                    pass  # the supervisor is gone
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wakeup pipe."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of `python -m supervisor.spawner`; only the supervisor starts it."""
+    parser = argparse.ArgumentParser(prog="supervisor.spawner")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--supervisor-pid", type=int, required=True)
+    parser.add_argument("--source", action="append", default=[])
+    parser.add_argument("--exclude", action="append", default=[])
+    args = parser.parse_args(argv)
+    # Until the loop runs, the supervisor's death must end us outright: an import may hang with signals blocked.
+    if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle, not ours
+    faulthandler.enable(all_threads=True)
+    become_subreaper()
+    control = socket.socket(fileno=args.control_fd)
+    control.setblocking(True)
+    os.set_inheritable(control.fileno(), False)
+    spawner = Spawner(control, args.supervisor_pid, args.source, set(args.exclude))
+    try:
+        spawner.load_workers()
+        spawner.serve()
+    except BrokenPipeError:
+        pass  # the supervisor is gone
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
