@@ -113,9 +113,10 @@ def classify(
         return Verdict(Outcome.ERROR, message, str(error.get("traceback", "")))
     if signum is not None:
         name = signal_name(signum)
-        if stop_reason is StopReason.SHUTDOWN:
+        # Only the signals we send count as ours; a run that segfaults while being stopped still crashed.
+        if stop_reason is StopReason.SHUTDOWN and signum in (signal.SIGTERM, signal.SIGKILL):
             return Verdict(Outcome.KILLED, f"stopped by {name} at supervisor shutdown")
-        if stop_reason is StopReason.SPAWNER_LOST:
+        if stop_reason is StopReason.SPAWNER_LOST and signum == signal.SIGKILL:
             return Verdict(Outcome.KILLED, f"killed by {name} when the spawner died")
         if signum in CRASH_SIGNALS:
             return Verdict(Outcome.CRASH, f"crashed with {name}")

@@ -107,7 +107,8 @@ class Spawner:
                 other = self.workers[definition.name].module
                 raise WorkerDefinitionError(f"name {definition.name!r} is already used by a worker in {other}", module)
         except WorkerDefinitionError as exc:
-            send(self.control, "broken", module=module, worker=worker.name, error=str(exc), traceback="")
+            name = worker.name if isinstance(worker.name, str) else worker.default_name()
+            send(self.control, "broken", module=module, worker=name, error=str(exc), traceback="")
             return
         self.workers[definition.name] = worker
         send(self.control, "worker", definition=definition.to_dict())

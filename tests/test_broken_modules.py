@@ -1,0 +1,54 @@
+"""Worker modules that break at import: the spawner takes the blow, the supervisor records it and carries on."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from helpers import Record, wait_until, worker_package
+
+
+def test_modules_that_segfault_thread_or_raise_at_import(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy", "import_segfault", "import_thread", "import_raises", "raises"])
+    supervisor = start_supervisor()
+    wait_until(lambda: len(record.runs("healthy")) >= 5, timeout=60, what="healthy runs")
+    wait_until(lambda: len(record.runs("raises")) >= 2, timeout=60, what="runs of the other module")
+    assert supervisor.alive(), supervisor.log()
+    # Nothing the modules did reached the supervisor: it still has one thread (the spawner took the thread).
+    assert psutil.Process(supervisor.pid).num_threads() == 1
+
+    segfault = record.worker("workers.import_segfault")
+    assert segfault["status"] == "broken"
+    assert "SIGSEGV" in segfault["last_error"]
+    (failure,) = record.failures("workers.import_segfault")
+    assert failure["kind"] == "import" and failure["run_id"] is None
+    assert "Segmentation fault" in failure["stderr_tail"]
+    assert "import_segfault.py" in failure["stderr_tail"]  # faulthandler named the line that crashed
+
+    thread = record.worker("workers.import_thread")
+    assert thread["status"] == "broken" and "thread" in thread["last_error"]
+    assert record.worker("threaded") is None  # its worker never reached the schedule
+
+    raised = record.worker("workers.import_raises")
+    assert raised["status"] == "broken"
+    (failure,) = record.failures("workers.import_raises")
+    assert "this module cannot be imported" in failure["traceback"]
+
+    # The spawner now running is single-threaded too, and imported none of the broken modules.
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawner" in " ".join(p.cmdline())]
+    assert spawner.num_threads() == 1
+    assert {"workers.import_segfault", "workers.import_thread", "workers.import_raises"} <= set(spawner.cmdline())
+    assert supervisor.stop() == 0
+
+
+def test_invalid_worker_definition_is_recorded_by_name(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    bad = "from supervisor import worker\n\n@worker(interval=-5)\ndef negative(ctx):\n    pass\n"
+    worker_package(tmp_path, ["healthy"], extra={"bad_interval": bad})
+    supervisor = start_supervisor()
+    wait_until(lambda: len(record.runs("healthy")) >= 2, timeout=60, what="healthy runs")
+    row = wait_until(lambda: record.worker("negative"), timeout=10, what="the invalid worker's row")
+    assert row["status"] == "broken"
+    assert "interval must be a positive duration, got -5" in row["last_error"]
+    assert "worker 'negative' in workers.bad_interval" in row["last_error"]
+    assert supervisor.stop() == 0

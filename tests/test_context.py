@@ -1,0 +1,42 @@
+"""What a run sees: its context, its own process group, only its own descriptors, a logger into its capture."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from helpers import Record, wait_until, worker_package
+
+
+def test_run_context_and_captured_output(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["introspect"])
+    supervisor = start_supervisor()
+    (run, *_) = wait_until(lambda: record.runs("introspect"), timeout=60, what="a finished run")
+    seen = json.loads((tmp_path / f"ctx-{run['id']}.json").read_text())
+    assert seen["run_id"] == run["id"]
+    assert seen["worker"] == "introspect" and seen["attempt"] == 1
+    assert seen["cancelled"] is False
+    assert 0 < seen["remaining"] <= 30
+    assert abs(seen["deadline"] - seen["monotonic"] - seen["remaining"]) < 1
+    assert seen["pgid_is_pid"] is True
+    assert seen["stdin"] == "/dev/null"
+    # stdin, stdout, stderr, the result pipe, the run's own cancellation pipe (two ends) and the directory
+    # listing itself; the spawner's control socket, wakeup pipe and epoll fd were not inherited.
+    assert len(seen["open_fds"]) <= 7, seen["open_fds"]
+
+    (failure, *_) = record.failures("introspect")
+    assert "hello from the run's logger" in failure["stderr_tail"]
+    assert "worker.introspect" in failure["stderr_tail"]
+    assert "hello from print" in failure["stdout_tail"]
+    assert supervisor.stop() == 0
+
+
+def test_tick_during_a_run_is_skipped_and_counted(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["slow", "healthy"])
+    supervisor = start_supervisor()
+    # slow runs for 60 s on a 0.2 s interval: its ticks pass while it runs, and none starts a second run.
+    row = wait_until(lambda: (r := record.worker("slow")) and r["skipped_count"] >= 5 and r, timeout=60,
+                     what="skipped ticks")
+    assert row["status"] == "running"
+    assert len(record.runs("slow", finished=False)) == 1
+    assert supervisor.stop() == 0

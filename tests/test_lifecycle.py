@@ -1,0 +1,73 @@
+"""Stopping and killing the supervisor: children stop with it, and every run ends up recorded."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from helpers import Record, pid_alive, wait_until, worker_package
+
+LONG = "[worker.grandchild]\ntimeout = 600\n"
+
+
+def running(record: Record, worker: str) -> list[Any]:
+    """Runs of `worker` that have a pid and no end yet."""
+    return [r for r in record.runs(worker, finished=False) if r["finished_at"] is None and r["pid"]]
+
+
+def test_sigkill_leaves_no_process_and_next_start_marks_runs_lost(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["slow", "grandchild", "healthy"])
+    supervisor = start_supervisor(config=LONG)
+    wait_until(lambda: running(record, "slow") and running(record, "grandchild"), timeout=60, what="runs in progress")
+    grandchild_file = wait_until(lambda: list(tmp_path.glob("grandchild-*.pid")), timeout=30, what="the grandchild")[0]
+    grandchild = int(grandchild_file.read_text())
+    in_flight = {r["id"] for r in running(record, "slow") + running(record, "grandchild")}
+    family = [p.pid for p in supervisor.descendants()]
+    assert grandchild in family and len(family) >= 4  # spawner, two runs, the grandchild
+
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait(10)
+    killed_at = time.monotonic()
+    wait_until(lambda: not any(pid_alive(pid) for pid in family), timeout=2.0, what="every descendant to die")
+    assert time.monotonic() - killed_at < 2.0
+
+    # The next start finds the runs the dead supervisor left unfinished and records them as lost.
+    second = start_supervisor(config=LONG)
+    wait_until(lambda: all(r["outcome"] == "lost" for r in record.query(
+        f"select outcome from run where id in ({','.join('?' * len(in_flight))})", *in_flight)), timeout=30,
+        what="the interrupted runs to be marked lost")
+    lost = record.query("select * from failure where kind = 'lost'")
+    assert {f["run_id"] for f in lost} >= in_flight
+    assert second.stop() == 0
+
+
+def test_sigterm_stops_runs_within_grace_and_records_them(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["slow"])
+    supervisor = start_supervisor()
+    (run,) = wait_until(lambda: running(record, "slow"), timeout=60, what="a slow run in progress")
+    child = run["pid"]
+    supervisor.signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert supervisor.wait(5 + 1 + 5) == 0  # slow's grace is 5 s; allow start-up noise on a loaded machine
+    took = time.monotonic() - sent
+    assert took < 5 + 1, took
+    # The child got SIGTERM (its ctx.cancelled woke it), ended cleanly, and its row was written before exit.
+    assert (tmp_path / f"cancelled-{run['id']}").exists()
+    assert not pid_alive(child)
+    (final,) = [r for r in record.runs("slow") if r["id"] == run["id"]]
+    assert final["outcome"] == "succeeded" and final["finished_at"] is not None
+    assert record.query("select count(*) as n from run where finished_at is null")[0]["n"] == 0
+
+
+def test_sigint_kills_a_child_that_ignores_sigterm_after_its_grace(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["ignores_term"])
+    supervisor = start_supervisor(config="[worker.ignores_term]\ntimeout = 600\ngrace = 0.5\n")
+    (run,) = wait_until(lambda: running(record, "ignores_term"), timeout=60, what="a run in progress")
+    supervisor.signal(signal.SIGINT)
+    assert supervisor.wait(10) == 0
+    (final,) = [r for r in record.runs("ignores_term") if r["id"] == run["id"]]
+    assert final["outcome"] == "killed" and final["signal"] == signal.SIGKILL
+    (failure,) = record.failures("ignores_term")
+    assert "shutdown" in failure["message"]
+    assert not pid_alive(run["pid"])

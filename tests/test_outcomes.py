@@ -1,0 +1,107 @@
+"""Every way a run can end, each in a real forked child, beside a healthy worker that must keep its schedule."""
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from helpers import Record, pid_alive, wait_until, worker_package
+
+HEALTHY_INTERVAL = 0.2
+
+
+@dataclass
+class Case:
+    module: str
+    outcome: str
+    exit_code: int | None = None
+    signal: int | None = None
+    check: Callable[[Any, Path], None] = field(default=lambda failure, cwd: None)
+
+
+def traceback_names_the_function(failure: Any, cwd: Path) -> None:
+    assert "fail_loudly" in failure["traceback"] and "def raises" not in failure["traceback"]
+    assert "in raises" in failure["traceback"]
+    assert failure["message"] == "ValueError: the worker raised on purpose"
+
+
+def faulthandler_stack_stored(failure: Any, cwd: Path) -> None:
+    assert "Fatal Python error: Segmentation fault" in failure["stderr_tail"]
+    assert "crash_in_c" in failure["stderr_tail"] and "in segfault" in failure["stderr_tail"]
+
+
+def abort_stack_stored(failure: Any, cwd: Path) -> None:
+    assert "Fatal Python error: Aborted" in failure["stderr_tail"]
+
+
+def grandchild_is_gone(failure: Any, cwd: Path) -> None:
+    pid = int((cwd / f"grandchild-{failure['run_id']}.pid").read_text())
+    wait_until(lambda: not pid_alive(pid), timeout=10, what=f"grandchild {pid} to be gone")
+
+
+def stderr_tail_bounded(failure: Any, cwd: Path) -> None:
+    tail = failure["stderr_tail"]
+    assert len(tail) < 80 * 1024, len(tail)
+    assert tail.rstrip().endswith("THE-END-OF-THE-FLOOD")
+    assert "bytes dropped" in tail
+
+
+CASES = [
+    Case("raises", "error", exit_code=1, check=traceback_names_the_function),
+    Case("exit3", "exit", exit_code=3),
+    Case("os_exit7", "exit", exit_code=7),
+    Case("segfault", "crash", signal=signal.SIGSEGV, check=faulthandler_stack_stored),
+    Case("abort", "crash", signal=signal.SIGABRT, check=abort_stack_stored),
+    Case("sigkill_self", "killed", signal=signal.SIGKILL),
+    Case("hang", "timeout", exit_code=0),
+    Case("ignores_term", "timeout", signal=signal.SIGKILL),
+    Case("grandchild", "timeout", check=grandchild_is_gone),
+    Case("flood", "error", exit_code=1, check=stderr_tail_bounded),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.module for c in CASES])
+def test_outcome_is_recorded_and_supervisor_lives_on(case: Case, tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy", case.module])
+    supervisor = start_supervisor()
+    runs = wait_until(lambda: len(record.runs(case.module)) >= 2 and record.runs(case.module), timeout=60,
+                      what=f"two finished runs of {case.module}")
+    healthy_before = len(record.runs("healthy"))
+    # The failing worker keeps failing, the healthy one keeps going, and the supervisor is still there.
+    wait_until(lambda: len(record.runs(case.module)) >= 3, timeout=60, what="a third run")
+    wait_until(lambda: len(record.runs("healthy")) >= healthy_before + 3, timeout=30, what="healthy runs after the failures")
+    assert supervisor.alive(), supervisor.log()
+
+    for run in runs:
+        assert run["outcome"] == case.outcome, (run["outcome"], supervisor.log())
+        if case.exit_code is not None:
+            assert run["exit_code"] == case.exit_code
+        if case.signal is not None:
+            assert run["signal"] == case.signal
+    failures = {f["run_id"]: f for f in record.failures(case.module)}
+    for run in runs:
+        failure = failures[run["id"]]
+        assert failure["kind"] == case.outcome
+        case.check({**dict(failure), "run_id": run["id"]}, tmp_path)
+
+    assert supervisor.stop() == 0
+    row = record.worker(case.module)
+    finished = record.runs(case.module)
+    assert row["failure_count"] == len(finished) == len(record.failures(case.module))
+    assert row["success_count"] == 0
+    assert_kept_schedule(record)
+
+
+def assert_kept_schedule(record: Record) -> None:
+    """The healthy worker succeeded every time, skipped no tick, and started on its interval."""
+    healthy = record.runs("healthy")
+    assert healthy and all(r["outcome"] == "succeeded" for r in healthy)
+    assert record.worker("healthy")["skipped_count"] == 0
+    starts = [datetime.fromisoformat(r["started_at"]) for r in healthy]
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
+    # Generous for a loaded 2-core machine; a supervisor blocked by a failing neighbour would miss by far more.
+    assert max(gaps) < HEALTHY_INTERVAL + 1.0, gaps
