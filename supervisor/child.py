@@ -63,15 +63,20 @@ class Cancellation:
         return self.requested
 
 
-def run_child(worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int) -> NoReturn:
-    """Become the run described by `request` on the pipes `fds` (result, stdout, stderr), then exit."""
+def run_child(
+    worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int, signal_mask: set[signal.Signals]
+) -> NoReturn:
+    """Become the run described by `request` on the pipes `fds` (result, stdout, stderr), then exit.
+
+    The spawner forks with SIGTERM blocked; `signal_mask` is the mask to restore once our handler is in place.
+    """
     code = EXIT_BOOT_FAILED
     result: dict[str, object] | None = None
     result_fd = fds[0]
     try:
         _take_stdio(fds)
         result_fd = RESULT_FD
-        ctx = _bootstrap(request, spawner_pid)
+        ctx = _bootstrap(request, spawner_pid, signal_mask)
         try:
             worker.run(ctx)
             result, code = {"ok": True}, EXIT_OK
@@ -88,7 +93,7 @@ def run_child(worker: Worker, request: dict[str, object], fds: list[int], spawne
             os._exit(code)
 
 
-def _bootstrap(request: dict[str, object], spawner_pid: int) -> RunContext:
+def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[signal.Signals]) -> RunContext:
     # The spawner calls setpgid(pid, pid) too; whichever runs first wins, and the group exists before the
     # supervisor can ever be told our pid.
     os.setpgid(0, 0)
@@ -103,6 +108,7 @@ def _bootstrap(request: dict[str, object], spawner_pid: int) -> RunContext:
     random.seed()
     log = _run_logger(str(request["worker"]))
     cancellation = Cancellation()
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
     deadline = request.get("deadline")
     return RunContext(
         run_id=str(request["run"]),

@@ -66,7 +66,7 @@ def cmd_run(config: Config) -> int:
     store = Store(config.database)
     store.open()
     display = LiveDashboard(console, utcnow) if console is not None else None
-    supervisor = Supervisor(store, config.workers, config.overrides, display)
+    supervisor = Supervisor(store, config.workers, config.overrides, display, import_timeout=config.import_timeout)
     return supervisor.run()
 
 

@@ -33,6 +33,18 @@ def _names(value: Any) -> list[str]:
     return list(value)
 
 
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"must be a positive number of seconds, got {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -60,6 +72,8 @@ SETTINGS = (
             "--workers", "SUPERVISOR_WORKERS", "PACKAGE", repeat=True),
     Setting("log_level", _level, "info", f"log level: {', '.join(LOG_LEVELS)}", "--log-level",
             "SUPERVISOR_LOG_LEVEL", "LEVEL"),
+    Setting("import_timeout", _seconds, 60.0, "seconds a worker module may take to import before it is left out",
+            "--import-timeout", "SUPERVISOR_IMPORT_TIMEOUT", "SECONDS"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -71,6 +85,7 @@ class Config:
     database: str = "sqlite:///supervisor.db"
     workers: list[str] = field(default_factory=lambda: ["workers"])
     log_level: str = "info"
+    import_timeout: float = 60.0
     overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
     """Per-worker overrides from the file's `[worker.NAME]` tables: interval, timeout, grace."""
 

@@ -27,6 +27,7 @@ class SpawnerLink:
         self.ready = False
         self.importing: str | None = None
         """The module the spawner said it is importing and has not yet reported on: the culprit if it dies."""
+        self.importing_since = 0.0
         self.output = Capture(head=0)
         self.exited = False
         self.channel_closed = False
@@ -84,6 +85,7 @@ class SpawnerLink:
                 break
             if message["op"] == "importing":
                 self.importing = message["module"]
+                self.importing_since = time.monotonic()
             elif message["op"] == "broken" and message.get("module") == self.importing:
                 self.importing = None
             elif message["op"] == "ready":
@@ -91,6 +93,10 @@ class SpawnerLink:
                 self.importing = None
             found.append(message)
         return found
+
+    def import_deadline(self, timeout: float) -> float:
+        """When the module being imported (or the start-up, before any module) is taken as hung."""
+        return max(self.started, self.importing_since) + timeout
 
     def read_output(self) -> tuple[bytes, bool]:
         """Read what the spawner (and module code at import) printed; return (data, EOF)."""

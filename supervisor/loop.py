@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from .capture import Capture
-from .errors import StoreUnavailable
+from .errors import ConfigError, StoreUnavailable
 from .link import SpawnerLink
 from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
 from .process import decode_status, open_pipe, read_available, set_nonblocking, signal_group
@@ -30,7 +30,6 @@ from .worker import WorkerDefinition
 
 log = logging.getLogger("supervisor")
 
-IMPORT_TIMEOUT = 60.0  # a module whose import takes longer is taken as hung, and left out
 SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
@@ -113,8 +112,11 @@ class Supervisor:
         overrides: dict[str, dict[str, float | None]] | None = None,
         display: Display | None = None,
         clock: Callable[[], float] = time.monotonic,
+        import_timeout: float = 60.0,
     ) -> None:
         self.store = store
+        self.import_timeout = import_timeout
+        """A module whose import takes longer than this is taken as hung, recorded broken and left out."""
         self.sources = sources
         self.overrides = overrides or {}
         self.display = display
@@ -128,6 +130,7 @@ class Supervisor:
         self.restart_at: float | None = None
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.stopping = False
+        self.ever_ready = False
         self.finished = False
         self.exit_code = 0
         self.pending_signals: list[int] = []
@@ -215,7 +218,10 @@ class Supervisor:
         if not self.stopping or self.runs or self.finished:
             return
         if self.link is not None and not self.link.exited:
-            self.link.close_channel()
+            if self.link.ready:
+                self.link.close_channel()
+            else:
+                self.link.kill()  # still importing: it reads no requests, and an import may never return
             self._await_spawner_exit()
         self.finished = True
 
@@ -246,6 +252,7 @@ class Supervisor:
         os.close(self._wake_w)
         self.selector.close()
         if self.display is not None:
+            self.display.update(self.views(), self.store.pending)
             self.display.stop()
         self.store.close()
 
@@ -302,6 +309,8 @@ class Supervisor:
         """Record a module that failed to import, or a worker whose definition is invalid."""
         module = str(message["module"])
         worker = message.get("worker")
+        if message.get("missing") and not self.ever_ready:
+            raise ConfigError(f"cannot import worker package {module!r} from {os.getcwd()}", "--workers / workers setting")
         if worker is not None:
             log.error("worker %s in %s is invalid: %s", worker, module, message["error"])
             self.broken[str(worker)] = str(message["error"])
@@ -361,6 +370,7 @@ class Supervisor:
             f", {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
+        self.ever_ready = True
 
     def _stored_rows(self) -> dict[str, Any]:
         try:
@@ -434,7 +444,7 @@ class Supervisor:
                 self.start_spawner()
             return
         if not self.link.ready:
-            if now - self.link.started > IMPORT_TIMEOUT and not self.link.killed:
+            if now >= self.link.import_deadline(self.import_timeout) and not self.link.killed:
                 self._give_up_on_import()
             return
         for status in self.workers.values():
@@ -458,11 +468,11 @@ class Supervisor:
         assert self.link is not None
         module = self.link.importing
         if module is not None:
-            message = f"import did not finish within {IMPORT_TIMEOUT:g}s"
+            message = f"import did not finish within {self.import_timeout:g}s"
             self._record_broken_module(module, message, self.link.output.text(), None, None)
             self.link.importing = None  # recorded; its death is not a crash to record again
         else:
-            log.error("spawner (pid %d) did not become ready within %gs", self.link.pid, IMPORT_TIMEOUT)
+            log.error("spawner (pid %d) did not become ready within %gs", self.link.pid, self.import_timeout)
         self.link.kill()
 
     def start_run(self, status: WorkerStatus, now: float, following: float) -> bool:
@@ -649,7 +659,8 @@ class Supervisor:
             if self.restart_at is not None and not self.stopping:
                 times.append(self.restart_at)
         elif not self.link.ready:
-            times.append(self.link.started + IMPORT_TIMEOUT)
+            if not self.link.killed:
+                times.append(self.link.import_deadline(self.import_timeout))
         elif not self.stopping:
             times.extend(s.due for s in self.workers.values() if s.run is None and s.state is not WorkerState.BROKEN)
         for run in self.runs.values():

@@ -79,6 +79,8 @@ class Spawner:
                 self.control,
                 "broken",
                 module=name,
+                # A source that cannot be found at all is a mistake in the configuration, not a broken module.
+                missing=isinstance(exc, ModuleNotFoundError) and exc.name == name and name in self.sources,
                 error=f"import failed: {type(exc).__qualname__}: {clip(str(exc), 2000)}",
                 traceback=clip("".join(traceback.format_exception(exc))),
             )
@@ -183,18 +185,23 @@ class Spawner:
         # Buffered output would otherwise be written twice: once by us, once by the child.
         sys.stdout.flush()
         sys.stderr.flush()
+        # SIGTERM stays blocked across the fork until the child has its own handler: a stop request that comes
+        # while the child is still starting then sets ctx.cancelled instead of being lost or killing it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in fds:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"fork failed: {exc}")
             return
         if pid == 0:
             try:
-                run_child(worker, request, fds, spawner_pid=os.getppid())
+                run_child(worker, request, fds, spawner_pid=os.getppid(), signal_mask=mask)
             finally:
                 os._exit(70)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             os.setpgid(pid, pid)
         except (PermissionError, ProcessLookupError):

@@ -52,3 +52,20 @@ def test_invalid_worker_definition_is_recorded_by_name(tmp_path: Path, record: R
     assert "interval must be a positive duration, got -5" in row["last_error"]
     assert "worker 'negative' in workers.bad_interval" in row["last_error"]
     assert supervisor.stop() == 0
+
+
+def test_module_that_hangs_at_import_is_left_out_after_the_import_timeout(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy", "import_hangs"])
+    supervisor = start_supervisor("--import-timeout", "1")
+    wait_until(lambda: len(record.runs("healthy")) >= 3, timeout=60, what="healthy runs once the hang is cut off")
+    row = record.worker("workers.import_hangs")
+    assert row["status"] == "broken" and "import did not finish within 1s" in row["last_error"]
+    assert supervisor.stop() == 0
+
+
+def test_missing_worker_package_is_one_error_line(tmp_path: Path, start_supervisor: Any) -> None:
+    supervisor = start_supervisor("--workers", "no_such_package")
+    assert supervisor.wait(30) == 2
+    (line,) = supervisor.log().strip().splitlines()[-1:]
+    assert line.startswith("supervisor: error: cannot import worker package 'no_such_package'"), supervisor.log()
+    assert "Traceback" not in supervisor.log()

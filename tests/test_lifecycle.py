@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from helpers import Record, pid_alive, wait_until, worker_package
 
 LONG = "[worker.grandchild]\ntimeout = 600\n"
@@ -71,3 +73,21 @@ def test_sigint_kills_a_child_that_ignores_sigterm_after_its_grace(tmp_path: Pat
     (failure,) = record.failures("ignores_term")
     assert "shutdown" in failure["message"]
     assert not pid_alive(run["pid"])
+
+
+def test_a_killed_spawner_is_replaced_and_its_runs_recorded(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["slow", "healthy"])
+    supervisor = start_supervisor()
+    (run,) = wait_until(lambda: running(record, "slow"), timeout=60, what="a slow run in progress")
+    (spawner,) = psutil.Process(supervisor.pid).children()  # runs are the spawner's children, not ours
+    spawner.kill()
+    # The run died with its spawner, is recorded as killed, and a new spawner carries on with both workers.
+    final = wait_until(lambda: [r for r in record.runs("slow") if r["id"] == run["id"]], timeout=30, what="the run's row")[0]
+    assert final["outcome"] == "killed"
+    assert "spawner" in record.failures("slow")[0]["message"]
+    wait_until(lambda: len(running(record, "slow")) == 1, timeout=30, what="a new slow run")
+    before = len(record.runs("healthy"))
+    wait_until(lambda: len(record.runs("healthy")) >= before + 3, timeout=30, what="healthy runs after the restart")
+    assert not pid_alive(run["pid"])
+    assert supervisor.alive()
+    assert supervisor.stop() == 0
