@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DB     ?= sqlite:///supervisor.db
 
-.PHONY: run test status clean
+.PHONY: run test lint status clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ status: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm

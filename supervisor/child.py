@@ -64,7 +64,7 @@ class Cancellation:
 
 
 def run_child(
-    worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int, signal_mask: set[signal.Signals]
+    worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int, signal_mask: set[int]
 ) -> NoReturn:
     """Become the run described by `request` on the pipes `fds` (result, stdout, stderr), then exit.
 
@@ -93,7 +93,7 @@ def run_child(
             os._exit(code)
 
 
-def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[signal.Signals]) -> RunContext:
+def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[int]) -> RunContext:
     # The spawner calls setpgid(pid, pid) too; whichever runs first wins, and the group exists before the
     # supervisor can ever be told our pid.
     os.setpgid(0, 0)
@@ -141,7 +141,6 @@ def _take_stdio(fds: list[int]) -> None:
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
-    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
 
 
 def _run_logger(worker_name: str) -> logging.Logger:

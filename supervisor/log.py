@@ -22,8 +22,8 @@ class PrintableFormatter(logging.Formatter):
 def setup(level: str = "INFO", console: Console | None = None) -> None:
     """Send log records to the rich console (on a terminal) or to stderr as plain lines."""
     root = logging.getLogger()
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
+    for old in root.handlers[:]:
+        root.removeHandler(old)
     handler: logging.Handler
     if console is not None:
         handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)

@@ -362,7 +362,7 @@ class Supervisor:
                 status.definition = definition
             if status.state is WorkerState.BROKEN:
                 status.state = WorkerState.RUNNING if status.run else WorkerState.IDLE
-        self.store.sync_workers(defined.values(), [m for m in self.broken if m not in defined])
+        self.store.sync_workers(defined.values(), [name for name in self.broken if name not in defined])
         log.info(
             "spawner ready (pid %d): %d worker(s)%s",
             self.link.pid,

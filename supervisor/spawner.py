@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import traceback
+from types import ModuleType
 from typing import NoReturn
 
 from . import discovery
@@ -67,7 +68,7 @@ class Spawner:
                 self._import(name)
         send(self.control, "ready", pid=os.getpid())
 
-    def _import(self, name: str) -> object | None:
+    def _import(self, name: str) -> ModuleType | None:
         if name in self.excluded:
             return None
         send(self.control, "importing", module=name)
@@ -187,7 +188,7 @@ class Spawner:
         sys.stderr.flush()
         # SIGTERM stays blocked across the fork until the child has its own handler: a stop request that comes
         # while the child is still starting then sets ctx.cancelled instead of being lost or killing it.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
         try:
             pid = os.fork()
         except OSError as exc:

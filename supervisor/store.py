@@ -167,7 +167,8 @@ def connect(url: str) -> peewee.Database:
         )
     if scheme in ("postgres", "postgresql"):
         try:
-            return db_url.connect(url, connect_timeout=5)
+            database: peewee.Database = db_url.connect(url, connect_timeout=5)
+            return database
         except Exception as exc:  # peewee raises ImproperlyConfigured when no driver is installed
             raise StoreUnavailable(f"cannot use PostgreSQL: {exc}", redact(url)) from exc
     raise StoreUnavailable(f"unsupported database URL scheme {scheme!r}; use sqlite:/// or postgresql://", redact(url))
@@ -277,9 +278,8 @@ class Store:
                 for run in orphans:
                     verdict = Verdict(Outcome.LOST, f"the supervisor (pid {run.supervisor_pid}) died during the run")
                     duration = (now - run.started_at).total_seconds()
-                    self._finish_run(
-                        RunEnd(run.id, run.worker_id, now, duration, verdict, None, None, None, None, "", "", None)
-                    )
+                    worker = run.worker_id  # type: ignore[attr-defined]  # peewee's accessor for the FK's value
+                    self._finish_run(RunEnd(run.id, worker, now, duration, verdict, None, None, None, None, "", "", None))
         except peewee.PeeweeException as exc:
             raise StoreUnavailable(f"cannot read unfinished runs: {_first_line(exc)}", self.where) from exc
         return len(orphans)
@@ -312,10 +312,15 @@ class Store:
         self, module: str, message: str, traceback: str, stderr: str, exit_code: int | None, signum: int | None
     ) -> None:
         """Record that a module could not be imported: a failure row, and its workers (and itself) as broken."""
-        self._write(self._module_broken, module, message, traceback, stderr, exit_code, signum, utcnow())
+        self._write(self._broken, module, module, message, traceback, stderr, exit_code, signum, utcnow())
 
-    def _module_broken(
+    def worker_broken(self, name: str, module: str, message: str) -> None:
+        """Record a worker whose definition is invalid (bad interval, duplicate name); its module's others run."""
+        self._write(self._broken, name, module, message, "", "", None, None, utcnow())
+
+    def _broken(
         self,
+        name: str,
         module: str,
         message: str,
         traceback: str,
@@ -324,26 +329,24 @@ class Store:
         signum: int | None,
         now: datetime,
     ) -> None:
-        fields = {"module": module, "status": WorkerState.BROKEN.value, "last_error": message[:ERROR_MESSAGE_LIMIT], "pid": None, "updated_at": now}
-        WorkerRow.insert(name=module, **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
-        WorkerRow.update(status=WorkerState.BROKEN.value, last_error=fields["last_error"], updated_at=now).where(
-            WorkerRow.module == module
-        ).execute()
+        error = message[:ERROR_MESSAGE_LIMIT]
+        fields = {"module": module, "status": WorkerState.BROKEN.value, "last_error": error, "pid": None, "updated_at": now}
+        WorkerRow.insert(name=name, **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
+        if name == module:  # a whole module: the workers it defined when it last imported are broken with it
+            WorkerRow.update(status=WorkerState.BROKEN.value, last_error=error, updated_at=now).where(
+                WorkerRow.module == module
+            ).execute()
         FailureRow.create(
             run=None,
-            worker=module,
+            worker=name,
             created_at=now,
-            kind="import",
+            kind="import" if name == module else "definition",
             message=message,
             traceback=traceback,
             stderr_tail=stderr,
             exit_code=exit_code,
             signal=signum,
         )
-
-    def worker_broken(self, name: str, module: str, message: str) -> None:
-        """Record a worker whose definition is invalid (bad interval, duplicate name)."""
-        self._write(self._module_broken, name, message, "", "", None, None, utcnow())
 
     def run_started(self, run_id: str, worker: str, attempt: int, started_at: datetime, next_run_at: datetime | None) -> None:
         """Record that a run is starting (so a supervisor that dies now leaves it to be found as lost)."""
