@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -157,22 +158,27 @@ def _worker_tables(value: Any, path: str, text: str) -> dict[str, dict[str, floa
         raise ConfigError("[worker] must hold one table per worker, as [worker.NAME]", f"{path}:{_line_of(text, 'worker')}")
     overrides: dict[str, dict[str, float | None]] = {}
     for name, table in value.items():
-        where = f"{path}:{_line_of(text, f'worker.{name}')} [worker.{name}]"
+        where = f"{path}:{_line_of(text, 'worker', name)} [worker.{name}]"
         override: dict[str, float | None] = {}
         for key, setting in table.items():
             if key not in WORKER_KEYS:
                 raise ConfigError(f"unknown key {key!r} for worker {name!r}{_did_you_mean(key, WORKER_KEYS)}", where)
-            if isinstance(setting, bool) or not isinstance(setting, (int, float)) or setting <= 0:
-                if not (key == "grace" and setting == 0):
-                    raise ConfigError(f"{key} of worker {name!r} must be a positive number of seconds, got {setting!r}", where)
+            number = not isinstance(setting, bool) and isinstance(setting, (int, float)) and math.isfinite(setting)
+            if not number or setting < 0 or (setting == 0 and key != "grace"):
+                raise ConfigError(f"{key} of worker {name!r} must be a positive number of seconds, got {setting!r}", where)
             override[key] = float(setting)
         overrides[name] = override
     return overrides
 
 
-def _line_of(text: str, key: str) -> int:
-    """Find the line where a key or table header appears (tomllib gives no positions)."""
-    pattern = re.compile(rf"^\s*(\[\s*{re.escape(key)}\s*\]|{re.escape(key.split('.')[-1])}\s*=)", re.M)
+def _line_of(text: str, *path: str) -> int:
+    """Find the line of a key (`path` of one part) or table header (`[a.b]`, parts quoted or not).
+
+    tomllib gives no positions, so this searches the text; it is only used to point at the mistake.
+    """
+    parts = [rf"(?:{re.escape(p)}|\"{re.escape(p)}\")" for p in path]
+    table = r"[ \t]*\.[ \t]*".join(parts)
+    pattern = re.compile(rf"^[ \t]*(\[[ \t]*{table}[ \t]*\]|{parts[-1]}[ \t]*=)", re.M)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else 1
 

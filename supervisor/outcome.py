@@ -109,7 +109,8 @@ def classify(
     if result and result.get("ok") and exit_code == EXIT_OK:
         return Verdict(Outcome.SUCCEEDED, "")
     if isinstance(error, dict):
-        message = f"{error.get('type', 'Exception')}: {error.get('message', '')}".rstrip(": ")
+        kind, text = error.get("type", "Exception"), error.get("message", "")
+        message = f"{kind}: {text}" if text else str(kind)
         return Verdict(Outcome.ERROR, message, str(error.get("traceback", "")))
     if signum is not None:
         name = signal_name(signum)

@@ -17,4 +17,9 @@ def next_due(previous_due: float, interval: float, now: float) -> tuple[float, i
     if due > now:
         return due, 0
     missed = math.floor((now - due) / interval) + 1
-    return due + missed * interval, missed
+    following = previous_due + (missed + 1) * interval
+    # Floating point can land the slot on `now` or a rounding step behind it; step on until it is ahead.
+    while following <= now:
+        missed += 1
+        following = previous_due + (missed + 1) * interval
+    return following, missed

@@ -132,7 +132,7 @@ class Worker:
         """Check the declared attributes and return them as a definition; raise WorkerDefinitionError if bad."""
         name = self.name if self.name is not None else self.default_name()
         where = f"worker {name!r} in {self.module}"
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise WorkerDefinitionError(
                 f"name must be letters, digits and _ . : - (not starting with punctuation), got {name!r}", where
             )

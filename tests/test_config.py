@@ -1,0 +1,301 @@
+"""Tests of supervisor/config.py (`load`: defaults < file < environment < flags) and supervisor/cli.py (`main`)."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.cli import main
+from supervisor.config import Config, load
+from supervisor.errors import ConfigError
+
+NO_FLAGS: dict[str, Any] = {"config": None, "database": None, "workers": None, "log_level": None, "import_timeout": None}
+
+
+def _flags(**given: Any) -> dict[str, Any]:
+    return {**NO_FLAGS, **given}
+
+
+def _write(tmp_path: Path, text: str, name: str = "supervisor.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's SUPERVISOR_* variables out of the cli tests (load() itself takes `environ`)."""
+    for name in ("SUPERVISOR_DB", "SUPERVISOR_WORKERS", "SUPERVISOR_LOG_LEVEL", "SUPERVISOR_IMPORT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- defaults and precedence ----------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    config = load(NO_FLAGS, {})
+    assert config == Config(database="sqlite:///supervisor.db", workers=["workers"], log_level="info", import_timeout=60.0, overrides={})
+
+
+def test_empty_flags_mapping_gives_defaults() -> None:
+    assert load({}, {}) == load(NO_FLAGS, {})
+
+
+def test_file_overrides_defaults(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///file.db"\nworkers = ["a", "b"]\nlog_level = "WARNING"\n')
+    config = load(_flags(config=str(path)), {})
+    assert config.database == "sqlite:///file.db"
+    assert config.workers == ["a", "b"]
+    assert config.log_level == "warning"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///file.db"\nlog_level = "error"\n')
+    environ = {"SUPERVISOR_DB": "sqlite:///env.db", "SUPERVISOR_WORKERS": "jobs, more_jobs ,"}
+    config = load(_flags(config=str(path)), environ)
+    assert config.database == "sqlite:///env.db"
+    assert config.workers == ["jobs", "more_jobs"]
+    assert config.log_level == "error"  # not in the environment: the file's value stays
+
+
+def test_flags_override_environment_and_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///file.db"\nlog_level = "error"\nworkers = ["f"]\n')
+    environ = {"SUPERVISOR_DB": "sqlite:///env.db", "SUPERVISOR_LOG_LEVEL": "warning", "SUPERVISOR_WORKERS": "e"}
+    config = load(_flags(config=str(path), database="sqlite:///flag.db", workers=["x", "y"]), environ)
+    assert config.database == "sqlite:///flag.db"
+    assert config.workers == ["x", "y"]
+    assert config.log_level == "warning"  # no flag: the environment wins over the file
+
+
+def test_empty_environment_variable_is_ignored(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///file.db"\n')
+    assert load(_flags(config=str(path)), {"SUPERVISOR_DB": ""}).database == "sqlite:///file.db"
+
+
+def test_import_timeout_from_file_environment_and_flag(tmp_path: Path) -> None:
+    path = _write(tmp_path, "import_timeout = 90\n")
+    assert load(_flags(config=str(path)), {}).import_timeout == 90.0
+    assert load(_flags(config=str(path)), {"SUPERVISOR_IMPORT_TIMEOUT": "2.5"}).import_timeout == 2.5
+    assert load(_flags(config=str(path), import_timeout="7"), {"SUPERVISOR_IMPORT_TIMEOUT": "2.5"}).import_timeout == 7.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon", ""])
+def test_bad_import_timeout_flag(value: str) -> None:
+    with pytest.raises(ConfigError, match="import_timeout must be a positive number of seconds") as info:
+        load(_flags(import_timeout=value), {})
+    assert info.value.where == "flag --import-timeout"
+
+
+def test_bad_import_timeout_in_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "import_timeout = true\n")
+    with pytest.raises(ConfigError, match="import_timeout must be a positive number of seconds") as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.where == f"{path}:1"
+
+
+def test_file_with_worker_tables(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'workers = ["jobs"]\n\n[worker.cleanup]\ninterval = 30\ntimeout = 12.5\n\n[worker."report.daily"]\ngrace = 0\n',
+    )
+    config = load(_flags(config=str(path)), {})
+    assert config.overrides == {"cleanup": {"interval": 30.0, "timeout": 12.5}, "report.daily": {"grace": 0.0}}
+    assert isinstance(config.overrides["cleanup"]["interval"], float)
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_close_one_and_gives_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///x.db"\nlog_levl = "debug"\n')
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert "unknown setting 'log_levl'" in info.value.message
+    assert "did you mean 'log_level'?" in info.value.message
+    assert info.value.where == f"{path}:2"
+    assert str(info.value).endswith(f"({path}:2)")
+
+
+def test_unknown_key_line_counts_blank_lines_and_comments(tmp_path: Path) -> None:
+    path = _write(tmp_path, '# settings\ndatabase = "sqlite:///x.db"\n\n\ndatabse_url = "oops"\n')
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert "did you mean 'database'?" in info.value.message
+    assert info.value.where == f"{path}:5"
+
+
+def test_unknown_key_with_nothing_close_has_no_suggestion(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'zzz = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.message == "unknown setting 'zzz'"
+    assert info.value.where == f"{path}:1"
+
+
+def test_unknown_worker_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'workers = ["jobs"]\n[worker.cleanup]\ninterval = 5\ntimout = 3\n')
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.message == "unknown key 'timout' for worker 'cleanup'; did you mean 'timeout'?"
+    assert info.value.where == f"{path}:2 [worker.cleanup]"
+
+
+@pytest.mark.parametrize(
+    ("source", "where"),
+    [
+        ('log_level = "loud"\n', "{path}:1"),
+        ('log_level = 3\n', "{path}:1"),
+    ],
+)
+def test_bad_log_level_in_the_file(tmp_path: Path, source: str, where: str) -> None:
+    path = _write(tmp_path, source)
+    with pytest.raises(ConfigError, match="log_level must be one of debug, info, warning, error") as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.where == where.format(path=path)
+
+
+def test_bad_log_level_in_the_environment_and_flags() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(NO_FLAGS, {"SUPERVISOR_LOG_LEVEL": "verbose"})
+    assert info.value.where == "environment variable SUPERVISOR_LOG_LEVEL"
+    assert "'verbose'" in info.value.message
+    with pytest.raises(ConfigError) as info:
+        load(_flags(log_level="trace"), {})
+    assert info.value.where == "flag --log-level"
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert load(_flags(log_level="DEBUG"), {}).log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "interval = -5",
+        "interval = 0",
+        'interval = "60"',
+        "timeout = -1",
+        "timeout = true",
+        "grace = -0.5",
+        'grace = "soon"',
+        "interval = [60]",
+    ],
+)
+def test_bad_worker_override_value(tmp_path: Path, table: str) -> None:
+    path = _write(tmp_path, f"[worker.cleanup]\n{table}\n")
+    with pytest.raises(ConfigError, match="of worker 'cleanup' must be a positive number of seconds") as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.where == f"{path}:1 [worker.cleanup]"
+
+
+@pytest.mark.parametrize("table", ["interval = nan", "interval = inf", "timeout = nan", "grace = false"])
+def test_non_finite_or_boolean_worker_override_is_rejected(tmp_path: Path, table: str) -> None:
+    # Worker definitions reject NaN, infinity and booleans; the config file's overrides must too.
+    path = _write(tmp_path, f"[worker.cleanup]\n{table}\n")
+    with pytest.raises(ConfigError, match="worker 'cleanup'"):
+        load(_flags(config=str(path)), {})
+
+
+def test_worker_section_that_is_not_tables(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///x.db"\n[worker]\ninterval = 5\n')
+    with pytest.raises(ConfigError, match=r"\[worker\] must hold one table per worker") as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.where == f"{path}:2"
+
+
+def test_bad_setting_value_in_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = ""\n')
+    with pytest.raises(ConfigError, match="database must be a non-empty string") as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.where == f"{path}:1"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.message == "cannot read the config file: No such file or directory"
+    assert info.value.where == str(path)
+    assert info.value.exit_code == 2
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    # A directory cannot be read as a file, even by root (who can read any regular file).
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(tmp_path)), {})
+    assert info.value.message == "cannot read the config file: Is a directory"
+    assert info.value.where == str(tmp_path)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'database = "sqlite:///x.db"\nworkers = [unquoted]\n')
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load(_flags(config=str(path)), {})
+    assert "line 2" in info.value.message
+    assert info.value.where == str(path)
+
+
+def test_invalid_utf8_is_reported_as_invalid_toml_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'database = "sqlite:///\xff.db"\n')
+    # The bytes are decoded with replacement; the value is then a valid (odd) string.
+    assert load(_flags(config=str(path)), {}).database == "sqlite:///\ufffd.db"
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+
+def test_unknown_flag_is_one_error_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--bogus"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("supervisor: error:")
+    assert "--bogus" in lines[0]
+    assert captured.out == ""
+
+
+def test_no_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("supervisor: error: a command is required")
+
+
+def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("supervisor: error:")
+
+
+def test_config_error_from_the_cli_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "databse = 1\n")
+    assert main(["status", "--config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"supervisor: error: unknown setting 'databse'; did you mean 'database'? ({path}:1)"]
+
+
+def test_status_on_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "x.db"
+    assert main(["status", "--db", f"sqlite:///{db}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "0 worker(s)" in captured.out
+    assert db.exists()
+    connection = sqlite3.connect(db)
+    try:
+        tables = {row[0] for row in connection.execute("select name from sqlite_master where type = 'table'")}
+    finally:
+        connection.close()
+    assert {"worker", "run", "failure", "schema_version"} <= tables
+
+
+def test_status_on_an_unusable_database_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/missing-dir/x.db"
+    assert main(["status", "--db", url]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("supervisor: error: cannot open the database")
+    assert url in lines[0]
