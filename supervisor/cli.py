@@ -7,8 +7,8 @@ import sys
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import Config, add_arguments, load
-from .errors import ConfigError, SupervisorError
+from .config import Config, add_arguments, journal_path, load
+from .errors import ConfigError, StoreUnavailable, SupervisorError
 
 PROG = "supervisor"
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     status = commands.add_parser("status", help="print the workers table once, from the database")
     add_arguments(status)
+    prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
+    add_arguments(prune)
     return parser
 
 
@@ -37,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise ConfigError("a command is required: run or status (see --help)")
+            raise ConfigError("a command is required: run, status or prune (see --help)")
         config = load(vars(args), os.environ)
-        if args.command == "run":
-            return cmd_run(config)
-        return cmd_status(config)
+        command = {"run": cmd_run, "status": cmd_status, "prune": cmd_prune}[args.command]
+        return command(config)
     except SupervisorError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -57,16 +58,27 @@ def cmd_run(config: Config) -> int:
     from .dashboard import LiveDashboard
     from .loop import Supervisor
     from .process import ensure_standard_fds
-    from .store import Store, utcnow
+    from .recording import RecordingSettings, prepare
+    from .store import utcnow
 
     ensure_standard_fds()
     interactive = sys.stdout.isatty()
     console = Console() if interactive else None
     log.setup(config.log_level, console)
-    store = Store(config.database)
-    store.open()
+    settings = RecordingSettings(
+        url=config.database,
+        journal=journal_path(config),
+        write_timeout=config.write_timeout,
+        statement_timeout=config.statement_timeout,
+        keep_runs=config.keep_runs,
+        failure_days=config.failure_days,
+        prune_interval=config.prune_interval,
+    )
+    stored = prepare(settings)
     display = LiveDashboard(console, utcnow) if console is not None else None
-    supervisor = Supervisor(store, config.workers, config.overrides, display, import_timeout=config.import_timeout)
+    supervisor = Supervisor(
+        settings, config.workers, config.overrides, display, import_timeout=config.import_timeout, stored=stored
+    )
     return supervisor.run()
 
 
@@ -84,6 +96,27 @@ def cmd_status(config: Config) -> int:
     finally:
         store.close()
     Console().print(render(rows, utcnow()))
+    return 0
+
+
+def cmd_prune(config: Config) -> int:
+    """Delete runs and failures past retention, in small batches, and say how many."""
+    from .store import Store
+
+    store = Store(config.database, statement_timeout_ms=int(config.statement_timeout * 1000))
+    store.open()
+    try:
+        runs, failures = store.prune(config.keep_runs, config.failure_days)
+    except Exception as exc:
+        import peewee
+
+        if isinstance(exc, peewee.PeeweeException):
+            raise StoreUnavailable(f"prune failed: {store.describe(exc)}", store.where) from exc
+        raise
+    finally:
+        store.close()
+    print(f"pruned {runs} run(s) and {failures} failure(s) (keeping {config.keep_runs} runs per worker, "
+          f"failures for {config.failure_days:g} days)")
     return 0
 
 

@@ -6,6 +6,7 @@ import difflib
 import math
 import re
 import sys
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -46,6 +47,22 @@ def _seconds(value: Any) -> float:
     return seconds
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a positive whole number, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a positive whole number, got {value!r}") from None
+    if number < 1 or (isinstance(value, float) and value != number):
+        raise ValueError(f"must be a positive whole number, got {value!r}")
+    return number
+
+
+def _path(value: Any) -> str:
+    return _text(value)
+
+
 def _level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -75,6 +92,18 @@ SETTINGS = (
             "SUPERVISOR_LOG_LEVEL", "LEVEL"),
     Setting("import_timeout", _seconds, 60.0, "seconds a worker module may take to import before it is left out",
             "--import-timeout", "SUPERVISOR_IMPORT_TIMEOUT", "SECONDS"),
+    Setting("journal", _path, None, "file where records wait for the database (default: next to a SQLite "
+            "database, else ./worker-supervisor.pending)", "--journal", "SUPERVISOR_JOURNAL", "PATH"),
+    Setting("write_timeout", _seconds, 30.0, "seconds the recorder may stay silent with records waiting before "
+            "it is taken as hung and replaced", "--write-timeout", "SUPERVISOR_WRITE_TIMEOUT", "SECONDS"),
+    Setting("statement_timeout", _seconds, 10.0, "seconds one database statement may take",
+            "--statement-timeout", "SUPERVISOR_STATEMENT_TIMEOUT", "SECONDS"),
+    Setting("keep_runs", _count, 1000, "runs kept per worker (older ones are pruned)", "--keep-runs",
+            "SUPERVISOR_KEEP_RUNS", "N"),
+    Setting("failure_days", _seconds, 30.0, "days failures are kept", "--failure-days", "SUPERVISOR_FAILURE_DAYS",
+            "DAYS"),
+    Setting("prune_interval", _seconds, 600.0, "seconds between prunes of old rows", "--prune-interval",
+            "SUPERVISOR_PRUNE_INTERVAL", "SECONDS"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -87,8 +116,26 @@ class Config:
     workers: list[str] = field(default_factory=lambda: ["workers"])
     log_level: str = "info"
     import_timeout: float = 60.0
+    journal: str | None = None
+    write_timeout: float = 30.0
+    statement_timeout: float = 10.0
+    keep_runs: int = 1000
+    failure_days: float = 30.0
+    prune_interval: float = 600.0
     overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
     """Per-worker overrides from the file's `[worker.NAME]` tables: interval, timeout, grace."""
+
+
+def journal_path(config: Config) -> str:
+    """Where records wait for the database: the setting, else beside the SQLite file, else in the cwd."""
+    if config.journal:
+        return config.journal
+    parts = urlsplit(config.database)
+    if parts.scheme == "sqlite":
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if path and path != ":memory:":
+            return path + ".pending"
+    return "worker-supervisor.pending"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

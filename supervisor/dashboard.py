@@ -64,7 +64,7 @@ def span(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(rows: Iterable[Row], now: datetime, pending_records: int = 0) -> Table:
+def render(rows: Iterable[Row], now: datetime, pending_records: int = 0, database_error: str | None = None) -> Table:
     """Build the workers table for one moment."""
     table = Table(title="worker-supervisor", expand=False, show_lines=False)
     table.add_column("worker", no_wrap=True)
@@ -95,6 +95,8 @@ def render(rows: Iterable[Row], now: datetime, pending_records: int = 0) -> Tabl
     caption = f"{count} worker(s)"
     if pending_records:
         caption += f" · {pending_records} record(s) waiting for the database"
+    if database_error:
+        caption += f" · database: {printable(database_error)[:ERROR_WIDTH]}"
     table.caption = caption
     return table
 
@@ -117,12 +119,12 @@ class LiveDashboard:
         )
         self.started = False
 
-    def update(self, rows: list[Any], pending_records: int) -> None:
+    def update(self, rows: list[Any], pending_records: int, database_error: str | None) -> None:
         """Redraw the table with these rows."""
         if not self.started:
             self.live.start(refresh=False)
             self.started = True
-        self.live.update(render(rows, self.clock(), pending_records), refresh=True)
+        self.live.update(render(rows, self.clock(), pending_records, database_error), refresh=True)
 
     def stop(self) -> None:
         """Leave the last table on the screen and give the terminal back."""

@@ -11,6 +11,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,19 +19,22 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from .capture import Capture
-from .errors import ConfigError, StoreUnavailable
-from .link import SpawnerLink
+from . import records
+from .errors import ConfigError
+from .recording import Recording, RecordingSettings
 from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
 from .process import decode_status, open_pipe, read_available, set_nonblocking, signal_group
 from .protocol import Message
 from .schedule import next_due
 from .spawner import EXIT_RESTART
-from .store import RunEnd, Store, utcnow
+from .spawner_link import SpawnerLink
+from .store import utcnow
 from .worker import WorkerDefinition
 
 log = logging.getLogger("supervisor")
 
-SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
+SPAWNER_EXIT_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records  # after we close its channel, the spawner has this long to kill the runs and exit
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
@@ -42,7 +46,7 @@ class Display(Protocol):
 
     refresh_interval: float
 
-    def update(self, views: list[Any], pending_records: int) -> None: ...
+    def update(self, views: list[Any], pending_records: int, database_error: str | None) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -83,6 +87,8 @@ class WorkerStatus:
     consecutive_failures: int = 0
     skipped: int = 0
     last_error: str | None = None
+    unrecorded_skips: int = 0
+    """Ticks skipped since the worker's last record; they travel with its next run's record (exactly once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +113,19 @@ class Supervisor:
 
     def __init__(
         self,
-        store: Store,
+        recording: RecordingSettings,
         sources: list[str],
         overrides: dict[str, dict[str, float | None]] | None = None,
         display: Display | None = None,
         clock: Callable[[], float] = time.monotonic,
         import_timeout: float = 60.0,
+        stored: dict[str, Any] | None = None,
     ) -> None:
-        self.store = store
+        self.recording_settings = recording
+        self.stored = stored or {}
+        """Worker rows read at start-up, so counters carry on from the record."""
+        self.node = socket.gethostname()
+        self.pid = os.getpid()
         self.import_timeout = import_timeout
         """A module whose import takes longer than this is taken as hung, recorded broken and left out."""
         self.sources = sources
@@ -125,7 +136,7 @@ class Supervisor:
         self.runs: dict[str, Run] = {}
         self.broken: dict[str, str] = {}  # module (or worker) -> why
         self.excluded: set[str] = set()
-        self.link: SpawnerLink | None = None
+        self.spawner: SpawnerLink | None = None
         self.reported: list[WorkerDefinition] = []
         self.restart_at: float | None = None
         self.restart_delay = RESTART_BACKOFF_FIRST
@@ -136,6 +147,7 @@ class Supervisor:
         self.pending_signals: list[int] = []
         self.next_refresh = 0.0
         self.selector = selectors.DefaultSelector()
+        self.recording = Recording(recording, self.selector)
 
     # -- life -------------------------------------------------------------------------------------------------
 
@@ -146,9 +158,7 @@ class Supervisor:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
-        lost = self.store.recover_lost()
-        if lost:
-            log.warning("marked %d run(s) of an earlier supervisor as lost", lost)
+        self.recording.start()
         self.start_spawner()
 
     def run(self) -> int:
@@ -183,11 +193,13 @@ class Supervisor:
                 self.handle_spawner_exit()
             elif kind == "run":
                 self.read_run_pipe(target, key.fd)
+            elif kind == "recorder":
+                self.recording.handle(target)
         now = self.clock()
         self.handle_signals(now)
         self.enforce_deadlines(now)
         self.start_due_runs(now)
-        self.store.flush(now)
+        self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
 
@@ -217,33 +229,36 @@ class Supervisor:
         """Once stopping and no run is left, close the spawner and end the loop."""
         if not self.stopping or self.runs or self.finished:
             return
-        if self.link is not None and not self.link.exited:
-            if self.link.ready:
-                self.link.close_channel()
+        if self.spawner is not None and not self.spawner.exited:
+            if self.spawner.ready:
+                self.spawner.close_channel()
             else:
-                self.link.kill()  # still importing: it reads no requests, and an import may never return
+                self.spawner.kill()  # still importing: it reads no requests, and an import may never return
             self._await_spawner_exit()
         self.finished = True
 
     def _await_spawner_exit(self) -> None:
-        assert self.link is not None
+        assert self.spawner is not None
         ready = selectors.DefaultSelector()
-        ready.register(self.link.pidfd, selectors.EVENT_READ)
+        ready.register(self.spawner.pidfd, selectors.EVENT_READ)
         if not ready.select(SPAWNER_EXIT_TIMEOUT):
-            log.error("spawner (pid %d) did not exit in %gs; killing it", self.link.pid, SPAWNER_EXIT_TIMEOUT)
-            self.link.kill()
+            log.error("spawner (pid %d) did not exit in %gs; killing it", self.spawner.pid, SPAWNER_EXIT_TIMEOUT)
+            self.spawner.kill()
         ready.close()
-        self.link.reap()
+        self.spawner.reap()
 
     def close(self) -> None:
         """Release every descriptor and handler, and write what is still queued."""
-        if self.link is not None:
-            if not self.link.exited:
-                self.link.kill()
-                self.link.reap()
-            self._drop_link()
+        if self.spawner is not None:
+            if not self.spawner.exited:
+                self.spawner.kill()
+                self.spawner.reap()
+            self._drop_spawner()
         for run in list(self.runs.values()):
             self._close_pipes(run)
+        # Rows of the last runs are written before we exit, unless the database is failing: then the journal
+        # keeps them for the next start, and we do not make the stop wait on it.
+        self.recording.close(timeout=0.0 if self.recording.failing else min(FLUSH_TIMEOUT, self.recording_settings.write_timeout))
         signal.set_wakeup_fd(-1)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
@@ -252,9 +267,8 @@ class Supervisor:
         os.close(self._wake_w)
         self.selector.close()
         if self.display is not None:
-            self.display.update(self.views(), self.store.pending)
+            self.display.update(self.views(), self.recording.pending, self.recording.failing)
             self.display.stop()
-        self.store.close()
 
     # -- the spawner ------------------------------------------------------------------------------------------
 
@@ -264,26 +278,26 @@ class Supervisor:
         self.reported = []
         link = SpawnerLink(self.sources, self.excluded)
         link.start()
-        self.link = link
+        self.spawner = link
         self.selector.register(link.control, selectors.EVENT_READ, ("control", None))
         self.selector.register(link.output_fd, selectors.EVENT_READ, ("spawner_output", None))
         self.selector.register(link.pidfd, selectors.EVENT_READ, ("spawner_exit", None))
         log.debug("spawner started (pid %d)", link.pid)
 
-    def _drop_link(self) -> None:
-        assert self.link is not None
-        for fileobj in (self.link.control, self.link.output_fd, self.link.pidfd):
+    def _drop_spawner(self) -> None:
+        assert self.spawner is not None
+        for fileobj in (self.spawner.control, self.spawner.output_fd, self.spawner.pidfd):
             try:
                 self.selector.unregister(fileobj)
             except (KeyError, ValueError):
                 pass
-        self.link.close()
-        self.link = None
+        self.spawner.close()
+        self.spawner = None
 
     def handle_messages(self) -> None:
         """Act on every report waiting from the spawner."""
-        assert self.link is not None
-        for message in self.link.messages():
+        assert self.spawner is not None
+        for message in self.spawner.messages():
             op = message["op"]
             if op == "exited":
                 self.handle_exited(message)
@@ -299,9 +313,9 @@ class Supervisor:
                 run = self.runs.get(message["run"])
                 if run is not None:
                     self.finish_run(run, Verdict(Outcome.ERROR, f"could not start: {message['error']}"), None, None)
-        if self.link.channel_closed:
+        if self.spawner.channel_closed:
             try:
-                self.selector.unregister(self.link.control)
+                self.selector.unregister(self.spawner.control)
             except (KeyError, ValueError):
                 pass
 
@@ -314,7 +328,7 @@ class Supervisor:
         if worker is not None:
             log.error("worker %s in %s is invalid: %s", worker, module, message["error"])
             self.broken[str(worker)] = str(message["error"])
-            self.store.worker_broken(str(worker), module, str(message["error"]))
+            self.recording.record(records.broken(str(worker), module, str(message["error"]), utcnow()))
             return
         self._record_broken_module(module, str(message["error"]), "", None, None, str(message.get("traceback", "")))
 
@@ -331,7 +345,7 @@ class Supervisor:
         log.error("module %s is broken: %s", module, error)
         self.broken[module] = error
         self.excluded.add(module)
-        self.store.module_broken(module, error, traceback, stderr, exit_code, signum)
+        self.recording.record(records.broken(module, module, error, utcnow(), traceback, stderr, exit_code, signum))
         for status in self.workers.values():
             if status.definition.module == module:
                 status.state = WorkerState.BROKEN
@@ -339,7 +353,7 @@ class Supervisor:
 
     def handle_ready(self) -> None:
         """Take the spawner's worker list: keep known workers' schedules, start new ones now."""
-        assert self.link is not None
+        assert self.spawner is not None
         now = self.clock()
         defined: dict[str, WorkerDefinition] = {}
         for definition in self.reported:
@@ -347,7 +361,7 @@ class Supervisor:
         for name in list(self.workers):
             if name not in defined and self.workers[name].run is None:
                 del self.workers[name]
-        rows = self._stored_rows() if any(n not in self.workers for n in defined) else {}
+        rows = self.stored
         for name, definition in defined.items():
             status = self.workers.get(name)
             if status is None:
@@ -362,22 +376,16 @@ class Supervisor:
                 status.definition = definition
             if status.state is WorkerState.BROKEN:
                 status.state = WorkerState.RUNNING if status.run else WorkerState.IDLE
-        self.store.sync_workers(defined.values(), [name for name in self.broken if name not in defined])
+        broken = [name for name in self.broken if name not in defined]
+        self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow()))
         log.info(
             "spawner ready (pid %d): %d worker(s)%s",
-            self.link.pid,
+            self.spawner.pid,
             len(defined),
             f", {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = True
-
-    def _stored_rows(self) -> dict[str, Any]:
-        try:
-            return {row.name: row for row in self.store.workers()}
-        except StoreUnavailable as exc:
-            log.warning("cannot read the stored counters, starting them from zero: %s", exc)
-            return {}
 
     def _apply_overrides(self, definition: WorkerDefinition) -> WorkerDefinition:
         override = self.overrides.get(definition.name)
@@ -389,21 +397,21 @@ class Supervisor:
 
     def read_spawner_output(self) -> None:
         """Log what the spawner or module code printed, line by line."""
-        assert self.link is not None
-        data, eof = self.link.read_output()
+        assert self.spawner is not None
+        data, eof = self.spawner.read_output()
         for line in data.decode("utf-8", errors="replace").splitlines():
             if line.strip():
                 log.info("spawner: %s", line)
         if eof:
             try:
-                self.selector.unregister(self.link.output_fd)
+                self.selector.unregister(self.spawner.output_fd)
             except (KeyError, ValueError):
                 pass
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""
-        assert self.link is not None
-        link = self.link
+        assert self.spawner is not None
+        link = self.spawner
         self.handle_messages()  # reports it sent before dying come first
         self.read_spawner_output()
         exit_code, signum = link.reap()
@@ -429,7 +437,7 @@ class Supervisor:
                 signal_group(run.pid, signal.SIGKILL)
             run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
             self.finish_run(run, None, None, None)
-        self._drop_link()
+        self._drop_spawner()
         if not self.stopping:
             self.restart_at = now + delay
 
@@ -439,12 +447,12 @@ class Supervisor:
         """Start every worker whose time has come; count the ticks of workers still running as skipped."""
         if self.stopping:
             return
-        if self.link is None:
+        if self.spawner is None:
             if self.restart_at is not None and now >= self.restart_at:
                 self.start_spawner()
             return
-        if not self.link.ready:
-            if now >= self.link.import_deadline(self.import_timeout) and not self.link.killed:
+        if not self.spawner.ready:
+            if now >= self.spawner.import_deadline(self.import_timeout) and not self.spawner.killed:
                 self._give_up_on_import()
             return
         for status in self.workers.values():
@@ -454,30 +462,29 @@ class Supervisor:
             following, missed = next_due(status.due, interval, now)
             if status.run is not None:
                 status.skipped += 1 + missed
+                status.unrecorded_skips += 1 + missed
                 log.info("%s: still running (pid %s); skipped %d tick(s)", status.definition.name, status.run.pid, 1 + missed)
-                self.store.runs_skipped(status.definition.name, 1 + missed, self._wall(following, now))
             else:
-                if missed:
-                    status.skipped += missed
-                    self.store.runs_skipped(status.definition.name, missed, self._wall(following, now))
+                status.skipped += missed
+                status.unrecorded_skips += missed
                 if not self.start_run(status, now, following):
                     return  # the spawner is gone; its exit is on its way through the pidfd
             status.due = following
 
     def _give_up_on_import(self) -> None:
-        assert self.link is not None
-        module = self.link.importing
+        assert self.spawner is not None
+        module = self.spawner.importing
         if module is not None:
             message = f"import did not finish within {self.import_timeout:g}s"
-            self._record_broken_module(module, message, self.link.output.text(), None, None)
-            self.link.importing = None  # recorded; its death is not a crash to record again
+            self._record_broken_module(module, message, self.spawner.output.text(), None, None)
+            self.spawner.importing = None  # recorded; its death is not a crash to record again
         else:
-            log.error("spawner (pid %d) did not become ready within %gs", self.link.pid, self.import_timeout)
-        self.link.kill()
+            log.error("spawner (pid %d) did not become ready within %gs", self.spawner.pid, self.import_timeout)
+        self.spawner.kill()
 
     def start_run(self, status: WorkerStatus, now: float, following: float) -> bool:
         """Ask the spawner for a run of this worker; return False if the spawner cannot be reached."""
-        assert self.link is not None
+        assert self.spawner is not None
         definition = status.definition
         run = Run(
             id=uuid.uuid4().hex,
@@ -491,10 +498,17 @@ class Supervisor:
         for (read_end, _), stream in zip(ends, ("result", "stdout", "stderr")):
             set_nonblocking(read_end)
             run.fds[read_end] = stream
-        # The row is written before the request, so a supervisor killed from here on leaves it to be found lost.
-        self.store.run_started(run.id, definition.name, run.attempt, run.started_at, self._wall(following, now))
+        # The record is written before the request, so a supervisor killed from here on leaves the run to be
+        # found lost.
+        self.recording.record(
+            records.run_started(
+                run.id, definition.name, run.attempt, run.started_at, self._wall(following, now), self.node, self.pid,
+                skipped=status.unrecorded_skips,
+            )
+        )
+        status.unrecorded_skips = 0
         try:
-            self.link.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
+            self.spawner.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
         except OSError as exc:
             log.error("%s: cannot reach the spawner: %s", definition.name, exc)
             for r, w in ends:
@@ -521,7 +535,7 @@ class Supervisor:
         if run is None:
             return
         run.pid = int(message["pid"])
-        self.store.run_spawned(run.id, run.definition.name, run.pid)
+        self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid))
 
     def read_run_pipe(self, run: Run, fd: int) -> None:
         """Read what a child wrote on one of its pipes (64 KiB at a time, so it never blocks on a full pipe)."""
@@ -574,7 +588,9 @@ class Supervisor:
         del self.runs[run.id]
         worker = self.workers.get(run.definition.name)
         next_run_at = None
+        skipped = 0
         if worker is not None:
+            skipped, worker.unrecorded_skips = worker.unrecorded_skips, 0
             worker.run = None
             if worker.state is not WorkerState.BROKEN:
                 worker.state = WorkerState.IDLE
@@ -589,13 +605,18 @@ class Supervisor:
                 worker.successes += 1
                 worker.consecutive_failures = 0
             next_run_at = self._wall(worker.due, now)
-        self.store.run_finished(
-            RunEnd(
-                run_id=run.id,
-                worker=run.definition.name,
-                finished_at=finished_at,
-                duration=duration,
-                verdict=verdict,
+        self.recording.record(
+            records.run_finished(
+                run.id,
+                run.definition.name,
+                run.attempt,
+                run.started_at,
+                finished_at,
+                duration,
+                verdict,
+                self.node,
+                self.pid,
+                pid=run.pid,
                 exit_code=exit_code,
                 signal=signum,
                 cpu_time=usage[0] if usage else None,
@@ -603,6 +624,7 @@ class Supervisor:
                 stderr=run.stderr.text(),
                 stdout=run.stdout.text(),
                 next_run_at=next_run_at,
+                skipped=skipped,
             )
         )
         level = logging.INFO if not verdict.outcome.failed else logging.WARNING
@@ -631,10 +653,10 @@ class Supervisor:
 
     def stop_run(self, run: Run, reason: StopReason, now: float) -> None:
         """Ask a run to stop: SIGTERM to its group now, SIGKILL after its grace period."""
-        assert self.link is not None
+        assert self.spawner is not None
         run.stop_reason = reason
         run.kill_at = now + run.definition.grace
-        self.link.signal_run(run.id, signal.SIGTERM)
+        self.spawner.signal_run(run.id, signal.SIGTERM)
         worker = self.workers.get(run.definition.name)
         if worker is not None:
             worker.state = WorkerState.STOPPING
@@ -645,22 +667,22 @@ class Supervisor:
         for run in list(self.runs.values()):
             if run.stop_reason is None and run.deadline is not None and now >= run.deadline:
                 self.stop_run(run, StopReason.TIMEOUT, now)
-            elif run.kill_at is not None and now >= run.kill_at and not run.killed and self.link is not None:
+            elif run.kill_at is not None and now >= run.kill_at and not run.killed and self.spawner is not None:
                 run.killed = True
                 log.warning("%s: pid %s did not stop within its grace; SIGKILL", run.definition.name, run.pid)
-                self.link.signal_run(run.id, signal.SIGKILL)
+                self.spawner.signal_run(run.id, signal.SIGKILL)
 
     # -- time and the table ----------------------------------------------------------------------------------
 
     def next_wakeup(self, now: float) -> float | None:
         """Return how long the loop may sleep before something is due (None: until an event)."""
         times: list[float] = []
-        if self.link is None:
+        if self.spawner is None:
             if self.restart_at is not None and not self.stopping:
                 times.append(self.restart_at)
-        elif not self.link.ready:
-            if not self.link.killed:
-                times.append(self.link.import_deadline(self.import_timeout))
+        elif not self.spawner.ready:
+            if not self.spawner.killed:
+                times.append(self.spawner.import_deadline(self.import_timeout))
         elif not self.stopping:
             times.extend(s.due for s in self.workers.values() if s.run is None and s.state is not WorkerState.BROKEN)
         for run in self.runs.values():
@@ -668,9 +690,9 @@ class Supervisor:
                 times.append(run.deadline)
             elif run.kill_at is not None and not run.killed:
                 times.append(run.kill_at)
-        retry = self.store.next_retry()
-        if retry is not None:
-            times.append(retry)
+        recording = self.recording.next_deadline()
+        if recording is not None:
+            times.append(recording)
         if self.display is not None:
             times.append(self.next_refresh)
         if self.stopping and not self.runs:
@@ -682,7 +704,7 @@ class Supervisor:
         if self.display is None or now < self.next_refresh:
             return
         self.next_refresh = now + self.display.refresh_interval
-        self.display.update(self.views(now), self.store.pending)
+        self.display.update(self.views(now), self.recording.pending, self.recording.failing)
 
     def views(self, now: float | None = None) -> list[WorkerView]:
         """Return the table's rows: every worker, then every broken module."""

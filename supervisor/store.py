@@ -1,35 +1,38 @@
-"""The record: peewee models for workers, runs and failures, and the Store that writes them.
+"""The record: peewee models for workers, runs and failures, and the Store that applies records to them.
 
-Only the supervisor writes, over one connection. Counters change only through SQL expressions
-(`failure_count = failure_count + 1`), never read-modify-write, so several writers stay exact. The database is a
-record, not the heartbeat: a write that fails is queued in order and retried, and the workers keep running.
+One store, one schema and one set of queries serve SQLite and PostgreSQL. Records (see records.py) are applied
+idempotently, so a record replayed after a crash changes nothing the second time, and counters change only
+through SQL expressions (`failure_count = failure_count + 1`), together with the row that proves the change is
+new, so several writers stay exact. The store does no queueing or retrying of its own: the recorder process
+does, so that a slow or hung database never holds up the supervisor's loop.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
-import time
-from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit, urlunsplit
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import peewee
 import psutil
 from playhouse import db_url
+from playhouse.migrate import SchemaMigrator, migrate
 
+from . import records
 from .errors import StoreUnavailable
 from .outcome import Outcome, Verdict, WorkerState
-from .worker import WorkerDefinition
+from .records import Record, moment
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_BUSY_TIMEOUT_MS = 5000
-MAX_PENDING_WRITES = 100_000
+CONNECT_TIMEOUT = 5  # seconds; libpq counts whole seconds, at least 2
+STATEMENT_TIMEOUT_MS = 10_000
 ERROR_MESSAGE_LIMIT = 2000
+PRUNE_BATCH = 500
 
 database = peewee.DatabaseProxy()
 
@@ -92,6 +95,7 @@ class RunRow(BaseModel):
 
     class Meta:
         table_name = "run"
+        indexes = ((("worker", "started_at"), False),)
 
 
 class FailureRow(BaseModel):
@@ -108,6 +112,8 @@ class FailureRow(BaseModel):
     stdout_tail = peewee.TextField(default="")
     exit_code = peewee.IntegerField(null=True)
     signal = peewee.IntegerField(null=True)
+    event = peewee.CharField(null=True, unique=True, max_length=32)
+    """Idempotency key of a failure that belongs to no run (a module that broke), so a replay adds no copy."""
 
     class Meta:
         table_name = "failure"
@@ -116,39 +122,21 @@ class FailureRow(BaseModel):
 MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow]
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnd:
-    """Everything known about a run once it is over."""
-
-    run_id: str
-    worker: str
-    finished_at: datetime
-    duration: float
-    verdict: Verdict
-    exit_code: int | None
-    signal: int | None
-    cpu_time: float | None
-    peak_rss: int | None
-    stderr: str
-    stdout: str
-    next_run_at: datetime | None
-
-
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime, the form every timestamp column holds."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def redact(url: str) -> str:
-    """Return the URL with its password replaced, for logs and errors."""
+    """Return the URL with its password replaced, for logs, errors and the table."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-def connect(url: str) -> peewee.Database:
+def connect(url: str, connect_timeout: int = CONNECT_TIMEOUT, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> peewee.Database:
     """Make (not yet open) the peewee database a URL names: `sqlite:///path` or `postgresql://...`."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -166,27 +154,57 @@ def connect(url: str) -> peewee.Database:
             },
         )
     if scheme in ("postgres", "postgresql"):
+        parts = urlsplit(url)
+        if not parts.path.strip("/"):
+            raise StoreUnavailable("the PostgreSQL URL names no database", redact(url))
         try:
-            database: peewee.Database = db_url.connect(url, connect_timeout=5)
-            return database
-        except Exception as exc:  # peewee raises ImproperlyConfigured when no driver is installed
-            raise StoreUnavailable(f"cannot use PostgreSQL: {exc}", redact(url)) from exc
+            return peewee.PostgresqlDatabase(
+                unquote(parts.path.lstrip("/")),
+                user=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                host=parts.hostname or None,
+                port=parts.port,
+                connect_timeout=max(2, connect_timeout),
+                # Bounded on the server's side too: a statement stuck behind a lock, or a transaction whose
+                # client vanished, ends instead of holding the worker rows.
+                options=f"-c statement_timeout={statement_timeout_ms} "
+                f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 6}",
+                # A server that vanishes without a word (network cut) is noticed within seconds.
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=statement_timeout_ms,
+                application_name="worker-supervisor",
+            )
+        except peewee.ImproperlyConfigured as exc:
+            raise StoreUnavailable(
+                f"cannot use PostgreSQL: {exc} (pip install 'worker-supervisor[postgres]')", redact(url)
+            ) from exc
     raise StoreUnavailable(f"unsupported database URL scheme {scheme!r}; use sqlite:/// or postgresql://", redact(url))
 
 
 class Store:
-    """Write the record of workers and runs; queue writes (in order) while the database is failing."""
+    """Apply records to the database; read what the table and the command line show."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, connect_timeout: int = CONNECT_TIMEOUT, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
         self.url = url
         self.where = redact(url)
-        self.db = connect(url)
+        self._secret = urlsplit(url).password
+        self.db = connect(url, connect_timeout, statement_timeout_ms)
         self.node = socket.gethostname()
         self.pid = os.getpid()
-        self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._retry_at = 0.0
-        self._retry_delay = 0.5
-        self._healthy = True
+
+    def scrub(self, text: str) -> str:
+        """Remove the database password from a message (a driver may quote the connection string)."""
+        if self._secret:
+            text = text.replace(self._secret, "***").replace(unquote(self._secret), "***")
+        return text
+
+    def describe(self, exc: BaseException) -> str:
+        """One line saying what went wrong, with no password in it."""
+        text = str(exc).strip() or type(exc).__name__
+        return self.scrub(text.splitlines()[0])
 
     # -- opening ----------------------------------------------------------------------------------------------
 
@@ -195,71 +213,199 @@ class Store:
         database.initialize(self.db)
         try:
             self.db.connect(reuse_if_open=True)
-            with self.db.atomic():
-                self.db.create_tables(MODELS, safe=True)
-                if not SchemaVersion.select().exists():
-                    SchemaVersion.create(version=SCHEMA_VERSION)
+            self._migrate()
         except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot open the database: {_first_line(exc)}", self.where) from exc
+            self.close()
+            raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
+
+    def _migrate(self) -> None:
+        with self.db.atomic():
+            tables = set(self.db.get_tables())
+            if "worker" not in tables:
+                self.db.create_tables(MODELS, safe=True)
+                SchemaVersion.insert(id=1, version=SCHEMA_VERSION).on_conflict_ignore().execute()
+                return
+            self.db.create_tables([SchemaVersion], safe=True)
+            version = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 1
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"the database's schema is version {version}, newer than this release's {SCHEMA_VERSION}; "
+                    "upgrade worker-supervisor",
+                    self.where,
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                log.warning("store: migrating the schema from version %d to %d", target - 1, target)
+                MIGRATIONS[target](self.db)
+                SchemaVersion.delete().execute()
+                SchemaVersion.insert(id=1, version=target).execute()
 
     def close(self) -> None:
-        """Flush what is queued (once) and close the connection."""
-        self.flush()
-        if self._pending:
-            log.error("store: %d record(s) could not be written before exit", len(self._pending))
+        """Close the connection."""
         if not self.db.is_closed():
-            self.db.close()
-
-    # -- the write queue ------------------------------------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """How many writes wait for the database."""
-        return len(self._pending)
-
-    def _write(self, fn: Callable[..., None], *args: Any) -> None:
-        if len(self._pending) >= MAX_PENDING_WRITES:
-            log.error("store: write queue full (%d); dropping the oldest record", MAX_PENDING_WRITES)
-            self._pending.popleft()
-        self._pending.append((fn, args))
-        if len(self._pending) == 1:
-            self.flush()
-
-    def flush(self, now: float | None = None) -> None:
-        """Write queued records in order until one fails; after a failure, wait with backoff before retrying."""
-        now = time.monotonic() if now is None else now
-        if not self._pending or (not self._healthy and now < self._retry_at):
-            return
-        while self._pending:
-            fn, args = self._pending[0]
             try:
-                with self.db.atomic():
-                    fn(*args)
-            except peewee.PeeweeException as exc:
-                if self._healthy:
-                    log.error("store: database write failed, records will wait and be retried: %s", _first_line(exc))
-                self._healthy = False
-                self._retry_at = now + self._retry_delay
-                self._retry_delay = min(self._retry_delay * 2, 30.0)
-                self._reset_connection()
-                return
-            self._pending.popleft()
-        if not self._healthy:
-            log.warning("store: database writes succeed again")
-        self._healthy = True
-        self._retry_delay = 0.5
+                self.db.close()
+            except peewee.PeeweeException:
+                pass
 
-    def next_retry(self) -> float | None:
-        """Return when queued writes should next be tried, or None when nothing waits."""
-        return self._retry_at if self._pending else None
-
-    def _reset_connection(self) -> None:
+    def reconnect(self) -> None:
+        """Drop the connection (after an error) so the next use opens a fresh one."""
         try:
             self.db.close()
         except peewee.PeeweeException:
             pass
 
-    # -- what the supervisor records ------------------------------------------------------------------------
+    # -- applying records -------------------------------------------------------------------------------------
+
+    def apply(self, batch: Iterable[Record]) -> None:
+        """Apply records in order, in one transaction: all of them or none. Safe to repeat."""
+        with self.db.atomic():
+            for record in batch:
+                APPLY[record["type"]](self, record)
+
+    def _workers_synced(self, record: Record) -> None:
+        now = moment(record["at"])
+        names = []
+        for d in record["definitions"]:
+            names.append(d["name"])
+            fields = {
+                "module": d["module"],
+                "interval": d["interval"],
+                "timeout": d["timeout"],
+                "status": WorkerState.IDLE.value,
+                "pid": None,
+                "updated_at": now,
+            }
+            WorkerRow.insert(name=d["name"], **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
+        broken = record["broken"]
+        WorkerRow.update(status=WorkerState.RETIRED.value, pid=None, updated_at=now).where(
+            WorkerRow.name.not_in(names + broken), WorkerRow.module.not_in(broken)
+        ).execute()
+
+    def _broken(self, record: Record) -> None:
+        if FailureRow.select().where(FailureRow.event == record["event"]).exists():
+            return
+        now = moment(record["at"])
+        name, module = record["name"], record["module"]
+        error = record["message"][:ERROR_MESSAGE_LIMIT]
+        fields = {"module": module, "status": WorkerState.BROKEN.value, "last_error": error, "pid": None, "updated_at": now}
+        WorkerRow.insert(name=name, **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
+        if name == module:  # a whole module: the workers it defined when it last imported are broken with it
+            WorkerRow.update(status=WorkerState.BROKEN.value, last_error=error, updated_at=now).where(
+                WorkerRow.module == module
+            ).execute()
+        FailureRow.create(
+            run=None,
+            worker=name,
+            created_at=now,
+            kind="import" if name == module else "definition",
+            message=record["message"],
+            traceback=record["traceback"],
+            stderr_tail=record["stderr"],
+            exit_code=record["exit_code"],
+            signal=record["signal"],
+            event=record["event"],
+        )
+
+    def _ensure_worker(self, name: str, at: datetime | None) -> None:
+        WorkerRow.insert(name=name, updated_at=at or utcnow()).on_conflict_ignore().execute()
+
+    def _run_started(self, record: Record) -> None:
+        if RunRow.select().where(RunRow.id == record["run"]).exists():
+            return  # applied before (a replay), or its end already was
+        started_at = moment(record["started_at"])
+        self._ensure_worker(record["worker"], started_at)
+        RunRow.insert(
+            id=record["run"],
+            worker=record["worker"],
+            attempt=record["attempt"],
+            started_at=started_at,
+            node=record["node"],
+            supervisor_pid=record["supervisor_pid"],
+        ).execute()
+        fields: dict[Any, Any] = {
+            WorkerRow.status: _unless_retired(WorkerState.RUNNING),
+            WorkerRow.last_run_at: started_at,
+            WorkerRow.next_run_at: moment(record["next_run_at"]),
+            WorkerRow.updated_at: started_at,
+        }
+        if record.get("skipped"):
+            fields[WorkerRow.skipped_count] = WorkerRow.skipped_count + record["skipped"]
+        WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
+
+    def _run_spawned(self, record: Record) -> None:
+        RunRow.update(pid=record["pid"]).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute()
+        WorkerRow.update(pid=record["pid"]).where(
+            WorkerRow.name == record["worker"], WorkerRow.status == WorkerState.RUNNING.value
+        ).execute()
+
+    def _run_finished(self, record: Record) -> None:
+        finished = {
+            RunRow.finished_at: moment(record["finished_at"]),
+            RunRow.duration: record["duration"],
+            RunRow.outcome: record["outcome"],
+            RunRow.exit_code: record["exit_code"],
+            RunRow.signal: record["signal"],
+            RunRow.cpu_time: record["cpu_time"],
+            RunRow.peak_rss: record["peak_rss"],
+        }
+        if record.get("pid") is not None:
+            finished[RunRow.pid] = record["pid"]
+        changed = RunRow.update(finished).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute()
+        if not changed:
+            if RunRow.select().where(RunRow.id == record["run"]).exists():
+                return  # its end was applied before: a replay
+            # Its start never reached the database (it was lost with a journal line cut short): stand alone.
+            self._ensure_worker(record["worker"], moment(record["finished_at"]))
+            RunRow.insert(
+                {
+                    RunRow.id: record["run"],
+                    RunRow.worker: record["worker"],
+                    RunRow.attempt: record["attempt"],
+                    RunRow.started_at: moment(record["started_at"]),
+                    RunRow.node: record["node"],
+                    RunRow.supervisor_pid: record["supervisor_pid"],
+                    **finished,
+                }
+            ).execute()
+        self._count_run(record)
+
+    def _count_run(self, record: Record) -> None:
+        finished_at = moment(record["finished_at"])
+        outcome = Outcome(record["outcome"])
+        fields: dict[Any, Any] = {
+            WorkerRow.pid: None,
+            WorkerRow.last_outcome: outcome.value,
+            WorkerRow.last_duration: record["duration"],
+            WorkerRow.updated_at: finished_at,
+            WorkerRow.status: _unless_retired(WorkerState.IDLE),
+        }
+        if record.get("next_run_at"):
+            fields[WorkerRow.next_run_at] = moment(record["next_run_at"])
+        if record.get("skipped"):
+            fields[WorkerRow.skipped_count] = WorkerRow.skipped_count + record["skipped"]
+        if outcome.failed:
+            fields[WorkerRow.failure_count] = WorkerRow.failure_count + 1
+            fields[WorkerRow.consecutive_failures] = WorkerRow.consecutive_failures + 1
+            fields[WorkerRow.last_error] = record["message"][:ERROR_MESSAGE_LIMIT]
+            FailureRow.insert(
+                run=record["run"],
+                worker=record["worker"],
+                created_at=finished_at,
+                kind=outcome.value,
+                message=record["message"],
+                traceback=record["traceback"],
+                stderr_tail=record["stderr"],
+                stdout_tail=record["stdout"],
+                exit_code=record["exit_code"],
+                signal=record["signal"],
+            ).execute()
+        else:
+            fields[WorkerRow.success_count] = WorkerRow.success_count + 1
+            fields[WorkerRow.consecutive_failures] = 0
+            fields[WorkerRow.last_success_at] = finished_at
+        WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
+
+    # -- start-up ---------------------------------------------------------------------------------------------
 
     def recover_lost(self) -> int:
         """Mark runs an earlier supervisor on this node left unfinished as `lost`; return how many.
@@ -277,153 +423,76 @@ class Store:
                 ]
                 for run in orphans:
                     verdict = Verdict(Outcome.LOST, f"the supervisor (pid {run.supervisor_pid}) died during the run")
-                    duration = (now - run.started_at).total_seconds()
                     worker = run.worker_id  # type: ignore[attr-defined]  # peewee's accessor for the FK's value
-                    self._finish_run(RunEnd(run.id, worker, now, duration, verdict, None, None, None, None, "", "", None))
+                    self._run_finished(
+                        records.run_finished(
+                            run.id, worker, run.attempt, run.started_at, now, (now - run.started_at).total_seconds(),
+                            verdict, run.node, run.supervisor_pid, pid=run.pid,
+                        )
+                    )
         except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read unfinished runs: {_first_line(exc)}", self.where) from exc
+            raise StoreUnavailable(f"cannot read unfinished runs: {self.describe(exc)}", self.where) from exc
         return len(orphans)
 
-    def sync_workers(self, definitions: Iterable[WorkerDefinition], broken_modules: Iterable[str]) -> None:
-        """Create or update the rows of the workers the spawner reported; retire the ones nothing defines now.
+    # -- retention --------------------------------------------------------------------------------------------
 
-        Rows of modules that are broken right now (and of the workers those modules defined before) stay as
-        they are: they were just marked broken.
+    def prune(self, keep_runs: int, failure_days: float, batch: int = PRUNE_BATCH) -> tuple[int, int]:
+        """Delete failures older than `failure_days`, and runs beyond each worker's newest `keep_runs`.
+
+        A run with a failure younger than `failure_days` is kept even beyond `keep_runs`, so a failure's
+        record stays whole for as long as failures are kept. Returns (runs deleted, failures deleted).
         """
-        self._write(self._sync_workers, list(definitions), sorted(broken_modules), utcnow())
+        runs = failures = 0
+        for table, deleted in self.prune_steps(keep_runs, failure_days, batch):
+            if table == "run":
+                runs += deleted
+            else:
+                failures += deleted
+        return runs, failures
 
-    def _sync_workers(self, definitions: list[WorkerDefinition], broken_modules: list[str], now: datetime) -> None:
-        for d in definitions:
-            fields = {
-                "module": d.module,
-                "interval": d.interval,
-                "timeout": d.timeout,
-                "status": WorkerState.IDLE.value,
-                "pid": None,
-                "updated_at": now,
-            }
-            WorkerRow.insert(name=d.name, **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
-        current = [d.name for d in definitions] + broken_modules
-        WorkerRow.update(status=WorkerState.RETIRED.value, pid=None, updated_at=now).where(
-            WorkerRow.name.not_in(current), WorkerRow.module.not_in(broken_modules)
-        ).execute()
+    def prune_steps(self, keep_runs: int, failure_days: float, batch: int = PRUNE_BATCH) -> Iterator[tuple[str, int]]:
+        """Prune in transactions of at most `batch` rows, yielding (table, rows deleted) after each.
 
-    def module_broken(
-        self, module: str, message: str, traceback: str, stderr: str, exit_code: int | None, signum: int | None
-    ) -> None:
-        """Record that a module could not be imported: a failure row, and its workers (and itself) as broken."""
-        self._write(self._broken, module, module, message, traceback, stderr, exit_code, signum, utcnow())
-
-    def worker_broken(self, name: str, module: str, message: str) -> None:
-        """Record a worker whose definition is invalid (bad interval, duplicate name); its module's others run."""
-        self._write(self._broken, name, module, message, "", "", None, None, utcnow())
-
-    def _broken(
-        self,
-        name: str,
-        module: str,
-        message: str,
-        traceback: str,
-        stderr: str,
-        exit_code: int | None,
-        signum: int | None,
-        now: datetime,
-    ) -> None:
-        error = message[:ERROR_MESSAGE_LIMIT]
-        fields = {"module": module, "status": WorkerState.BROKEN.value, "last_error": error, "pid": None, "updated_at": now}
-        WorkerRow.insert(name=name, **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
-        if name == module:  # a whole module: the workers it defined when it last imported are broken with it
-            WorkerRow.update(status=WorkerState.BROKEN.value, last_error=error, updated_at=now).where(
-                WorkerRow.module == module
-            ).execute()
-        FailureRow.create(
-            run=None,
-            worker=name,
-            created_at=now,
-            kind="import" if name == module else "definition",
-            message=message,
-            traceback=traceback,
-            stderr_tail=stderr,
-            exit_code=exit_code,
-            signal=signum,
+        Small steps keep locks short, and let the recorder write new records between them.
+        """
+        cutoff = utcnow() - timedelta(days=failure_days)
+        yield from self._delete_in_batches(
+            FailureRow, FailureRow.select(FailureRow.id).where(FailureRow.created_at < cutoff), batch
         )
-
-    def run_started(self, run_id: str, worker: str, attempt: int, started_at: datetime, next_run_at: datetime | None) -> None:
-        """Record that a run is starting (so a supervisor that dies now leaves it to be found as lost)."""
-        self._write(self._run_started, run_id, worker, attempt, started_at, next_run_at)
-
-    def _run_started(self, run_id: str, worker: str, attempt: int, started_at: datetime, next_run_at: datetime | None) -> None:
-        RunRow.insert(
-            id=run_id, worker=worker, attempt=attempt, started_at=started_at, node=self.node, supervisor_pid=self.pid
-        ).execute()
-        WorkerRow.update(
-            status=WorkerState.RUNNING.value, last_run_at=started_at, next_run_at=next_run_at, updated_at=started_at
-        ).where(WorkerRow.name == worker).execute()
-
-    def run_spawned(self, run_id: str, worker: str, pid: int) -> None:
-        """Record the pid a run got."""
-        self._write(self._run_spawned, run_id, worker, pid)
-
-    def _run_spawned(self, run_id: str, worker: str, pid: int) -> None:
-        RunRow.update(pid=pid).where(RunRow.id == run_id).execute()
-        WorkerRow.update(pid=pid).where(WorkerRow.name == worker).execute()
-
-    def run_finished(self, end: RunEnd) -> None:
-        """Record how a run ended: its row, a failure row if it failed, and the worker's counters."""
-        self._write(self._finish_run, end)
-
-    def _finish_run(self, end: RunEnd) -> None:
-        outcome = end.verdict.outcome
-        RunRow.update(
-            finished_at=end.finished_at,
-            duration=end.duration,
-            outcome=outcome.value,
-            exit_code=end.exit_code,
-            signal=end.signal,
-            cpu_time=end.cpu_time,
-            peak_rss=end.peak_rss,
-        ).where(RunRow.id == end.run_id, RunRow.finished_at.is_null()).execute()
-        fields: dict[Any, Any] = {
-            WorkerRow.pid: None,
-            WorkerRow.last_outcome: outcome.value,
-            WorkerRow.last_duration: end.duration,
-            WorkerRow.updated_at: end.finished_at,
-        }
-        if end.next_run_at is not None:
-            fields[WorkerRow.next_run_at] = end.next_run_at
-        if outcome.failed:
-            fields[WorkerRow.failure_count] = WorkerRow.failure_count + 1
-            fields[WorkerRow.consecutive_failures] = WorkerRow.consecutive_failures + 1
-            fields[WorkerRow.last_error] = end.verdict.message[:ERROR_MESSAGE_LIMIT]
-            FailureRow.create(
-                run=end.run_id,
-                worker=end.worker,
-                created_at=end.finished_at,
-                kind=outcome.value,
-                message=end.verdict.message,
-                traceback=end.verdict.traceback,
-                stderr_tail=end.stderr,
-                stdout_tail=end.stdout,
-                exit_code=end.exit_code,
-                signal=end.signal,
+        workers: list[str] = [row.name for row in WorkerRow.select(WorkerRow.name)]
+        for worker in workers:
+            newest_kept = (
+                RunRow.select(RunRow.started_at)
+                .where(RunRow.worker == worker)
+                .order_by(RunRow.started_at.desc())
+                .offset(keep_runs - 1)
+                .limit(1)
+                .scalar()
             )
-        else:
-            fields[WorkerRow.success_count] = WorkerRow.success_count + 1
-            fields[WorkerRow.consecutive_failures] = 0
-            fields[WorkerRow.last_success_at] = end.finished_at
-        # Broken and retired rows keep their status: a run that was in flight when its module broke is history.
-        status_kept = WorkerRow.status.in_([WorkerState.BROKEN.value, WorkerState.RETIRED.value])
-        fields[WorkerRow.status] = peewee.Case(None, [(status_kept, WorkerRow.status)], WorkerState.IDLE.value)
-        WorkerRow.update(fields).where(WorkerRow.name == end.worker).execute()
+            if newest_kept is None:
+                continue
+            recent_failure = FailureRow.select().where(FailureRow.run == RunRow.id, FailureRow.created_at >= cutoff)
+            yield from self._delete_in_batches(
+                RunRow,
+                RunRow.select(RunRow.id).where(
+                    RunRow.worker == worker,
+                    RunRow.started_at < newest_kept,
+                    RunRow.finished_at.is_null(False),
+                    ~peewee.fn.EXISTS(recent_failure),
+                ),
+                batch,
+            )
 
-    def runs_skipped(self, worker: str, count: int, next_run_at: datetime | None) -> None:
-        """Count ticks that came while the worker's previous run was still going (or while we were behind)."""
-        self._write(self._runs_skipped, worker, count, next_run_at)
-
-    def _runs_skipped(self, worker: str, count: int, next_run_at: datetime | None) -> None:
-        WorkerRow.update(skipped_count=WorkerRow.skipped_count + count, next_run_at=next_run_at).where(
-            WorkerRow.name == worker
-        ).execute()
+    def _delete_in_batches(self, model: type[BaseModel], ids: peewee.Select, batch: int) -> Iterator[tuple[str, int]]:
+        key: Any = model._meta.primary_key
+        table: str = model._meta.table_name
+        while True:
+            with self.db.atomic():
+                chosen = [row[0] for row in ids.limit(batch).tuples()]
+                if not chosen:
+                    return
+                deleted = model.delete().where(key.in_(chosen)).execute()
+            yield table, deleted
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -432,7 +501,35 @@ class Store:
         try:
             return list(WorkerRow.select().where(WorkerRow.status != WorkerState.RETIRED.value).order_by(WorkerRow.name))
         except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read workers: {_first_line(exc)}", self.where) from exc
+            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
+
+
+def _unless_retired(state: WorkerState) -> peewee.Case:
+    """A status value that leaves broken and retired rows as they are (a late run's end is history)."""
+    kept = WorkerRow.status.in_([WorkerState.BROKEN.value, WorkerState.RETIRED.value])
+    return peewee.Case(None, [(kept, WorkerRow.status)], state.value)
+
+
+APPLY = {
+    "workers_synced": Store._workers_synced,
+    "broken": Store._broken,
+    "run_started": Store._run_started,
+    "run_spawned": Store._run_spawned,
+    "run_finished": Store._run_finished,
+}
+
+
+def _migrate_1_to_2(db: peewee.Database) -> None:
+    """Version 2: failures that belong to no run get an idempotency key; runs are indexed by worker and time."""
+    migrator = SchemaMigrator.from_database(db)
+    migrate(
+        migrator.add_column("failure", "event", peewee.CharField(null=True, max_length=32)),
+        migrator.add_index("failure", ("event",), True),
+        migrator.add_index("run", ("worker", "started_at"), False),
+    )
+
+
+MIGRATIONS = {2: _migrate_1_to_2}
 
 
 def _still_running_since(pid: int, started_at: datetime) -> bool:
@@ -444,8 +541,3 @@ def _still_running_since(pid: int, started_at: datetime) -> bool:
     except psutil.AccessDenied:
         return True
     return created <= started_at
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

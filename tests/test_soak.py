@@ -10,7 +10,7 @@ import pytest
 
 from helpers import Record, worker_package
 from supervisor.loop import Supervisor
-from supervisor.store import Store
+from supervisor.recording import RecordingSettings, prepare
 
 WORKERS = ["healthy", "segfault", "raises", "exit3", "sigkill_self"]
 TARGET_RUNS = 1000
@@ -20,9 +20,8 @@ TARGET_RUNS = 1000
 def test_hundreds_of_runs_agree_with_counters_and_leak_nothing(tmp_path: Path, db: Path, record: Record, monkeypatch: pytest.MonkeyPatch) -> None:
     worker_package(tmp_path, WORKERS)
     monkeypatch.chdir(tmp_path)  # the spawner imports `workers` from the current directory
-    store = Store(f"sqlite:///{db}")
-    store.open()
-    supervisor = Supervisor(store, ["workers"], overrides={name: {"interval": 0.01} for name in WORKERS})
+    settings = RecordingSettings(url=f"sqlite:///{db}", journal=str(tmp_path / "journal"))
+    supervisor = Supervisor(settings, ["workers"], overrides={name: {"interval": 0.01} for name in WORKERS}, stored=prepare(settings))
     me = psutil.Process()
     supervisor.start()
     try:
@@ -32,7 +31,7 @@ def test_hundreds_of_runs_agree_with_counters_and_leak_nothing(tmp_path: Path, d
         while (done := sum(s.successes + s.failures for s in supervisor.workers.values())) < TARGET_RUNS:
             assert time.monotonic() < deadline, f"only {done} runs recorded"
             supervisor.run_once(timeout=1.0)
-            if supervisor.link is None or not supervisor.link.ready:
+            if supervisor.spawner is None or not supervisor.spawner.ready or supervisor.recording.recorder is None:
                 continue
             # Every descriptor the supervisor holds is either one it had from the start or a pipe of a run
             # still in flight: nothing accumulates.
@@ -42,9 +41,10 @@ def test_hundreds_of_runs_agree_with_counters_and_leak_nothing(tmp_path: Path, d
             if baseline_fds is None:
                 baseline_fds = fds
             assert fds == baseline_fds
-            # The only child is the spawner; it has no more children than runs in flight (no zombies pile up).
-            (spawner,) = me.children()
-            assert spawner.pid == supervisor.link.pid
+            # Our children are the spawner and the recorder; the spawner has no more children than runs in flight
+            # (no zombies pile up).
+            spawner = psutil.Process(supervisor.spawner.pid)
+            assert {p.pid for p in me.children()} == {spawner.pid, supervisor.recording.recorder.pid}
             assert len(spawner.children()) <= len(supervisor.runs) + 1  # +1: an exit not yet reported
             if not rss_at_quarter and done >= TARGET_RUNS // 4:
                 rss_at_quarter = me.memory_info().rss

@@ -1,0 +1,266 @@
+"""The supervisor's side of recording: append each record to the journal, and keep a recorder applying them.
+
+Appending is all the supervisor's loop ever does for a record, so no database, however slow or broken, can
+delay a run. The recorder reports how far it has applied the journal; when it has applied all of it, the
+journal is emptied. A recorder that dies is restarted (with backoff), and one that stays silent with records
+waiting for longer than `write_timeout` is taken as hung (a connection that accepts and never answers) and
+killed and replaced; its successor starts where the last acknowledgement left off, and records are idempotent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from .errors import StoreUnavailable
+from .helper import HelperProcess
+from .journal import Journal, replay
+from .outcome import signal_name
+from .protocol import Message
+from .records import Record
+from .recorder import DB_ENV
+from .store import Store
+
+log = logging.getLogger("supervisor.recording")
+
+RESTART_BACKOFF_FIRST = 0.5
+RESTART_BACKOFF_MAX = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """How records reach the database and how long they are kept there."""
+
+    url: str
+    journal: str
+    write_timeout: float = 30.0
+    statement_timeout: float = 10.0
+    keep_runs: int = 1000
+    failure_days: float = 30.0
+    prune_interval: float = 600.0
+
+
+def prepare(settings: RecordingSettings) -> dict[str, Any]:
+    """Before supervising: write what an earlier supervisor left in the journal, mark its unfinished runs lost,
+    and read the worker rows (so counters carry on). Raise StoreUnavailable if the database cannot be used:
+    starting blind would only pile up records; the journal stays as it is for the next try."""
+    store = Store(settings.url, statement_timeout_ms=int(settings.statement_timeout * 1000))
+    store.open()
+    try:
+        replayed = 0
+        for batch, _end in replay(settings.journal):
+            store.apply(batch)
+            replayed += len(batch)
+        if replayed:
+            log.warning("wrote %d record(s) an earlier supervisor left in %s", replayed, settings.journal)
+        # Empty only once all is in: a crash before this line replays the same records, which changes nothing.
+        if os.path.exists(settings.journal):
+            os.truncate(settings.journal, 0)
+        lost = store.recover_lost()
+        if lost:
+            log.warning("marked %d run(s) of an earlier supervisor as lost", lost)
+        return {row.name: row for row in store.workers()}
+    except peewee.PeeweeException as exc:
+        raise StoreUnavailable(f"cannot write the records left in {settings.journal}: {store.describe(exc)}", store.where) from exc
+    finally:
+        store.close()
+
+
+class RecorderProcess(HelperProcess):
+    """The recorder process, as the supervisor sees it."""
+
+    module = "supervisor.recorder"
+
+    def __init__(self, settings: RecordingSettings, offset: int) -> None:
+        super().__init__(
+            [
+                "--journal", settings.journal,
+                "--offset", str(offset),
+                "--keep-runs", str(settings.keep_runs),
+                "--failure-days", str(settings.failure_days),
+                "--prune-interval", str(settings.prune_interval),
+                "--statement-timeout-ms", str(int(settings.statement_timeout * 1000)),
+            ],
+            env={DB_ENV: settings.url},
+        )
+
+
+class Recording:
+    """The journal, and the recorder process that empties it into the database."""
+
+    def __init__(self, settings: RecordingSettings, selector: selectors.BaseSelector) -> None:
+        self.settings = settings
+        self.selector = selector
+        self.journal = Journal(settings.journal)
+        self.applied = 0
+        self.ends: deque[int] = deque()  # where each record not yet applied ends in the journal
+        self.recorder: RecorderProcess | None = None
+        self.restart_at: float | None = None
+        self.restart_delay = RESTART_BACKOFF_FIRST
+        self.failing: str | None = None
+        """The database error the recorder last reported, until it reports success again."""
+
+    # -- what the loop calls ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a recorder that applies the journal from the last acknowledged offset."""
+        self.restart_at = None
+        recorder = RecorderProcess(self.settings, self.applied)
+        recorder.start()
+        self.recorder = recorder
+        self.selector.register(recorder.control, selectors.EVENT_READ, ("recorder", "message"))
+        self.selector.register(recorder.output_fd, selectors.EVENT_READ, ("recorder", "output"))
+        self.selector.register(recorder.pidfd, selectors.EVENT_READ, ("recorder", "exit"))
+        if self.journal.size > self.applied:
+            self._notify()
+
+    def record(self, record: Record) -> None:
+        """Append a record to the journal and tell the recorder."""
+        self.ends.append(self.journal.append(record))
+        if len(self.ends) == 1 and self.recorder is not None:
+            self.recorder.last_heard = time.monotonic()  # the silence that counts starts now
+        self._notify()
+
+    @property
+    def pending(self) -> int:
+        """How many records wait to be applied."""
+        return len(self.ends)
+
+    def handle(self, kind: str) -> None:
+        """React to the recorder's fd `kind` being readable: a message, output, or its exit."""
+        if self.recorder is None:
+            return
+        if kind == "message":
+            for message in self.recorder.messages():
+                self._handle_message(message)
+            if self.recorder.channel_closed:
+                self._unregister(self.recorder.control)
+        elif kind == "output":
+            self._log_output()
+        else:
+            self._handle_exit()
+
+    def check(self, now: float) -> None:
+        """Restart a recorder that is due, and kill one that has been silent too long with records waiting."""
+        if self.recorder is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                self.start()
+            return
+        if self.ends and not self.recorder.killed and now - self.recorder.last_heard > self.settings.write_timeout:
+            log.error(
+                "recorder (pid %d) silent for %.0fs with %d record(s) waiting; the database may hang; replacing it",
+                self.recorder.pid, now - self.recorder.last_heard, len(self.ends),
+            )
+            self.failing = f"no answer from the database for {self.settings.write_timeout:g}s"
+            self.recorder.kill()
+
+    def next_deadline(self) -> float | None:
+        """When `check` has something to do next (None: nothing)."""
+        if self.recorder is None:
+            return self.restart_at
+        if self.ends and not self.recorder.killed:
+            return self.recorder.last_heard + self.settings.write_timeout
+        return None
+
+    def flushed(self) -> bool:
+        """Tell whether every record is in the database."""
+        return not self.ends
+
+    def close(self, timeout: float) -> None:
+        """Give the recorder up to `timeout` seconds to apply what waits, then stop it and close the journal."""
+        deadline = time.monotonic() + timeout
+        while self.ends and self.recorder is not None and time.monotonic() < deadline:
+            for key, _ in self.selector.select(max(0.0, deadline - time.monotonic())):
+                if key.data[0] == "recorder":
+                    self.handle(key.data[1])
+            self.check(time.monotonic())
+        if self.ends:
+            log.warning("%d record(s) wait in the journal %s; the next start writes them", len(self.ends), self.journal.path)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.close_channel()
+            self._unregister(recorder.control)
+            ready = selectors.DefaultSelector()
+            ready.register(recorder.pidfd, selectors.EVENT_READ)
+            if not ready.select(2.0):
+                recorder.kill()
+            ready.close()
+            recorder.reap()
+            self._drop()
+        self.journal.close()
+
+    # -- inside ---------------------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self.recorder is None or self.recorder.channel_closed:
+            return
+        try:
+            self.recorder.send("written", end=self.journal.size)
+        except OSError:
+            pass  # it is dying; its exit is on its way through the pidfd
+
+    def _handle_message(self, message: Message) -> None:
+        op = message["op"]
+        if op == "applied":
+            self.applied = int(message["end"])
+            self.restart_delay = RESTART_BACKOFF_FIRST
+            while self.ends and self.ends[0] <= self.applied:
+                self.ends.popleft()
+            if self.applied == self.journal.size:
+                self.journal.truncate()
+                self.applied = 0
+                assert self.recorder is not None
+                try:
+                    self.recorder.send("rewind")
+                except OSError:
+                    pass
+        elif op == "failing":
+            if self.failing is None:
+                log.error("database writes fail, records wait in the journal: %s", message["error"])
+            self.failing = str(message["error"])
+        elif op == "healthy":
+            log.warning("database writes succeed again")
+            self.failing = None
+        elif op == "pruned":
+            log.info("pruned %d run(s) and %d failure(s) past retention", message["runs"], message["failures"])
+
+    def _log_output(self) -> None:
+        assert self.recorder is not None
+        data, eof = self.recorder.read_output()
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if line.strip():
+                log.warning("recorder: %s", line)
+        if eof:
+            self._unregister(self.recorder.output_fd)
+
+    def _handle_exit(self) -> None:
+        recorder = self.recorder
+        assert recorder is not None
+        for message in recorder.messages():  # what it said before dying counts
+            self._handle_message(message)
+        self._log_output()
+        exit_code, signum = recorder.reap()
+        how = f"killed by {signal_name(signum)}" if signum is not None else f"exited with status {exit_code}"
+        log.error("recorder (pid %d) %s; starting another in %.1fs", recorder.pid, how, self.restart_delay)
+        self._drop()
+        self.restart_at = time.monotonic() + self.restart_delay
+        self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+
+    def _drop(self) -> None:
+        assert self.recorder is not None
+        for fileobj in (self.recorder.control, self.recorder.output_fd, self.recorder.pidfd):
+            self._unregister(fileobj)
+        self.recorder.close()
+        self.recorder = None
+
+    def _unregister(self, fileobj: object) -> None:
+        try:
+            self.selector.unregister(fileobj)  # type: ignore[arg-type]
+        except (KeyError, ValueError):
+            pass

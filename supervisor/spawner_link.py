@@ -1,0 +1,51 @@
+"""The supervisor's handle on the spawner: which module it is importing, whether it is ready, run requests."""
+from __future__ import annotations
+
+import time
+
+from .helper import HelperProcess
+from .protocol import Message
+
+
+class SpawnerLink(HelperProcess):
+    """The spawner process, as the supervisor sees it."""
+
+    module = "supervisor.spawner"
+
+    def __init__(self, sources: list[str], excluded: set[str]) -> None:
+        args: list[str] = []
+        for source in sources:
+            args += ["--source", source]
+        for module in sorted(excluded):
+            args += ["--exclude", module]
+        super().__init__(args)
+        self.ready = False
+        self.importing: str | None = None
+        """The module the spawner said it is importing and has not yet reported on: the culprit if it dies."""
+        self.importing_since = 0.0
+
+    def observe(self, message: Message) -> None:
+        op = message["op"]
+        if op == "importing":
+            self.importing = message["module"]
+            self.importing_since = time.monotonic()
+        elif op == "broken" and message.get("module") == self.importing:
+            self.importing = None
+        elif op == "ready":
+            self.ready = True
+            self.importing = None
+
+    def import_deadline(self, timeout: float) -> float:
+        """When the module being imported (or the start-up, before any module) is taken as hung."""
+        return max(self.started, self.importing_since) + timeout
+
+    def spawn(self, run_id: str, worker: str, attempt: int, deadline: float | None, fds: list[int]) -> None:
+        """Ask for a run; `fds` are the write ends of its result, stdout and stderr pipes."""
+        self.send("spawn", fds, run=run_id, worker=worker, attempt=attempt, deadline=deadline)
+
+    def signal_run(self, run_id: str, sig: int) -> None:
+        """Ask the spawner to signal a run's process group (it alone knows whether the pid is still the run's)."""
+        try:
+            self.send("signal", run=run_id, signal=int(sig))
+        except OSError:
+            pass  # the spawner is gone; its death takes the runs with it and is handled on its pidfd
