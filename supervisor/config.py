@@ -165,6 +165,12 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             values[s.name] = _parse(s, environ[s.env], f"environment variable {s.env}")
         if flags.get(s.name) is not None:
             values[s.name] = _parse(s, flags[s.name], f"flag {s.flag}")
+    if values["statement_timeout"] >= values["write_timeout"]:
+        raise ConfigError(
+            f"statement_timeout ({values['statement_timeout']:g}s) must be shorter than write_timeout "
+            f"({values['write_timeout']:g}s), or every slow statement would count as a hung database",
+            "settings",
+        )
     return Config(overrides=overrides, **values)
 
 

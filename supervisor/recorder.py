@@ -25,12 +25,14 @@ from .errors import StoreUnavailable
 from .journal import read_records
 from .process import die_with_parent
 from .protocol import receive, send
-from .store import Store
+from .store import CONNECT_TIMEOUT, Store
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
+# The supervisor takes a recorder that is silent for its write timeout, with records waiting, as hung. So every
+# wait of ours stays well inside it: retries come at least every third of it, connecting gives up within half.
 
 
 class Recorder:
@@ -45,8 +47,10 @@ class Recorder:
         keep_runs: int,
         failure_days: float,
         prune_interval: float,
+        write_timeout: float,
     ) -> None:
         self.control = control
+        self.backoff_max = min(BACKOFF_MAX, write_timeout / 3)
         self.store = store
         self.journal = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
         self.offset = self.end = offset
@@ -55,7 +59,7 @@ class Recorder:
         self.prune_interval = prune_interval
         self.next_prune = time.monotonic() + min(prune_interval, 60.0)
         self.retry_at = 0.0
-        self.backoff = BACKOFF_FIRST
+        self.backoff = min(BACKOFF_FIRST, self.backoff_max)
         self.failing = False
         self.connected = False
 
@@ -116,12 +120,12 @@ class Recorder:
             self.store.reconnect()
             self.connected = False
             self.retry_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            self.backoff = min(self.backoff * 2, self.backoff_max)
             return
         if self.failing:
             self.failing = False
             send(self.control, "healthy")
-        self.backoff = BACKOFF_FIRST
+        self.backoff = min(BACKOFF_FIRST, self.backoff_max)
 
     def prune(self) -> None:
         """Delete rows past retention, a small batch at a time, writing new records between batches."""
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--failure-days", type=float, required=True)
     parser.add_argument("--prune-interval", type=float, required=True)
     parser.add_argument("--statement-timeout-ms", type=int, required=True)
+    parser.add_argument("--write-timeout", type=float, required=True)
     args = parser.parse_args(argv)
     # Nothing to clean up: what is committed stays, what is not is still in the journal.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
@@ -163,8 +168,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     url = os.environ.pop(DB_ENV)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
-    store = Store(url, statement_timeout_ms=args.statement_timeout_ms)
-    recorder = Recorder(control, store, args.journal, args.offset, args.keep_runs, args.failure_days, args.prune_interval)
+    connect_timeout = min(CONNECT_TIMEOUT, max(2, int(args.write_timeout / 2)))
+    store = Store(url, connect_timeout=connect_timeout, statement_timeout_ms=args.statement_timeout_ms)
+    recorder = Recorder(
+        control, store, args.journal, args.offset, args.keep_runs, args.failure_days, args.prune_interval, args.write_timeout
+    )
     try:
         recorder.serve()
     except (BrokenPipeError, ConnectionResetError):

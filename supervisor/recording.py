@@ -86,6 +86,7 @@ class RecorderProcess(HelperProcess):
                 "--failure-days", str(settings.failure_days),
                 "--prune-interval", str(settings.prune_interval),
                 "--statement-timeout-ms", str(int(settings.statement_timeout * 1000)),
+                "--write-timeout", str(settings.write_timeout),
             ],
             env={DB_ENV: settings.url},
         )
@@ -210,6 +211,9 @@ class Recording:
         if op == "applied":
             self.applied = int(message["end"])
             self.restart_delay = RESTART_BACKOFF_FIRST
+            if self.failing is not None:  # a fresh recorder succeeds without having failed itself
+                log.warning("database writes succeed again")
+                self.failing = None
             while self.ends and self.ends[0] <= self.applied:
                 self.ends.popleft()
             if self.applied == self.journal.size:
@@ -224,7 +228,7 @@ class Recording:
             if self.failing is None:
                 log.error("database writes fail, records wait in the journal: %s", message["error"])
             self.failing = str(message["error"])
-        elif op == "healthy":
+        elif op == "healthy" and self.failing is not None:
             log.warning("database writes succeed again")
             self.failing = None
         elif op == "pruned":

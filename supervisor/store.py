@@ -141,15 +141,16 @@ def connect(url: str, connect_timeout: int = CONNECT_TIMEOUT, statement_timeout_
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         path = db_url.parse(url)["database"] or ":memory:"
+        busy_timeout_ms = min(SQLITE_BUSY_TIMEOUT_MS, statement_timeout_ms)
         return peewee.SqliteDatabase(
             path,
-            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            timeout=busy_timeout_ms / 1000,
             pragmas={
                 # WAL lets `status` in another process read while we write; NORMAL is durable across a
                 # process crash (only an OS crash can lose the last commits).
                 "journal_mode": "wal",
                 "synchronous": "normal",
-                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                "busy_timeout": busy_timeout_ms,
                 "foreign_keys": 1,
             },
         )

@@ -44,11 +44,11 @@ def worker_package(root: Path, modules: Iterable[str], name: str = "workers", ex
 class SupervisorProcess:
     """A real `python -m supervisor run` in a directory of the test's, its output going to a file."""
 
-    def __init__(self, cwd: Path, db: Path, args: Iterable[str] = (), config: str | None = None) -> None:
+    def __init__(self, cwd: Path, url: str, args: Iterable[str] = (), config: str | None = None) -> None:
         self.cwd = cwd
-        self.db = db
+        self.url = url
         self.log_path = cwd / f"supervisor-{time.monotonic_ns()}.log"
-        argv = [sys.executable, "-m", "supervisor", "run", "--db", f"sqlite:///{db}", *args]
+        argv = [sys.executable, "-m", "supervisor", "run", "--db", url, *args]
         if config is not None:
             config_path = cwd / "supervisor.toml"
             config_path.write_text(config)
