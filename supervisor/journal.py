@@ -44,15 +44,21 @@ class Journal:
 
 
 def read_records(fd: int, start: int, end: int, limit: int = READ_CHUNK) -> tuple[list[Record], int]:
-    """Read whole records between `start` and `end` (at most about `limit` bytes); return them and where they end.
+    """Read whole records between `start` and `end` (about `limit` bytes, or one record if it is larger);
+    return them and where they end.
 
     A line cut short (a writer killed mid-write) is never returned: it ends no record.
     """
     data = os.pread(fd, min(end - start, limit), start)
     cut = data.rfind(b"\n") + 1
-    if cut == 0 and len(data) == limit:  # one record larger than the chunk: read it whole
-        data = os.pread(fd, end - start, start)
-        cut = data.rfind(b"\n") + 1
+    while cut == 0 and start + len(data) < end:  # one record larger than `limit`: read on to its end only
+        more = os.pread(fd, min(end - start - len(data), limit), start + len(data))
+        if not more:
+            break
+        newline = more.find(b"\n")
+        data += more
+        if newline >= 0:
+            cut = len(data) - len(more) + newline + 1
     return [json.loads(line) for line in data[:cut].splitlines() if line.strip()], start + cut
 
 

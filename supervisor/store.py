@@ -218,6 +218,9 @@ class Store:
         except peewee.PeeweeException as exc:
             self.close()
             raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
+        except StoreUnavailable:
+            self.close()
+            raise
 
     def _migrate(self) -> None:
         with self.db.atomic():
@@ -257,14 +260,22 @@ class Store:
 
     # -- applying records -------------------------------------------------------------------------------------
 
+    def write_transaction(self) -> Any:
+        """A transaction that will write: on SQLite it takes the write lock at BEGIN (IMMEDIATE), so a second
+        writer waits out the busy timeout instead of failing at once on a read lock it cannot upgrade."""
+        return self.db.atomic("IMMEDIATE") if isinstance(self.db, peewee.SqliteDatabase) else self.db.atomic()
+
     def apply(self, batch: Iterable[Record]) -> None:
         """Apply records in order, in one transaction: all of them or none. Safe to repeat."""
-        with self.db.atomic():
+        with self.write_transaction():
             for record in batch:
                 APPLY[record["type"]](self, record)
 
     def _workers_synced(self, record: Record) -> None:
+        # Rows changed after this record (by later records) are left alone, so a replayed journal segment
+        # cannot set a running or broken worker back to idle.
         now = moment(record["at"])
+        not_newer = WorkerRow.updated_at <= now
         names = []
         for d in record["definitions"]:
             names.append(d["name"])
@@ -276,10 +287,12 @@ class Store:
                 "pid": None,
                 "updated_at": now,
             }
-            WorkerRow.insert(name=d["name"], **fields).on_conflict(conflict_target=[WorkerRow.name], update=fields).execute()
+            WorkerRow.insert(name=d["name"], **fields).on_conflict(
+                conflict_target=[WorkerRow.name], update=fields, where=not_newer
+            ).execute()
         broken = record["broken"]
         WorkerRow.update(status=WorkerState.RETIRED.value, pid=None, updated_at=now).where(
-            WorkerRow.name.not_in(names + broken), WorkerRow.module.not_in(broken)
+            WorkerRow.name.not_in(names + broken), WorkerRow.module.not_in(broken), not_newer
         ).execute()
 
     def _broken(self, record: Record) -> None:
@@ -334,10 +347,11 @@ class Store:
         WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
 
     def _run_spawned(self, record: Record) -> None:
-        RunRow.update(pid=record["pid"]).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute()
-        WorkerRow.update(pid=record["pid"]).where(
-            WorkerRow.name == record["worker"], WorkerRow.status == WorkerState.RUNNING.value
-        ).execute()
+        # Only while the run is unfinished: a replayed spawn of a finished run must not show its pid again.
+        if RunRow.update(pid=record["pid"]).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute():
+            WorkerRow.update(pid=record["pid"]).where(
+                WorkerRow.name == record["worker"], WorkerRow.status == WorkerState.RUNNING.value
+            ).execute()
 
     def _run_finished(self, record: Record) -> None:
         finished = {
@@ -416,7 +430,7 @@ class Store:
         """
         now = utcnow()
         try:
-            with self.db.atomic():
+            with self.write_transaction():
                 orphans = [
                     run
                     for run in RunRow.select().where(RunRow.finished_at.is_null(), RunRow.node == self.node)
@@ -488,7 +502,7 @@ class Store:
         key: Any = model._meta.primary_key
         table: str = model._meta.table_name
         while True:
-            with self.db.atomic():
+            with self.write_transaction():
                 chosen = [row[0] for row in ids.limit(batch).tuples()]
                 if not chosen:
                     return

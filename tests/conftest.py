@@ -7,6 +7,7 @@ from typing import Iterator
 import psutil
 import pytest
 
+from dbtools import create_database, drop_database, postgres_problem
 from helpers import Record, SupervisorProcess
 
 
@@ -48,11 +49,52 @@ def start_supervisor(tmp_path: Path, db: Path) -> Iterator[object]:
     """Start real supervisors in the test's directory; every one is stopped and reaped afterwards."""
     started: list[SupervisorProcess] = []
 
-    def start(*args: str, config: str | None = None) -> SupervisorProcess:
-        process = SupervisorProcess(tmp_path, db, args, config=config)
+    def start(*args: str, config: str | None = None, url: str | None = None) -> SupervisorProcess:
+        process = SupervisorProcess(tmp_path, url or f"sqlite:///{db}", args, config=config)
         started.append(process)
         return process
 
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_unreachable_reason() -> str | None:
+    """Why PostgreSQL on 127.0.0.1:5432 cannot be used (asked once per session), or None when it can."""
+    return postgres_problem()
+
+
+def _postgres_unavailable(problem: str) -> None:
+    message = f"PostgreSQL not reachable on 127.0.0.1:5432: {problem}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI must run the PostgreSQL tests, not skip them)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database of each backend: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    problem = request.getfixturevalue("postgres_unreachable_reason")
+    if problem is not None:
+        _postgres_unavailable(problem)
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def pg_url(postgres_unreachable_reason: str | None) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database of the test's own, dropped afterwards."""
+    if postgres_unreachable_reason is not None:
+        _postgres_unavailable(postgres_unreachable_reason)
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)

@@ -207,6 +207,8 @@ def test_sigkill_while_records_wait_then_restart(tmp_path: Path, pg_url: str, pr
     second = start_supervisor(*FAST_FAILURE, url=url)
     wait_until(lambda: {r["id"] for r in recorded_runs(pg_url)} >= waiting, timeout=60,
                what="the journal's runs in the database")
+    wait_until(lambda: "spawner ready" in second.log(), timeout=60, what="the second supervisor to be up")
+    assert "wrote" in second.log() and "record(s) an earlier supervisor left" in second.log()
     assert second.stop() == 0
     runs = recorded_runs(pg_url)
     assert len({r["id"] for r in runs}) == len(runs)
