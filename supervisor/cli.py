@@ -11,6 +11,7 @@ from .config import Config, add_arguments, journal_path, load
 from .errors import ConfigError, StoreUnavailable, SupervisorError
 
 PROG = "supervisor"
+PIPED_WIDTH = 160
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +96,8 @@ def cmd_status(config: Config) -> int:
         rows: list[Any] = [_row_view(row) for row in store.workers()]
     finally:
         store.close()
-    Console().print(render(rows, utcnow()))
+    # Piped into a file or another program there is no terminal width to respect: do not squeeze the table.
+    Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(render(rows, utcnow()))
     return 0
 
 

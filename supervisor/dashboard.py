@@ -66,17 +66,21 @@ def span(seconds: float) -> str:
 
 def render(rows: Iterable[Row], now: datetime, pending_records: int = 0, database_error: str | None = None) -> Table:
     """Build the workers table for one moment."""
+    rows = list(rows)
     table = Table(title="worker-supervisor", expand=False, show_lines=False)
-    table.add_column("worker", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("pid", justify="right")
-    table.add_column("last outcome", no_wrap=True)
+    # The columns that identify a row keep their width on a narrow terminal; the last error gives way first.
+    name_width = min(32, max((len(row.name) for row in rows), default=6))
+    table.add_column("worker", no_wrap=True, min_width=name_width)
+    table.add_column("state", no_wrap=True, min_width=8)
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("outcome", no_wrap=True, min_width=9)
     table.add_column("last run", justify="right", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("next run", justify="right", no_wrap=True)
-    table.add_column("ok", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=ERROR_WIDTH)
+    table.add_column("ok", justify="right", no_wrap=True)
+    table.add_column("failed", justify="right", no_wrap=True)
+    # Wrappable as a column (so rich narrows it before any other), but each cell stays one line, cut with "…".
+    table.add_column("last error", max_width=ERROR_WIDTH)
     count = 0
     for row in rows:
         count += 1
@@ -90,7 +94,7 @@ def render(rows: Iterable[Row], now: datetime, pending_records: int = 0, databas
             until(row.next_run_at, now),
             str(row.successes),
             Text(str(row.failures), style="red" if row.failures else ""),
-            Text(printable(row.last_error or "")[:ERROR_WIDTH * 2], style="red"),
+            Text(printable(row.last_error or "")[: ERROR_WIDTH * 2], style="red", no_wrap=True, overflow="ellipsis"),
         )
     caption = f"{count} worker(s)"
     if pending_records:

@@ -62,7 +62,7 @@ def test_columns_show_each_field() -> None:
     )
     output = _draw([row])
     header = [cell.strip() for cell in next(line for line in output.splitlines() if "worker" in line and "state" in line).split("┃")[1:-1]]
-    assert header == ["worker", "state", "pid", "last outcome", "last run", "duration", "next run", "ok", "failed", "last error"]
+    assert header == ["worker", "state", "pid", "outcome", "last run", "duration", "next run", "ok", "failed", "last error"]
     assert _line(output, "cleanup") == ["cleanup", "running", "4242", "error", "3m ago", "1.2s", "in 42s", "17", "3", "ValueError: disk full"]
     assert "1 worker(s)" in output
 

@@ -228,3 +228,47 @@ def test_status_reads_while_the_supervisor_writes(tmp_path: Path, db: Path, star
         assert status.returncode == 0, status.stderr
         assert "quick" in status.stdout and "locked" not in status.stdout + status.stderr
     assert supervisor.stop() == 0
+
+
+def test_the_password_is_never_shown(tmp_path: Path, pg_url: str, start_supervisor: Any) -> None:
+    secret = "s3cr3t-Pa55"
+    url = pg_url.replace("postgres@", f"postgres:{secret}@")  # trust auth accepts (and ignores) it
+    worker_package(tmp_path, ["quick", "raises"])
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: len(recorded_runs(pg_url)) >= 3 and len(recorded_runs(pg_url, "raises")) >= 1, timeout=60,
+               what="runs recorded")
+    processes = supervisor.descendants()
+    status = subprocess.run([sys.executable, "-m", "supervisor", "status", "--db", url], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    unreachable = subprocess.run([sys.executable, "-m", "supervisor", "status", "--db",
+                                  url.replace("127.0.0.1:5432", "127.0.0.1:1")],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert supervisor.stop() == 0
+    assert status.returncode == 0 and "quick" in status.stdout
+    assert unreachable.returncode == 1 and unreachable.stderr.count("\n") == 1
+    assert ":***@127.0.0.1:1" in unreachable.stderr
+    for text in (supervisor.log(), status.stdout, status.stderr, unreachable.stderr):
+        assert secret not in text
+    # Not in the recorder's or spawner's command line either (the recorder gets the URL in its environment).
+    for process in processes:
+        try:
+            assert secret not in " ".join(process.cmdline()[1:]).replace(f"--db {url}", "")
+        except Exception as exc:  # a run that ended meanwhile
+            if "NoSuchProcess" not in type(exc).__name__:
+                raise
+
+
+def test_prune_command_keeps_the_newest_runs(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    url = f"sqlite:///{db}"
+    worker_package(tmp_path, ["quick"])
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: len(recorded_runs(url)) >= 12, timeout=60, what="runs")
+    assert supervisor.stop() == 0
+    before = len(recorded_runs(url))
+    pruned = subprocess.run([sys.executable, "-m", "supervisor", "prune", "--db", url, "--keep-runs", "5"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.startswith(f"pruned {before - 5} run(s) and 0 failure(s)")
+    kept = recorded_runs(url)
+    assert len(kept) == 5
+    assert kept == recorded_runs(url)[-5:]
