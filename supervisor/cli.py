@@ -123,7 +123,7 @@ def cmd_prune(config: Config) -> int:
 
 
 def _row_view(row: Any) -> Any:
-    from .loop import WorkerView
+    from .dashboard import WorkerView
 
     return WorkerView(
         name=row.name,

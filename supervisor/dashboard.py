@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 from rich.console import Console
 from rich.live import Live
@@ -17,8 +18,9 @@ OUTCOME_STYLES = {"succeeded": "green", "error": "red", "exit": "red", "crash": 
 ERROR_WIDTH = 60
 
 
-class Row(Protocol):
-    """What the table needs of a worker (the loop's WorkerView and the status command's both fit)."""
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One row of the table: a worker as it stands at one moment (from the loop, or from the database)."""
 
     name: str
     state: str
@@ -30,6 +32,26 @@ class Row(Protocol):
     successes: int
     failures: int
     last_error: str | None
+    running_since: datetime | None = None
+    """When the run in progress started (None when idle)."""
+    timeout: float | None = None
+    consecutive_failures: int = 0
+    cpu_percent: float | None = None
+    """CPU of the run in progress and its descendants (None when unknown, e.g. read from the database)."""
+    rss: int | None = None
+    """Memory (resident bytes) of the run in progress and its descendants, when known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """The line under the table: the whole supervisor at a glance."""
+
+    pending_records: int = 0
+    """Records waiting in the journal for the database."""
+    database_error: str | None = None
+    """The error the database last gave, while it keeps failing."""
+    started_at: datetime | None = None
+    """When the supervisor started (for its uptime); None when unknown."""
 
 
 def printable(text: str) -> str:
@@ -64,7 +86,7 @@ def span(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(rows: Iterable[Row], now: datetime, pending_records: int = 0, database_error: str | None = None) -> Table:
+def render(rows: Iterable[WorkerView], now: datetime, footer: Footer | None = None) -> Table:
     """Build the workers table for one moment."""
     rows = list(rows)
     table = Table(title="worker-supervisor", expand=False, show_lines=False)
@@ -97,10 +119,11 @@ def render(rows: Iterable[Row], now: datetime, pending_records: int = 0, databas
             Text(printable(row.last_error or "")[: ERROR_WIDTH * 2], style="red", no_wrap=True, overflow="ellipsis"),
         )
     caption = f"{count} worker(s)"
-    if pending_records:
-        caption += f" · {pending_records} record(s) waiting for the database"
-    if database_error:
-        caption += f" · database: {printable(database_error)[:ERROR_WIDTH]}"
+    footer = footer or Footer()
+    if footer.pending_records:
+        caption += f" · {footer.pending_records} record(s) waiting for the database"
+    if footer.database_error:
+        caption += f" · database: {printable(footer.database_error)[:ERROR_WIDTH]}"
     table.caption = caption
     return table
 
@@ -123,12 +146,12 @@ class LiveDashboard:
         )
         self.started = False
 
-    def update(self, rows: list[Any], pending_records: int, database_error: str | None) -> None:
+    def update(self, rows: list[WorkerView], footer: Footer) -> None:
         """Redraw the table with these rows."""
         if not self.started:
             self.live.start(refresh=False)
             self.started = True
-        self.live.update(render(rows, self.clock(), pending_records, database_error), refresh=True)
+        self.live.update(render(rows, self.clock(), footer), refresh=True)
 
     def stop(self) -> None:
         """Leave the last table on the screen and give the terminal back."""

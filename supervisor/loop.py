@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from .capture import Capture
+from .dashboard import Footer, WorkerView
 from . import records
 from .errors import ConfigError
 from .recording import Recording, RecordingSettings
@@ -46,7 +47,7 @@ class Display(Protocol):
 
     refresh_interval: float
 
-    def update(self, views: list[Any], pending_records: int, database_error: str | None) -> None: ...
+    def update(self, views: list[WorkerView], footer: Footer) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -91,23 +92,6 @@ class WorkerStatus:
     """Ticks skipped since the worker's last record; they travel with its next run's record (exactly once)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerView:
-    """One row of the table: a worker as it stands at one moment."""
-
-    name: str
-    state: str
-    pid: int | None
-    last_outcome: str | None
-    last_run_at: datetime | None
-    duration: float | None
-    next_run_at: datetime | None
-    successes: int
-    failures: int
-    last_error: str | None
-    running_since: datetime | None = None
-
-
 class Supervisor:
     """Run every worker the spawner reports on its interval, each run in its own child, and record each end."""
 
@@ -146,6 +130,7 @@ class Supervisor:
         self.exit_code = 0
         self.pending_signals: list[int] = []
         self.next_refresh = 0.0
+        self.started_at = utcnow()
         self.selector = selectors.DefaultSelector()
         self.recording = Recording(recording, self.selector)
 
@@ -267,7 +252,7 @@ class Supervisor:
         os.close(self._wake_w)
         self.selector.close()
         if self.display is not None:
-            self.display.update(self.views(), self.recording.pending, self.recording.failing)
+            self.display.update(self.views(), self.footer())
             self.display.stop()
 
     # -- the spawner ------------------------------------------------------------------------------------------
@@ -704,7 +689,7 @@ class Supervisor:
         if self.display is None or now < self.next_refresh:
             return
         self.next_refresh = now + self.display.refresh_interval
-        self.display.update(self.views(now), self.recording.pending, self.recording.failing)
+        self.display.update(self.views(now), self.footer())
 
     def views(self, now: float | None = None) -> list[WorkerView]:
         """Return the table's rows: every worker, then every broken module."""
@@ -730,6 +715,10 @@ class Supervisor:
             if module not in self.workers:
                 rows.append(WorkerView(module, WorkerState.BROKEN.value, None, None, None, None, None, 0, 0, error))
         return rows
+
+    def footer(self) -> Footer:
+        """The line under the table: records waiting, the database's health, uptime."""
+        return Footer(self.recording.pending, self.recording.failing, self.started_at)
 
     def _wall(self, due: float, now: float) -> datetime:
         return utcnow() + timedelta(seconds=due - now)

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from supervisor.dashboard import ERROR_WIDTH, ago, printable, render, span, until
-from supervisor.loop import WorkerView
+from supervisor.dashboard import Footer, WorkerView
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
 
@@ -34,7 +34,7 @@ def _view(**changes: Any) -> WorkerView:
 def _draw(rows: list[WorkerView], pending_records: int = 0) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, color_system=None, force_terminal=True)
-    console.print(render(rows, NOW, pending_records))
+    console.print(render(rows, NOW, Footer(pending_records=pending_records)))
     return buffer.getvalue()
 
 
