@@ -12,6 +12,11 @@ from .errors import ConfigError, StoreUnavailable, SupervisorError
 
 PROG = "supervisor"
 PIPED_WIDTH = 160
+CONTROL_ACTIONS = {
+    "trigger": "run a worker now, once (through the database: works for a supervisor on another host)",
+    "pause": "stop scheduling a worker until it is resumed (a run in progress finishes)",
+    "resume": "schedule a paused worker again",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     status = commands.add_parser("status", help="print the workers table once, from the database")
     add_arguments(status)
+    for action, text in CONTROL_ACTIONS.items():
+        control = commands.add_parser(action, help=text)
+        control.add_argument("worker", metavar="WORKER")
+        control.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                             help="how long to wait for a running supervisor to take it up (default 5)")
+        add_arguments(control)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
     add_arguments(prune)
     return parser
@@ -42,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             raise ConfigError("a command is required: run, status or prune (see --help)")
         config = load(vars(args), os.environ)
+        if args.command in CONTROL_ACTIONS:
+            return cmd_control(config, args.command, args.worker, args.wait)
         command = {"run": cmd_run, "status": cmd_status, "prune": cmd_prune}[args.command]
         return command(config)
     except SupervisorError as exc:
@@ -98,6 +111,33 @@ def cmd_status(config: Config) -> int:
         store.close()
     # Piped into a file or another program there is no terminal width to respect: do not squeeze the table.
     Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(render(rows, utcnow()))
+    return 0
+
+
+def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
+    """Trigger, pause or resume a worker through the database, and say what the supervisor did."""
+    import time
+
+    from .store import Store
+
+    store = Store(config.database, statement_timeout_ms=int(config.statement_timeout * 1000))
+    store.open()
+    try:
+        store.require_worker(worker)
+        command = store.send_command(worker, action)
+        # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            result = store.command_result(command)
+            if result is not None:
+                print(f"{action} {worker}: {result}")
+                return 0
+            time.sleep(0.05)
+    finally:
+        store.close()
+    if action == "trigger":
+        raise SupervisorError(f"no running supervisor took up the trigger of {worker!r} within {wait:g}s; it stays queued")
+    print(f"{action} {worker}: recorded; no running supervisor took it up within {wait:g}s, one that starts will")
     return 0
 
 

@@ -32,3 +32,9 @@ class StoreUnavailable(SupervisorError):
     """The database cannot be reached or used; `where` is its URL without the password."""
 
     exit_code = 1
+
+
+class UnknownWorkerError(SupervisorError):
+    """A command names a worker the database does not know; `where` is the database URL without the password."""
+
+    exit_code = 1

@@ -90,6 +90,10 @@ class WorkerStatus:
     last_error: str | None = None
     unrecorded_skips: int = 0
     """Ticks skipped since the worker's last record; they travel with its next run's record (exactly once)."""
+    paused: bool = False
+    """An operator paused it: no scheduled runs until resumed."""
+    triggered: bool = False
+    """An operator asked for a run now; it starts at the next pass (once), paused or not."""
 
 
 class Supervisor:
@@ -131,6 +135,7 @@ class Supervisor:
         self.pending_signals: list[int] = []
         self.next_refresh = 0.0
         self.started_at = utcnow()
+        self.commands_done: set[int] = set()
         self.selector = selectors.DefaultSelector()
         self.recording = Recording(recording, self.selector)
 
@@ -180,6 +185,8 @@ class Supervisor:
                 self.read_run_pipe(target, key.fd)
             elif kind == "recorder":
                 self.recording.handle(target)
+                for command in self.recording.take_commands():
+                    self.handle_command(command)
         now = self.clock()
         self.handle_signals(now)
         self.enforce_deadlines(now)
@@ -202,6 +209,35 @@ class Supervisor:
                     self.begin_shutdown(now)
             elif signum == signal.SIGHUP:
                 log.info("SIGHUP: nothing to reload yet")
+
+    def handle_command(self, command: Message) -> None:
+        """Act on an operator's trigger, pause or resume, and record what was done."""
+        worker, action, number = str(command["worker"]), str(command["action"]), int(command["id"])
+        status = self.workers.get(worker)
+        if status is None or number in self.commands_done:
+            return  # another supervisor's worker (they share the database), or a repeat
+        self.commands_done.add(number)
+        now = utcnow()
+        if action == "trigger":
+            if status.state is WorkerState.BROKEN:
+                result = "not run: the worker is broken"
+            elif status.run is not None:
+                result = f"not run: a run is in progress (pid {status.run.pid})"
+            elif self.stopping:
+                result = "not run: the supervisor is stopping"
+            else:
+                status.triggered = True
+                result = "run started"
+        elif action in ("pause", "resume"):
+            status.paused = action == "pause"
+            if not status.paused:
+                status.due = max(status.due, self.clock())  # back on schedule from now, no burst of missed ticks
+            result = "paused" if status.paused else "resumed"
+            self.recording.record(records.worker_paused(worker, status.paused, now))
+        else:
+            result = f"unknown action {action!r}"
+        log.info("%s: %s: %s", worker, action, result)
+        self.recording.record(records.command_done(number, f"{result} (by {self.node}, pid {self.pid})", now))
 
     def begin_shutdown(self, now: float) -> None:
         """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
@@ -357,6 +393,7 @@ class Supervisor:
                     status.consecutive_failures, status.skipped = row.consecutive_failures, row.skipped_count
                     status.last_outcome, status.last_error = row.last_outcome, row.last_error
                     status.last_run_at, status.last_duration = row.last_run_at, row.last_duration
+                    status.paused = bool(row.paused)
             else:
                 status.definition = definition
             if status.state is WorkerState.BROKEN:
@@ -441,7 +478,15 @@ class Supervisor:
                 self._give_up_on_import()
             return
         for status in self.workers.values():
-            if now < status.due or status.state is WorkerState.BROKEN:
+            if status.state is WorkerState.BROKEN:
+                continue
+            if status.triggered and status.run is None:
+                # An extra run; the schedule's grid stays where it was.
+                status.triggered = False
+                if not self.start_run(status, now, status.due):
+                    return
+                continue
+            if status.paused or now < status.due:
                 continue
             interval = status.definition.interval
             following, missed = next_due(status.due, interval, now)
@@ -669,7 +714,11 @@ class Supervisor:
             if not self.spawner.killed:
                 times.append(self.spawner.import_deadline(self.import_timeout))
         elif not self.stopping:
-            times.extend(s.due for s in self.workers.values() if s.run is None and s.state is not WorkerState.BROKEN)
+            times.extend(
+                now if s.triggered else s.due
+                for s in self.workers.values()
+                if s.run is None and s.state is not WorkerState.BROKEN and (s.triggered or not s.paused)
+            )
         for run in self.runs.values():
             if run.stop_reason is None and run.deadline is not None:
                 times.append(run.deadline)
@@ -699,16 +748,18 @@ class Supervisor:
             rows.append(
                 WorkerView(
                     name=name,
-                    state=s.state.value,
+                    state=WorkerState.PAUSED.value if s.paused and s.state is WorkerState.IDLE else s.state.value,
                     pid=s.run.pid if s.run else None,
                     last_outcome=s.last_outcome,
                     last_run_at=s.last_run_at,
                     duration=s.last_duration,
-                    next_run_at=None if s.state is WorkerState.BROKEN or self.stopping else self._wall(s.due, now),
+                    next_run_at=None if s.state is WorkerState.BROKEN or s.paused or self.stopping else self._wall(s.due, now),
                     successes=s.successes,
                     failures=s.failures,
                     last_error=s.last_error,
                     running_since=s.run.started_at if s.run else None,
+                    timeout=s.definition.timeout,
+                    consecutive_failures=s.consecutive_failures,
                 )
             )
         for module, error in sorted(self.broken.items()):

@@ -43,6 +43,8 @@ class WorkerState(str, enum.Enum):
     """Its run was asked to stop (deadline or shutdown) and has not exited yet."""
     BROKEN = "broken"
     """Its module failed to import (or crashed the spawner importing), so it cannot run."""
+    PAUSED = "paused"
+    """An operator paused it: it keeps no schedule until resumed (a trigger still runs it once)."""
     RETIRED = "retired"
     """Known to the database but no longer defined by any loaded module."""
 

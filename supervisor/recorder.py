@@ -5,8 +5,12 @@ supervisor's process means a database that is slow, locked, restarted or hung (a
 never answers blocks a client with no timeout of its own) can stall only the recorder; the supervisor goes on
 starting runs, appending to the journal, and kills and replaces a recorder that has gone silent.
 
+It also polls the database for operators' commands (trigger, pause, resume) and passes them on, so that the
+command line reaches a running supervisor, on this host or another, through the database alone.
+
 Protocol (see protocol.py):  supervisor -> recorder: written {end}; rewind {}
-                             recorder -> supervisor: applied {end}; failing {error}; healthy {}; pruned {runs, failures}
+                             recorder -> supervisor: applied {end}; failing {error}; healthy {}; pruned {runs, failures};
+                                                     command {id, worker, action}
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .store import CONNECT_TIMEOUT, Store
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
+COMMAND_POLL = 0.5  # seconds between looks for operators' commands: "within a second" with room to spare
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 # The supervisor takes a recorder that is silent for its write timeout, with records waiting, as hung. So every
@@ -62,6 +67,8 @@ class Recorder:
         self.backoff = min(BACKOFF_FIRST, self.backoff_max)
         self.failing = False
         self.connected = False
+        self.next_poll = 0.0
+        self.commands_sent: set[int] = set()
 
     def serve(self) -> None:
         """Work until the supervisor closes the channel."""
@@ -75,13 +82,35 @@ class Recorder:
                 self.apply_pending()
             elif self.offset >= self.end and self.prune_interval and now >= self.next_prune:
                 self.prune()
+            if time.monotonic() >= self.next_poll:
+                self.poll_commands()
 
-    def _wait(self, now: float) -> float | None:
+    def _wait(self, now: float) -> float:
+        wake = self.next_poll
         if self.offset < self.end:
-            return max(0.0, self.retry_at - now)
-        if self.prune_interval:
-            return max(0.0, self.next_prune - now)
-        return None
+            wake = min(wake, self.retry_at)
+        elif self.prune_interval:
+            wake = min(wake, self.next_prune)
+        return max(0.0, wake - now)
+
+    def poll_commands(self) -> None:
+        """Pass on commands no supervisor has taken up yet (each once; the supervisor ignores repeats)."""
+        self.next_poll = time.monotonic() + COMMAND_POLL
+        if self.failing and time.monotonic() < self.retry_at:
+            return  # the database is failing; writes retry on their own schedule, and so do we
+        try:
+            if not self.connected:
+                self.store.open()
+                self.connected = True
+            pending = self.store.pending_commands()
+        except (peewee.PeeweeException, StoreUnavailable):
+            self.store.reconnect()
+            self.connected = False
+            return  # a write will report the failure; a missed poll is retried in half a second
+        for command in pending:
+            if command["id"] not in self.commands_sent:
+                self.commands_sent.add(command["id"])
+                send(self.control, "command", **command)
 
     def read_messages(self) -> bool:
         """Take every waiting message; return False once the supervisor is gone."""

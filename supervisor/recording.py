@@ -106,6 +106,8 @@ class Recording:
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.failing: str | None = None
         """The database error the recorder last reported, until it reports success again."""
+        self.commands: list[Message] = []
+        """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
 
     # -- what the loop calls ----------------------------------------------------------------------------------
 
@@ -169,6 +171,11 @@ class Recording:
             return self.recorder.last_heard + self.settings.write_timeout
         return None
 
+    def take_commands(self) -> list[Message]:
+        """Return the operators' commands received since the last call."""
+        commands, self.commands = self.commands, []
+        return commands
+
     def flushed(self) -> bool:
         """Tell whether every record is in the database."""
         return not self.ends
@@ -231,6 +238,8 @@ class Recording:
         elif op == "healthy" and self.failing is not None:
             log.warning("database writes succeed again")
             self.failing = None
+        elif op == "command":
+            self.commands.append(message)
         elif op == "pruned":
             log.info("pruned %d run(s) and %d failure(s) past retention", message["runs"], message["failures"])
 

@@ -135,3 +135,13 @@ def run_finished(
         "next_run_at": timestamp(next_run_at),
         "skipped": skipped,
     }
+
+
+def command_done(command: int, result: str, at: datetime) -> Record:
+    """The supervisor took up an operator's command; `result` says what it did."""
+    return {"type": "command_done", "command": command, "result": result, "at": timestamp(at)}
+
+
+def worker_paused(worker: str, paused: bool, at: datetime) -> Record:
+    """A worker was paused (it keeps no schedule) or resumed."""
+    return {"type": "worker_paused", "worker": worker, "paused": paused, "at": timestamp(at)}

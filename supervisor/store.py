@@ -8,6 +8,7 @@ does, so that a slow or hung database never holds up the supervisor's loop.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import socket
@@ -21,13 +22,13 @@ from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
 from . import records
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, UnknownWorkerError
 from .outcome import Outcome, Verdict, WorkerState
 from .records import Record, moment
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT = 5  # seconds; libpq counts whole seconds, at least 2
 STATEMENT_TIMEOUT_MS = 10_000
@@ -119,7 +120,22 @@ class FailureRow(BaseModel):
         table_name = "failure"
 
 
-MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow]
+class CommandRow(BaseModel):
+    """An operator's request to a running supervisor (trigger, pause, resume), taken up by whichever
+    supervisor runs the worker. Going through the database lets it reach a supervisor on another host."""
+
+    id = peewee.AutoField()
+    worker = peewee.CharField(max_length=200)
+    action = peewee.CharField(max_length=20)
+    created_at = peewee.DateTimeField()
+    done_at = peewee.DateTimeField(null=True, index=True)
+    result = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "command"
+
+
+MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow, CommandRow]
 
 
 def utcnow() -> datetime:
@@ -420,6 +436,55 @@ class Store:
             fields[WorkerRow.last_success_at] = finished_at
         WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
 
+    def _command_done(self, record: Record) -> None:
+        CommandRow.update(done_at=moment(record["at"]), result=record["result"]).where(
+            CommandRow.id == record["command"], CommandRow.done_at.is_null()
+        ).execute()
+
+    def _worker_paused(self, record: Record) -> None:
+        WorkerRow.update(paused=record["paused"]).where(
+            WorkerRow.name == record["worker"], WorkerRow.updated_at <= moment(record["at"])
+        ).execute()
+
+    # -- operators' commands ---------------------------------------------------------------------------------
+
+    def require_worker(self, name: str) -> None:
+        """Raise UnknownWorkerError (with a did-you-mean) unless `name` is a worker in the record."""
+        try:
+            names = [row.name for row in WorkerRow.select(WorkerRow.name).where(WorkerRow.status != WorkerState.RETIRED.value)]
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; `status` lists the workers"
+            raise UnknownWorkerError(f"no worker named {name!r} in the database{hint}", self.where)
+
+    def send_command(self, worker: str, action: str) -> int:
+        """Queue a command for the supervisor that runs `worker`; pause and resume take effect in the record
+        at once too, so a supervisor that is down finds the worker paused (or not) when it starts."""
+        now = utcnow()
+        try:
+            with self.write_transaction():
+                if action in ("pause", "resume"):
+                    WorkerRow.update(paused=action == "pause").where(WorkerRow.name == worker).execute()
+                command: int = CommandRow.insert(worker=worker, action=action, created_at=now).execute()
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot send the command: {self.describe(exc)}", self.where) from exc
+        return command
+
+    def pending_commands(self) -> list[dict[str, Any]]:
+        """Commands no supervisor has taken up yet, oldest first."""
+        query = CommandRow.select().where(CommandRow.done_at.is_null()).order_by(CommandRow.id)
+        return [{"id": c.id, "worker": c.worker, "action": c.action} for c in query]
+
+    def command_result(self, command: int) -> str | None:
+        """What the supervisor said of a command, or None while none has taken it up."""
+        try:
+            row = CommandRow.get_or_none(CommandRow.id == command)
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read the command's result: {self.describe(exc)}", self.where) from exc
+        return row.result if row is not None and row.done_at is not None else None
+
     # -- start-up ---------------------------------------------------------------------------------------------
 
     def recover_lost(self) -> int:
@@ -518,6 +583,43 @@ class Store:
         except peewee.PeeweeException as exc:
             raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
 
+    def worker_names(self) -> list[str]:
+        """Return the name of every worker row, retired ones too (their history is still there), sorted."""
+        try:
+            return [row.name for row in WorkerRow.select(WorkerRow.name).order_by(WorkerRow.name)]
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
+
+    def recent_runs(self, worker: str, limit: int) -> list[RunRow]:
+        """Return a worker's newest `limit` runs, newest first."""
+        try:
+            return list(
+                RunRow.select()
+                .where(RunRow.worker == worker)
+                .order_by(RunRow.started_at.desc(), RunRow.id.desc())
+                .limit(limit)
+            )
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read runs: {self.describe(exc)}", self.where) from exc
+
+    def recent_failures(self, worker: str | None, limit: int) -> list[FailureRow]:
+        """Return the newest `limit` failures, of one worker or of all, newest first."""
+        query = FailureRow.select()
+        if worker is not None:
+            query = query.where(FailureRow.worker == worker)
+        try:
+            return list(query.order_by(FailureRow.created_at.desc(), FailureRow.id.desc()).limit(limit))
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read failures: {self.describe(exc)}", self.where) from exc
+
+    def failure(self, failure_id: int) -> FailureRow | None:
+        """Return one failure by its id, or None if there is none (pruned, or never was)."""
+        try:
+            row: FailureRow | None = FailureRow.get_or_none(FailureRow.id == failure_id)
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read failure {failure_id}: {self.describe(exc)}", self.where) from exc
+        return row
+
 
 def _unless_retired(state: WorkerState) -> peewee.Case:
     """A status value that leaves broken and retired rows as they are (a late run's end is history)."""
@@ -531,6 +633,8 @@ APPLY = {
     "run_started": Store._run_started,
     "run_spawned": Store._run_spawned,
     "run_finished": Store._run_finished,
+    "command_done": Store._command_done,
+    "worker_paused": Store._worker_paused,
 }
 
 
@@ -544,7 +648,12 @@ def _migrate_1_to_2(db: peewee.Database) -> None:
     )
 
 
-MIGRATIONS = {2: _migrate_1_to_2}
+def _migrate_2_to_3(db: peewee.Database) -> None:
+    """Version 3: operators' commands (trigger, pause, resume) travel through a table."""
+    db.create_tables([CommandRow], safe=True)
+
+
+MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3}
 
 
 def _still_running_since(pid: int, started_at: datetime) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from dbtools import query, when
+from dbtools import query, query_or_empty, when
 from helpers import SupervisorProcess, wait_until, worker_package
 
 INTERVAL = 0.1
@@ -65,12 +65,7 @@ def runs_logged(supervisor: SupervisorProcess, worker: str = "quick") -> int:
 
 def recorded_runs(url: str, worker: str = "quick") -> list[dict[str, Any]]:
     """The worker's run rows, read as another process would (none before the supervisor made its tables)."""
-    try:
-        return query(url, "select id, started_at, outcome from run where worker = ? order by started_at", worker)
-    except Exception as exc:
-        if "does not exist" in str(exc) or "no such table" in str(exc):
-            return []
-        raise
+    return query_or_empty(url, "select id, started_at, outcome from run where worker = ? order by started_at", worker)
 
 
 def assert_every_run_once(url: str, supervisor: SupervisorProcess) -> float:

@@ -1,0 +1,93 @@
+"""trigger, pause and resume act on a running supervisor within a second, through the database alone."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dbtools import query, query_or_empty
+from helpers import SupervisorProcess, wait_until, worker_package
+
+# Once a minute, and the first run at start: any other run within the test comes from a trigger.
+RARE = "from supervisor import worker\n\n@worker(interval=60)\ndef rare(ctx):\n    pass\n"
+
+
+def control(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supervisor", *args, "--db", url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+
+def runs(url: str, worker: str) -> int:
+    return len(query_or_empty(url, "select id from run where worker = ? and finished_at is not null", worker))
+
+
+def check_trigger_pause_resume(tmp_path: Path, url: str, supervisor: SupervisorProcess) -> None:
+    wait_until(lambda: runs(url, "rare") == 1 and runs(url, "healthy") >= 1, timeout=60, what="the first runs")
+
+    sent = time.monotonic()
+    triggered = control(tmp_path, url, "trigger", "rare")
+    assert triggered.returncode == 0, triggered.stderr
+    assert triggered.stdout.startswith("trigger rare: run started (by ")
+    wait_until(lambda: runs(url, "rare") == 2, timeout=10, what="the triggered run")
+    took = time.monotonic() - sent
+    print(f"trigger to finished run: {took * 1000:.0f} ms")
+    assert took < 1.0 + 0.5  # a second to act, plus the command line's own start-up
+
+    paused = control(tmp_path, url, "pause", "healthy")
+    assert paused.returncode == 0 and paused.stdout.startswith("pause healthy: paused"), paused.stdout + paused.stderr
+    after_pause = runs(url, "healthy")
+    (row,) = query(url, "select paused from worker where name = ?", "healthy")
+    assert row["paused"]
+    status = control(tmp_path, url, "status")
+    assert "paused" in status.stdout
+    # Paused: no run for a while (healthy runs every 0.2 s, so five ticks pass) and none in progress.
+    rare_before = runs(url, "rare")
+    control(tmp_path, url, "trigger", "rare")
+    wait_until(lambda: runs(url, "rare") == rare_before + 1, timeout=10, what="a run to mark time by")
+    assert supervisor.log().count("healthy: pid") <= after_pause + 1
+    assert runs(url, "healthy") <= after_pause + 1  # at most the run already in flight when pause arrived
+
+    resumed = control(tmp_path, url, "resume", "healthy")
+    assert resumed.returncode == 0 and resumed.stdout.startswith("resume healthy: resumed")
+    now = runs(url, "healthy")
+    wait_until(lambda: runs(url, "healthy") >= now + 2, timeout=10, what="runs after resume")
+
+
+def test_trigger_pause_resume_on_sqlite(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy"], extra={"rare": RARE})
+    url = f"sqlite:///{db}"
+    supervisor = start_supervisor(url=url)
+    check_trigger_pause_resume(tmp_path, url, supervisor)
+    assert supervisor.stop() == 0
+
+
+def test_trigger_pause_resume_on_postgres(tmp_path: Path, pg_url: str, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy"], extra={"rare": RARE})
+    supervisor = start_supervisor(url=pg_url)
+    check_trigger_pause_resume(tmp_path, pg_url, supervisor)
+    assert supervisor.stop() == 0
+
+
+def test_pause_survives_a_restart_and_unknown_workers_are_one_line(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy"])
+    url = f"sqlite:///{db}"
+    first = start_supervisor(url=url)
+    wait_until(lambda: runs(url, "healthy") >= 1, timeout=60, what="a run")
+    assert first.stop() == 0
+    paused = control(tmp_path, url, "pause", "healthy", "--wait", "0.2")
+    assert paused.returncode == 0 and "recorded" in paused.stdout  # nobody running: it waits in the record
+    before = runs(url, "healthy")
+    second = start_supervisor(url=url)
+    wait_until(lambda: "spawner ready" in second.log(), timeout=60, what="the second supervisor")
+    rare_line = control(tmp_path, url, "trigger", "healthy")  # a trigger runs a paused worker once
+    assert rare_line.returncode == 0, rare_line.stderr
+    wait_until(lambda: runs(url, "healthy") == before + 1, timeout=10, what="the triggered run")
+    assert second.stop() == 0
+    assert runs(url, "healthy") == before + 1  # and nothing else: it stayed paused
+
+    unknown = control(tmp_path, url, "trigger", "helthy")
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1 and "did you mean 'healthy'?" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -1,0 +1,29 @@
+"""The live table in a real terminal: a worker crashes, the screen shows it, then shows it recover."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from helpers import worker_package
+from terminal import Terminal
+
+
+def row(screen: str, name: str) -> str:
+    return next((line for line in screen.splitlines() if f" {name} " in line), "")
+
+
+def test_live_table_shows_a_crash_and_the_recovery(tmp_path: Path, db: Path) -> None:
+    worker_package(tmp_path, ["crash_once", "healthy"])
+    terminal = Terminal([sys.executable, "-m", "supervisor", "run", "--db", f"sqlite:///{db}"], tmp_path)
+    try:
+        crashed = terminal.wait_for(lambda s: "crash" in row(s, "crash_once") and "SIGSEGV" in row(s, "crash_once"))
+        assert "healthy" in crashed and "succeeded" in row(crashed, "healthy")
+        recovered = terminal.wait_for(lambda s: "succeeded" in row(s, "crash_once"))
+        line = row(recovered, "crash_once")
+        assert " 1 " in line  # one success and one failure counted on the row
+        # What the worker printed (a clear-screen and colours) went to its capture, not to our screen.
+        assert "rogue escape codes" not in recovered
+        assert "worker-supervisor" in recovered  # the table's title is still on the screen
+        assert terminal.interrupt() == 0
+    finally:
+        terminal.close()
