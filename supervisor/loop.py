@@ -14,6 +14,8 @@ import signal
 import socket
 import time
 import uuid
+
+import psutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
@@ -52,6 +54,35 @@ class Display(Protocol):
     def stop(self) -> None: ...
 
 
+class ResourceSampler:
+    """CPU and memory of a run: its child and every descendant, as psutil sees them now."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.known: dict[int, psutil.Process] = {}  # kept, so cpu_percent measures since the previous sample
+        self.cpu_percent: float | None = None
+        self.rss: int | None = None
+
+    def sample(self) -> None:
+        """Measure now; a process that ended meanwhile just drops out."""
+        try:
+            members = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        cpu, rss, alive = 0.0, 0, {}
+        for member in members:
+            process = self.known.get(member.pid, member)
+            try:
+                with process.oneshot():
+                    cpu += process.cpu_percent()
+                    rss += process.memory_info().rss
+            except psutil.Error:
+                continue
+            alive[process.pid] = process
+        self.known = alive
+        self.cpu_percent, self.rss = cpu, rss
+
+
 @dataclass(slots=True, eq=False)
 class Run:
     """One run in flight, from the spawn request until its record is written."""
@@ -70,6 +101,8 @@ class Run:
     stop_reason: StopReason | None = None
     kill_at: float | None = None
     killed: bool = False
+    usage: ResourceSampler | None = None
+    """Samples the CPU and memory of the run and its descendants, for the table (only while one is shown)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -136,6 +169,7 @@ class Supervisor:
         self.next_refresh = 0.0
         self.started_at = utcnow()
         self.commands_done: set[int] = set()
+        self._sampled: set[str] = set()  # runs whose usage was measured for the table being drawn
         self.selector = selectors.DefaultSelector()
         self.recording = Recording(recording, self.selector)
 
@@ -743,6 +777,7 @@ class Supervisor:
     def views(self, now: float | None = None) -> list[WorkerView]:
         """Return the table's rows: every worker, then every broken module."""
         now = self.clock() if now is None else now
+        self._sampled = set()
         rows = []
         for name, s in sorted(self.workers.items()):
             rows.append(
@@ -760,12 +795,28 @@ class Supervisor:
                     running_since=s.run.started_at if s.run else None,
                     timeout=s.definition.timeout,
                     consecutive_failures=s.consecutive_failures,
+                    cpu_percent=self._usage(s.run)[0],
+                    rss=self._usage(s.run)[1],
                 )
             )
         for module, error in sorted(self.broken.items()):
             if module not in self.workers:
                 rows.append(WorkerView(module, WorkerState.BROKEN.value, None, None, None, None, None, 0, 0, error))
         return rows
+
+    def _usage(self, run: Run | None) -> tuple[float | None, int | None]:
+        # Sampled only when the table is drawn, once per drawing: a supervisor off a terminal pays nothing.
+        if run is None or run.pid is None:
+            return None, None
+        if run.usage is None:
+            try:
+                run.usage = ResourceSampler(run.pid)
+            except psutil.Error:
+                return None, None
+        if run.id not in self._sampled:
+            run.usage.sample()
+            self._sampled.add(run.id)
+        return run.usage.cpu_percent, run.usage.rss
 
     def footer(self) -> Footer:
         """The line under the table: records waiting, the database's health, uptime."""
