@@ -9,6 +9,7 @@ select() reports like any other descriptor, so no SIGCHLD handler and no polling
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import sys
 import time
@@ -87,6 +88,20 @@ class HelperProcess:
             self.observe(message)
             found.append(message)
         return found
+
+    def watch(self, selector: selectors.BaseSelector, owner: str) -> None:
+        """Register the channel, the output pipe and the pidfd with `selector`, as (owner, what) events."""
+        selector.register(self.control, selectors.EVENT_READ, (owner, "message"))
+        selector.register(self.output_fd, selectors.EVENT_READ, (owner, "output"))
+        selector.register(self.pidfd, selectors.EVENT_READ, (owner, "exit"))
+
+    def unwatch(self, selector: selectors.BaseSelector, fileobj: Any = None) -> None:
+        """Unregister one of our descriptors (all of them by default) from `selector`."""
+        for each in (self.control, self.output_fd, self.pidfd) if fileobj is None else (fileobj,):
+            try:
+                selector.unregister(each)
+            except (KeyError, ValueError):
+                pass
 
     def observe(self, message: Message) -> None:
         """Track state a message implies (subclasses); called for each message in order."""

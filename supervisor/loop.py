@@ -209,12 +209,10 @@ class Supervisor:
             kind, target = key.data
             if kind == "wakeup":
                 read_available(self._wake_r)
-            elif kind == "control":
-                self.handle_messages()
-            elif kind == "spawner_output":
-                self.read_spawner_output()
-            elif kind == "spawner_exit":
-                self.handle_spawner_exit()
+            elif kind == "spawner":
+                {"message": self.handle_messages, "output": self.read_spawner_output, "exit": self.handle_spawner_exit}[
+                    target
+                ]()
             elif kind == "run":
                 self.read_run_pipe(target, key.fd)
             elif kind == "recorder":
@@ -334,18 +332,12 @@ class Supervisor:
         link = SpawnerLink(self.sources, self.excluded)
         link.start()
         self.spawner = link
-        self.selector.register(link.control, selectors.EVENT_READ, ("control", None))
-        self.selector.register(link.output_fd, selectors.EVENT_READ, ("spawner_output", None))
-        self.selector.register(link.pidfd, selectors.EVENT_READ, ("spawner_exit", None))
+        link.watch(self.selector, "spawner")
         log.debug("spawner started (pid %d)", link.pid)
 
     def _drop_spawner(self) -> None:
         assert self.spawner is not None
-        for fileobj in (self.spawner.control, self.spawner.output_fd, self.spawner.pidfd):
-            try:
-                self.selector.unregister(fileobj)
-            except (KeyError, ValueError):
-                pass
+        self.spawner.unwatch(self.selector)
         self.spawner.close()
         self.spawner = None
 
@@ -369,10 +361,7 @@ class Supervisor:
                 if run is not None:
                     self.finish_run(run, Verdict(Outcome.ERROR, f"could not start: {message['error']}"), None, None)
         if self.spawner.channel_closed:
-            try:
-                self.selector.unregister(self.spawner.control)
-            except (KeyError, ValueError):
-                pass
+            self.spawner.unwatch(self.selector, self.spawner.control)
 
     def handle_broken(self, message: Message) -> None:
         """Record a module that failed to import, or a worker whose definition is invalid."""
@@ -459,10 +448,7 @@ class Supervisor:
             if line.strip():
                 log.info("spawner: %s", line)
         if eof:
-            try:
-                self.selector.unregister(self.spawner.output_fd)
-            except (KeyError, ValueError):
-                pass
+            self.spawner.unwatch(self.selector, self.spawner.output_fd)
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""

@@ -117,9 +117,7 @@ class Recording:
         recorder = RecorderProcess(self.settings, self.applied)
         recorder.start()
         self.recorder = recorder
-        self.selector.register(recorder.control, selectors.EVENT_READ, ("recorder", "message"))
-        self.selector.register(recorder.output_fd, selectors.EVENT_READ, ("recorder", "output"))
-        self.selector.register(recorder.pidfd, selectors.EVENT_READ, ("recorder", "exit"))
+        recorder.watch(self.selector, "recorder")
         if self.journal.size > self.applied:
             self._notify()
 
@@ -143,7 +141,7 @@ class Recording:
             for message in self.recorder.messages():
                 self._handle_message(message)
             if self.recorder.channel_closed:
-                self._unregister(self.recorder.control)
+                self.recorder.unwatch(self.selector, self.recorder.control)
         elif kind == "output":
             self._log_output()
         else:
@@ -192,8 +190,8 @@ class Recording:
             log.warning("%d record(s) wait in the journal %s; the next start writes them", len(self.ends), self.journal.path)
         recorder = self.recorder
         if recorder is not None:
+            recorder.unwatch(self.selector, recorder.control)
             recorder.close_channel()
-            self._unregister(recorder.control)
             ready = selectors.DefaultSelector()
             ready.register(recorder.pidfd, selectors.EVENT_READ)
             if not ready.select(2.0):
@@ -250,7 +248,7 @@ class Recording:
             if line.strip():
                 log.warning("recorder: %s", line)
         if eof:
-            self._unregister(self.recorder.output_fd)
+            self.recorder.unwatch(self.selector, self.recorder.output_fd)
 
     def _handle_exit(self) -> None:
         recorder = self.recorder
@@ -267,13 +265,6 @@ class Recording:
 
     def _drop(self) -> None:
         assert self.recorder is not None
-        for fileobj in (self.recorder.control, self.recorder.output_fd, self.recorder.pidfd):
-            self._unregister(fileobj)
+        self.recorder.unwatch(self.selector)
         self.recorder.close()
         self.recorder = None
-
-    def _unregister(self, fileobj: object) -> None:
-        try:
-            self.selector.unregister(fileobj)  # type: ignore[arg-type]
-        except (KeyError, ValueError):
-            pass

@@ -102,46 +102,43 @@ def test_connection_terminated_by_the_server(tmp_path: Path, pg_url: str, start_
     assert assert_every_run_once(pg_url, supervisor) < 1.0
 
 
-@pytest.mark.slow
-def test_database_unreachable_for_20_seconds(tmp_path: Path, pg_url: str, proxy: TcpProxy, start_supervisor: Any) -> None:
+def ride_out(supervisor: SupervisorProcess, seconds: float) -> None:
+    """Watch the supervisor through a fault of `seconds`: it stays up and keeps its workers running."""
+    began, before = time.monotonic(), runs_logged(supervisor)
+    while time.monotonic() - began < seconds:  # the fault lasts this long by design; nothing to wait for
+        assert supervisor.alive(), supervisor.log()
+        time.sleep(0.1)
+    assert runs_logged(supervisor) - before >= seconds / INTERVAL * 0.5, "runs stalled during the fault"
+
+
+def fault_through_proxy(tmp_path: Path, pg_url: str, proxy: TcpProxy, start_supervisor: Any, mode: str,
+                        seconds: float, noticed: str) -> SupervisorProcess:
+    """Run a supervisor through the proxy, put the proxy in `mode` for `seconds`, restore it, and wait until
+    the backlog is written; return the (stopped) supervisor."""
     worker_package(tmp_path, ["quick"])
     supervisor = start_supervisor(*FAST_FAILURE, url=through(pg_url, proxy))
     wait_until(lambda: len(recorded_runs(pg_url)) >= 5, timeout=60, what="runs through the proxy")
-    proxy.set("cut")
-    cut_at = time.monotonic()
-    during = runs_logged(supervisor)
-    wait_until(lambda: "database writes fail" in supervisor.log(), timeout=30, what="the failure to be noticed")
-    # The outage itself lasts 20 s; meanwhile the supervisor must keep running its workers.
-    while time.monotonic() - cut_at < 20:
-        assert supervisor.alive(), supervisor.log()
-        time.sleep(0.1)
-    assert runs_logged(supervisor) - during >= 20 / INTERVAL * 0.5, "runs stalled while the database was away"
+    proxy.set(mode)
+    wait_until(lambda: noticed in supervisor.log(), timeout=30, what=f"the fault to be noticed ({noticed!r})")
+    ride_out(supervisor, seconds)
     proxy.set("forward")
     logged = runs_logged(supervisor)
     wait_until(lambda: len(recorded_runs(pg_url)) >= logged, timeout=60, what="the backlog to be written")
-    assert "database writes succeed again" in supervisor.log()
     assert supervisor.stop() == 0
+    return supervisor
+
+
+@pytest.mark.slow
+def test_database_unreachable_for_20_seconds(tmp_path: Path, pg_url: str, proxy: TcpProxy, start_supervisor: Any) -> None:
+    supervisor = fault_through_proxy(tmp_path, pg_url, proxy, start_supervisor, "cut", 20, "database writes fail")
+    assert "database writes succeed again" in supervisor.log()
     assert assert_every_run_once(pg_url, supervisor) < 1.0
 
 
 @pytest.mark.slow
 def test_database_that_accepts_and_never_answers(tmp_path: Path, pg_url: str, proxy: TcpProxy, start_supervisor: Any) -> None:
-    worker_package(tmp_path, ["quick"])
-    supervisor = start_supervisor(*FAST_FAILURE, url=through(pg_url, proxy))
-    wait_until(lambda: len(recorded_runs(pg_url)) >= 5, timeout=60, what="runs through the proxy")
-    proxy.set("hang")
-    hung_at = time.monotonic()
-    during = runs_logged(supervisor)
-    # The hung recorder is noticed (write timeout 3 s) and replaced; its successor hangs on connect and times out.
-    wait_until(lambda: "replacing it" in supervisor.log(), timeout=30, what="the hung recorder to be replaced")
-    while time.monotonic() - hung_at < 10:
-        assert supervisor.alive(), supervisor.log()
-        time.sleep(0.1)
-    assert runs_logged(supervisor) - during >= 10 / INTERVAL * 0.5, "runs stalled while the database hung"
-    proxy.set("forward")
-    logged = runs_logged(supervisor)
-    wait_until(lambda: len(recorded_runs(pg_url)) >= logged, timeout=60, what="the backlog to be written")
-    assert supervisor.stop() == 0
+    # The hung recorder is noticed (write timeout 3 s) and replaced; its successors hang on connect and give up.
+    supervisor = fault_through_proxy(tmp_path, pg_url, proxy, start_supervisor, "hang", 10, "replacing it")
     assert assert_every_run_once(pg_url, supervisor) < 1.0
 
 
@@ -159,12 +156,7 @@ def test_sqlite_file_locked_by_another_process_for_10_seconds(tmp_path: Path, db
     )
     assert locker.stdout is not None and locker.stdin is not None
     assert locker.stdout.readline().strip() == "locked"
-    locked_at = time.monotonic()
-    during = runs_logged(supervisor)
-    while time.monotonic() - locked_at < 10:
-        assert supervisor.alive(), supervisor.log()
-        time.sleep(0.1)
-    assert runs_logged(supervisor) - during >= 10 / INTERVAL * 0.5
+    ride_out(supervisor, 10)
     locker.stdin.close()
     locker.wait(10)
     locker.stdout.close()
