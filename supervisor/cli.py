@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = commands.add_parser("run", help="supervise the workers (live table on a terminal, log lines otherwise)")
     add_arguments(run)
-    status = commands.add_parser("status", help="print the workers table once, from the database")
+    status = commands.add_parser("status", help="print the workers table from the database: once, or every second "
+                                 "with --watch")
     add_arguments(status)
+    status.add_argument("--watch", action="store_true",
+                        help="redraw the table every second, from the database, until Ctrl-C")
     for action, text in CONTROL_ACTIONS.items():
         control = commands.add_parser(action, help=text)
         control.add_argument("worker", metavar="WORKER")
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(control)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
     add_arguments(prune)
+    _add_reading_commands(commands)
     return parser
 
 
@@ -51,11 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise ConfigError("a command is required: run, status or prune (see --help)")
+            raise ConfigError("a command is required: run, status, history, failures, trigger, pause, resume, check or "
+                              "prune (see --help)")
         config = load(vars(args), os.environ)
         if args.command in CONTROL_ACTIONS:
             return cmd_control(config, args.command, args.worker, args.wait)
-        command = {"run": cmd_run, "status": cmd_status, "prune": cmd_prune}[args.command]
+        if args.command in READING_COMMANDS:
+            return READING_COMMANDS[args.command](config, args)
+        if args.command == "status":
+            return cmd_status(config, watch=args.watch)
+        command = {"run": cmd_run, "prune": cmd_prune}[args.command]
         return command(config)
     except SupervisorError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -78,7 +87,7 @@ def cmd_run(config: Config) -> int:
     ensure_standard_fds()
     interactive = sys.stdout.isatty()
     console = Console() if interactive else None
-    log.setup(config.log_level, console)
+    log.setup(config.log_level, console, config.log_format)
     settings = RecordingSettings(
         url=config.database,
         journal=journal_path(config),
@@ -96,13 +105,32 @@ def cmd_run(config: Config) -> int:
     return supervisor.run()
 
 
-def cmd_status(config: Config) -> int:
-    """Print the workers table once, from the database."""
+def cmd_status(config: Config, watch: bool = False) -> int:
+    """Print the workers table from the database: once, or with `watch` every second until Ctrl-C."""
     from rich.console import Console
 
-    from .dashboard import render
+    from .dashboard import LiveDashboard, render
+    from .dashboard import watch as watch_table
     from .store import Store, utcnow
 
+    if watch:
+        # libpq's shortest connect timeout: a watched database that vanishes holds a frame 2 seconds, not 5.
+        store = Store(config.database, connect_timeout=2, statement_timeout_ms=int(config.statement_timeout * 1000))
+
+        def read() -> list[Any]:
+            try:
+                if store.db.is_closed():
+                    store.open()
+                return [_row_view(row) for row in store.workers()]
+            except StoreUnavailable:
+                store.reconnect()  # the next frame tries a fresh connection
+                raise
+
+        try:
+            watch_table(read, LiveDashboard(Console(), utcnow))
+        finally:
+            store.close()
+        return 0
     store = Store(config.database)
     store.open()
     try:
@@ -163,11 +191,16 @@ def cmd_prune(config: Config) -> int:
 
 
 def _row_view(row: Any) -> Any:
-    from .dashboard import WorkerView
+    """Turn a worker row of the database into a row of the table."""
+    from .dashboard import ACTIVE_STATES, WorkerView
 
+    state = row.status
+    if state == "idle" and getattr(row, "paused", False):
+        state = "paused"  # a pause is kept beside the status; a run in progress still shows as running
+    active = state in ACTIVE_STATES
     return WorkerView(
         name=row.name,
-        state=row.status,
+        state=state,
         pid=row.pid,
         last_outcome=row.last_outcome,
         last_run_at=row.last_run_at,
@@ -176,4 +209,103 @@ def _row_view(row: Any) -> Any:
         successes=row.success_count,
         failures=row.failure_count,
         last_error=row.last_error,
+        # The row keeps no start of its own for the run in progress: last_run_at is that run's start.
+        running_since=row.last_run_at if active else None,
+        timeout=row.timeout,
+        consecutive_failures=row.consecutive_failures or 0,
     )
+
+
+# -- reading and checking: history, failures, check ---------------------------------------------------------------
+
+LIMIT_DEFAULT = 20
+MAX_ID = 2**31 - 1  # PostgreSQL's integer: a larger --id is a usage error, not a database error
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
+    if not 1 <= number <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number up to {MAX_ID}, got {text!r}")
+    return number
+
+
+def _add_reading_commands(commands: Any) -> None:
+    """Add history, failures and check: they read the record or the workers and change nothing."""
+    history = commands.add_parser("history", help="recent runs of one worker, newest first, from the database")
+    history.add_argument("worker", metavar="WORKER")
+    history.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
+                         help=f"how many runs (default {LIMIT_DEFAULT})")
+    add_arguments(history)
+    failures = commands.add_parser("failures", help="recent failures (of one worker), or one in full with --id")
+    failures.add_argument("worker", metavar="WORKER", nargs="?", help="only this worker's failures")
+    failures.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
+                          help=f"how many failures (default {LIMIT_DEFAULT})")
+    failures.add_argument("--id", dest="failure_id", type=_positive, metavar="N",
+                          help="show this failure in full: traceback, stderr and stdout tails")
+    add_arguments(failures)
+    check = commands.add_parser("check", help="validate the config and import the workers (in a spawner), "
+                                "without running anything")
+    add_arguments(check)
+
+
+def cmd_history(config: Config, args: argparse.Namespace) -> int:
+    """Print a worker's recent runs, newest first."""
+    from . import report
+
+    store = report.open_store(config.database, int(config.statement_timeout * 1000))
+    try:
+        worker = report.require_worker(store, args.worker)
+        runs = store.recent_runs(args.worker, args.limit)
+    finally:
+        store.close()
+    report.console().print(report.history(args.worker, runs, worker.status))
+    return 0
+
+
+def cmd_failures(config: Config, args: argparse.Namespace) -> int:
+    """Print the recent failures (of one worker), or one failure in full."""
+    from . import report
+
+    if args.failure_id is not None and args.worker is not None:
+        raise ConfigError("give a WORKER or --id N, not both (see --help)")
+    store = report.open_store(config.database, int(config.statement_timeout * 1000))
+    try:
+        if args.failure_id is not None:
+            row = store.failure(args.failure_id)
+            if row is None:
+                raise SupervisorError(
+                    f"no failure with id {args.failure_id} in the database (pruned, or never was); "
+                    "`supervisor failures` lists them", store.where,
+                )
+            view = report.failure(row)
+        else:
+            if args.worker is not None:
+                report.require_worker(store, args.worker)
+            view = report.failures(store.recent_failures(args.worker, args.limit), args.worker)
+    finally:
+        store.close()
+    report.console().print(view)
+    return 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """Validate the config and the workers it names, importing them only in a spawner; never the database."""
+    from .check import check, describe
+    from .process import ensure_standard_fds
+
+    ensure_standard_fds()
+    findings = check(config.workers, config.import_timeout, config.overrides, args.config)
+    lines = [describe(d, d.name in findings.overridden) for d in findings.workers]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    for problem in findings.problems:
+        print(f"{PROG}: error: {problem.text}", file=sys.stderr)
+    print(f"{len(findings.workers)} valid worker(s) in {', '.join(config.workers)}; {len(findings.problems)} problem(s)")
+    return findings.exit_code
+
+
+READING_COMMANDS = {"history": cmd_history, "failures": cmd_failures, "check": cmd_check}

@@ -18,6 +18,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 WORKER_KEYS = ("interval", "timeout", "grace")
 
 
@@ -69,6 +70,12 @@ def _level(value: Any) -> str:
     return value.lower()
 
 
+def _log_format(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting: its name in the file, its flag, its environment variable, how to parse it, its help."""
@@ -90,6 +97,8 @@ SETTINGS = (
             "--workers", "SUPERVISOR_WORKERS", "PACKAGE", repeat=True),
     Setting("log_level", _level, "info", f"log level: {', '.join(LOG_LEVELS)}", "--log-level",
             "SUPERVISOR_LOG_LEVEL", "LEVEL"),
+    Setting("log_format", _log_format, "text", "log lines as text, or json (one object per line, for log shippers)",
+            "--log-format", "SUPERVISOR_LOG_FORMAT", "FORMAT"),
     Setting("import_timeout", _seconds, 60.0, "seconds a worker module may take to import before it is left out",
             "--import-timeout", "SUPERVISOR_IMPORT_TIMEOUT", "SECONDS"),
     Setting("journal", _path, None, "file where records wait for the database (default: next to a SQLite "
@@ -115,6 +124,7 @@ class Config:
     database: str = "sqlite:///supervisor.db"
     workers: list[str] = field(default_factory=lambda: ["workers"])
     log_level: str = "info"
+    log_format: str = "text"
     import_timeout: float = 60.0
     journal: str | None = None
     write_timeout: float = 30.0

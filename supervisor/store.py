@@ -590,6 +590,14 @@ class Store:
         except peewee.PeeweeException as exc:
             raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
 
+    def find_worker(self, name: str) -> WorkerRow | None:
+        """Return the worker row named `name`, retired or not, or None."""
+        try:
+            row: WorkerRow | None = WorkerRow.get_or_none(WorkerRow.name == name)
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
+        return row
+
     def recent_runs(self, worker: str, limit: int) -> list[RunRow]:
         """Return a worker's newest `limit` runs, newest first."""
         try:

@@ -15,13 +15,20 @@ def _open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or an open descriptor behind."""
     before = _open_fds()
     yield
     me = psutil.Process()
-    leftovers = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    leftovers = [p for p in me.children(recursive=True) if _running(p)]
     for p in leftovers:
         p.kill()
     psutil.wait_procs(me.children(recursive=True), timeout=10)

@@ -150,7 +150,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 def test_open_creates_the_current_schema(store: Store, store_url: str) -> None:
     assert {"schema_version", "worker", "run", "failure"} <= table_names(store_url)
-    assert [row["version"] for row in query(store_url, "select version from schema_version")] == [SCHEMA_VERSION] == [2]
+    assert [row["version"] for row in query(store_url, "select version from schema_version")] == [SCHEMA_VERSION] == [3]
     assert "event" in column_names(store_url, "failure")
     assert (("event",), True) in indexes(store_url, "failure")
     assert (("worker", "started_at"), False) in indexes(store_url, "run")
@@ -173,7 +173,7 @@ def test_opening_twice_keeps_one_schema_version_and_the_data(store_url: str) -> 
             assert [w.name for w in s.workers()] == ["a"]
         finally:
             s.close()
-    assert query(store_url, "select version from schema_version") == [{"version": 2}]
+    assert query(store_url, "select version from schema_version") == [{"version": SCHEMA_VERSION}]
 
 
 def test_unwritable_sqlite_path_raises_store_unavailable_naming_the_path(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def _version_1_database(url: str, at: datetime) -> None:
         db.close()
 
 
-def test_a_version_1_database_is_migrated_to_version_2(store_url: str) -> None:
+def test_a_version_1_database_is_migrated_to_the_current_version(store_url: str) -> None:
     at = utcnow().replace(microsecond=0) - timedelta(hours=1)
     _version_1_database(store_url, at)
     assert query(store_url, "select version from schema_version") == [{"version": 1}]
@@ -275,10 +275,11 @@ def test_a_version_1_database_is_migrated_to_version_2(store_url: str) -> None:
     s = Store(store_url)
     s.open()
     try:
-        assert query(store_url, "select version from schema_version") == [{"version": 2}]
+        assert query(store_url, "select version from schema_version") == [{"version": SCHEMA_VERSION}]
         assert "event" in column_names(store_url, "failure")
         assert (("event",), True) in indexes(store_url, "failure")
         assert (("worker", "started_at"), False) in indexes(store_url, "run")
+        assert "command" in table_names(store_url)  # version 3
         # The old rows are intact.
         old = worker_row(store_url, "old")
         assert (old["success_count"], old["failure_count"], old["consecutive_failures"]) == (7, 2, 1)
@@ -302,7 +303,7 @@ def test_a_version_1_database_is_migrated_to_version_2(store_url: str) -> None:
     again = Store(store_url)
     again.open()
     again.close()
-    assert query(store_url, "select version from schema_version") == [{"version": 2}]
+    assert query(store_url, "select version from schema_version") == [{"version": SCHEMA_VERSION}]
     assert len(query(store_url, "select * from failure")) == 2
 
 
@@ -314,7 +315,7 @@ def test_a_newer_schema_than_known_is_refused(store_url: str) -> None:
     query(store_url, "update schema_version set version = 99")
     newer = Store(store_url)
     try:
-        with pytest.raises(StoreUnavailable, match=r"version 99, newer than this release's 2") as info:
+        with pytest.raises(StoreUnavailable, match=rf"version 99, newer than this release's {SCHEMA_VERSION}") as info:
             newer.open()
         assert info.value.where == redact(store_url)
         # Like every other failure to open, it leaves no connection behind.

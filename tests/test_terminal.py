@@ -9,7 +9,8 @@ from terminal import Terminal
 
 
 def row(screen: str, name: str) -> str:
-    return next((line for line in screen.splitlines() if f" {name} " in line), "")
+    """The table's line for a worker (the first word of a row is the worker's name)."""
+    return next((line for line in screen.splitlines() if line.strip().split(" ", 1)[0].strip("│ ") == name), "")
 
 
 def test_live_table_shows_a_crash_and_the_recovery(tmp_path: Path, db: Path) -> None:
