@@ -68,11 +68,8 @@ def check(
     findings = Findings()
     definitions = import_workers(sources, import_timeout, findings)
     for definition in definitions:
-        override = overrides.get(definition.name)
-        if override:
-            fields = definition.to_dict()
-            fields.update({k: v for k, v in override.items() if k in ("interval", "timeout", "grace")})
-            definition = WorkerDefinition.from_dict(fields)
+        if overrides.get(definition.name):
+            definition = definition.overridden(overrides[definition.name])
             findings.overridden.add(definition.name)
         findings.workers.append(definition)
     known = [d.name for d in definitions] + findings.invalid_workers

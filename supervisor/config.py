@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .worker import OVERRIDABLE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,7 +20,7 @@ else:  # pragma: no cover - Python 3.10
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-WORKER_KEYS = ("interval", "timeout", "grace")
+WORKER_KEYS = OVERRIDABLE
 
 
 def _text(value: Any) -> str:

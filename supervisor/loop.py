@@ -401,7 +401,7 @@ class Supervisor:
         now = self.clock()
         defined: dict[str, WorkerDefinition] = {}
         for definition in self.reported:
-            defined[definition.name] = self._apply_overrides(definition)
+            defined[definition.name] = definition.overridden(self.overrides.get(definition.name))
         for name in list(self.workers):
             if name not in defined and self.workers[name].run is None:
                 del self.workers[name]
@@ -431,14 +431,6 @@ class Supervisor:
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = True
-
-    def _apply_overrides(self, definition: WorkerDefinition) -> WorkerDefinition:
-        override = self.overrides.get(definition.name)
-        if not override:
-            return definition
-        fields = definition.to_dict()
-        fields.update({k: v for k, v in override.items() if k in ("interval", "timeout", "grace")})
-        return WorkerDefinition.from_dict(fields)
 
     def read_spawner_output(self) -> None:
         """Log what the spawner or module code printed, line by line."""

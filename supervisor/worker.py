@@ -12,13 +12,14 @@ import logging
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, ClassVar
 
 from .errors import WorkerDefinitionError
 
 DEFAULT_GRACE = 5.0
+OVERRIDABLE = ("interval", "timeout", "grace")  # what a config's [worker.NAME] table may change
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 
 Duration = float | int | timedelta
@@ -42,6 +43,13 @@ class WorkerDefinition:
     def from_dict(cls, data: dict[str, Any]) -> WorkerDefinition:
         """Rebuild a definition from the spawner's report."""
         return cls(**{field: data[field] for field in cls.__dataclass_fields__})
+
+    def overridden(self, override: dict[str, float | None] | None) -> WorkerDefinition:
+        """Return this definition with a config's [worker.NAME] values (interval, timeout, grace) applied."""
+        if not override:
+            return self
+        changes: dict[str, Any] = {k: v for k, v in override.items() if k in OVERRIDABLE}
+        return replace(self, **changes)
 
 
 class RunContext:
