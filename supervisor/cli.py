@@ -11,7 +11,6 @@ from .config import Config, add_arguments, journal_path, load
 from .errors import ConfigError, StoreUnavailable, SupervisorError
 
 PROG = "supervisor"
-PIPED_WIDTH = 160
 CONTROL_ACTIONS = {
     "trigger": "run a worker now, once (through the database: works for a supervisor on another host)",
     "pause": "stop scheduling a worker until it is resumed (a run in progress finishes)",
@@ -111,6 +110,7 @@ def cmd_status(config: Config, watch: bool = False) -> int:
 
     from .dashboard import LiveDashboard, render
     from .dashboard import watch as watch_table
+    from .report import console, open_store
     from .store import Store, utcnow
 
     if watch:
@@ -131,14 +131,12 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         finally:
             store.close()
         return 0
-    store = Store(config.database)
-    store.open()
+    store = open_store(config.database, int(config.statement_timeout * 1000))
     try:
         rows: list[Any] = [_row_view(row) for row in store.workers()]
     finally:
         store.close()
-    # Piped into a file or another program there is no terminal width to respect: do not squeeze the table.
-    Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(render(rows, utcnow()))
+    console().print(render(rows, utcnow()))
     return 0
 
 
@@ -146,12 +144,11 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
     """Trigger, pause or resume a worker through the database, and say what the supervisor did."""
     import time
 
-    from .store import Store
+    from .report import open_store, require_worker
 
-    store = Store(config.database, statement_timeout_ms=int(config.statement_timeout * 1000))
-    store.open()
+    store = open_store(config.database, int(config.statement_timeout * 1000))
     try:
-        store.require_worker(worker)
+        require_worker(store, worker)
         command = store.send_command(worker, action)
         # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
         deadline = time.monotonic() + wait

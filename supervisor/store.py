@@ -8,7 +8,6 @@ does, so that a slow or hung database never holds up the supervisor's loop.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import socket
@@ -22,7 +21,7 @@ from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
 from . import records
-from .errors import StoreUnavailable, UnknownWorkerError
+from .errors import StoreUnavailable
 from .outcome import Outcome, Verdict, WorkerState
 from .records import Record, moment
 
@@ -447,17 +446,6 @@ class Store:
         ).execute()
 
     # -- operators' commands ---------------------------------------------------------------------------------
-
-    def require_worker(self, name: str) -> None:
-        """Raise UnknownWorkerError (with a did-you-mean) unless `name` is a worker in the record."""
-        try:
-            names = [row.name for row in WorkerRow.select(WorkerRow.name).where(WorkerRow.status != WorkerState.RETIRED.value)]
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "; `status` lists the workers"
-            raise UnknownWorkerError(f"no worker named {name!r} in the database{hint}", self.where)
 
     def send_command(self, worker: str, action: str) -> int:
         """Queue a command for the supervisor that runs `worker`; pause and resume take effect in the record
