@@ -204,17 +204,20 @@ def test_sigkill_while_records_wait_then_restart(tmp_path: Path, pg_url: str, pr
     assert worker["success_count"] + worker["failure_count"] == len(finished)
 
 
-def test_status_reads_while_the_supervisor_writes(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
-    url = f"sqlite:///{db}"
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_status_reads_while_the_supervisor_writes(backend: str, tmp_path: Path, db: Path, request: pytest.FixtureRequest,
+                                                  start_supervisor: Any) -> None:
+    url = f"sqlite:///{db}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     worker_package(tmp_path, ["quick", "healthy"])
     supervisor = start_supervisor(url=url)
     wait_until(lambda: runs_logged(supervisor) >= 5, timeout=60, what="runs")
-    for _ in range(10):
+    for _ in range(10):  # ten runs of quick are written while each status reads
         status = subprocess.run([sys.executable, "-m", "supervisor", "status", "--db", url], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
         assert "quick" in status.stdout and "locked" not in status.stdout + status.stderr
     assert supervisor.stop() == 0
+    assert "database writes fail" not in supervisor.log()
 
 
 def test_the_password_is_never_shown(tmp_path: Path, pg_url: str, start_supervisor: Any) -> None:
