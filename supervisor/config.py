@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .schedule import parse_duration
 from .worker import OVERRIDABLE
 
 if sys.version_info >= (3, 11):
@@ -227,10 +228,17 @@ def _worker_tables(value: Any, path: str, text: str) -> dict[str, dict[str, floa
         for key, setting in table.items():
             if key not in WORKER_KEYS:
                 raise ConfigError(f"unknown key {key!r} for worker {name!r}{_did_you_mean(key, WORKER_KEYS)}", where)
-            number = not isinstance(setting, bool) and isinstance(setting, (int, float)) and math.isfinite(setting)
-            if not number or setting < 0 or (setting == 0 and key != "grace"):
-                raise ConfigError(f"{key} of worker {name!r} must be a positive number of seconds, got {setting!r}", where)
-            override[key] = float(setting)
+            try:
+                seconds = parse_duration(setting)
+            except ValueError:
+                seconds = float("nan")
+            if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and key != "grace"):
+                raise ConfigError(
+                    f"{key} of worker {name!r} must be a positive duration (seconds, or text like '90s', '5m', '1h'),"
+                    f" got {setting!r}",
+                    where,
+                )
+            override[key] = seconds
         overrides[name] = override
     return overrides
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import timedelta
 
 
 def next_due(previous_due: float, interval: float, now: float) -> tuple[float, int]:
@@ -23,3 +25,27 @@ def next_due(previous_due: float, interval: float, now: float) -> tuple[float, i
         missed += 1
         following = previous_due + (missed + 1) * interval
     return following, missed
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds from a number, a timedelta, or text in human units: "90s", "5m", "1h30m", "250ms", "2d".
+
+    Raise ValueError for anything else (booleans included); the sign and range are the caller's to check.
+    """
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if _NUMBER.fullmatch(text):
+            return float(text)
+        parts = _PART.findall(text)
+        if text and parts and "".join(number + unit for number, unit in parts) == text:
+            return sum(float(number) * _UNITS[unit] for number, unit in parts)
+    raise ValueError(f"not a duration: {value!r} (give seconds, a timedelta, or text like '90s', '5m', '1h30m')")

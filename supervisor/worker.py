@@ -17,12 +17,13 @@ from datetime import timedelta
 from typing import Any, Callable, ClassVar
 
 from .errors import WorkerDefinitionError
+from .schedule import parse_duration
 
 DEFAULT_GRACE = 5.0
 OVERRIDABLE = ("interval", "timeout", "grace")  # what a config's [worker.NAME] table may change
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 
-Duration = float | int | timedelta
+Duration = float | int | timedelta | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,18 +212,17 @@ def registered_in(module: str) -> list[Worker]:
 
 
 def _seconds(value: object, field: str, where: str, *, required: bool, allow_zero: bool = False) -> float | None:
-    """Turn a duration (seconds or timedelta) into seconds, or explain what is wrong with it."""
+    """Turn a duration (seconds, a timedelta, or "90s"/"5m"/"1h") into seconds, or explain what is wrong with it."""
     if value is None:
         if required:
-            raise WorkerDefinitionError(f"{field} is not set; give seconds or a timedelta", where)
+            raise WorkerDefinitionError(f"{field} is not set; give seconds, a timedelta, or text like '5m'", where)
         return None
-    seconds: float
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise WorkerDefinitionError(f"{field} must be seconds (a number) or a timedelta, got {value!r}", where)
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise WorkerDefinitionError(
+            f"{field} must be seconds (a number), a timedelta, or text like '90s', '5m', '1h', got {value!r}", where
+        ) from None
     if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise WorkerDefinitionError(f"{field} must be a positive duration, got {value!r}", where)
     return seconds

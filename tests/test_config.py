@@ -175,7 +175,8 @@ def test_log_level_is_case_insensitive() -> None:
     [
         "interval = -5",
         "interval = 0",
-        'interval = "60"',
+        'interval = "sixty"',
+        'interval = "5 minutes"',
         "timeout = -1",
         "timeout = true",
         "grace = -0.5",
@@ -185,9 +186,14 @@ def test_log_level_is_case_insensitive() -> None:
 )
 def test_bad_worker_override_value(tmp_path: Path, table: str) -> None:
     path = _write(tmp_path, f"[worker.cleanup]\n{table}\n")
-    with pytest.raises(ConfigError, match="of worker 'cleanup' must be a positive number of seconds") as info:
+    with pytest.raises(ConfigError, match="of worker 'cleanup' must be a positive duration") as info:
         load(_flags(config=str(path)), {})
     assert info.value.where == f"{path}:1 [worker.cleanup]"
+
+
+def test_worker_override_in_human_units(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[worker.cleanup]\ninterval = "5m"\ntimeout = "1h30m"\ngrace = "250ms"\n')
+    assert load(_flags(config=str(path)), {}).overrides == {"cleanup": {"interval": 300.0, "timeout": 5400.0, "grace": 0.25}}
 
 
 @pytest.mark.parametrize("table", ["interval = nan", "interval = inf", "timeout = nan", "grace = false"])

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from supervisor.schedule import next_due
+from supervisor.schedule import next_due, parse_duration
 
 
 def test_on_time_returns_the_next_slot_and_misses_nothing() -> None:
@@ -112,3 +112,18 @@ def test_non_positive_interval_is_rejected(interval: float) -> None:
     with pytest.raises(ValueError, match="interval must be positive"):
         next_due(0.0, interval, 10.0)
 
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), ("1h 30m", 5400.0), ("2d", 172800.0),
+     ("250ms", 0.25), ("1.5h", 5400.0), ("0.5", 0.5), ("45", 45.0), (" 10S ", 10.0)],
+)
+def test_parse_duration_in_human_units(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "5x", "five minutes", "-5m", "5m-", "1h30", "s5", True, None, [5]])
+def test_parse_duration_rejects_what_is_not_a_duration(text: object) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)

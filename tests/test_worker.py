@@ -78,7 +78,7 @@ def test_base_run_is_not_written() -> None:
 
 @pytest.mark.parametrize(
     "interval",
-    [-1, 0, 0.0, -0.5, float("nan"), float("inf"), "60", True, False, timedelta(0), timedelta(seconds=-5), [60]],
+    [-1, 0, 0.0, -0.5, float("nan"), float("inf"), "sixty", "5x", "-5m", True, False, timedelta(0), timedelta(seconds=-5), [60]],
 )
 def test_bad_interval_is_a_definition_error_naming_the_worker(interval: object) -> None:
     w = Worker(name="x")
@@ -108,11 +108,18 @@ def test_missing_interval() -> None:
     assert info.value.where == f"worker 'NoInterval' in {__name__}"
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "30", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "thirty", True])
 def test_bad_timeout(timeout: object) -> None:
     with pytest.raises(WorkerDefinitionError, match="timeout") as info:
         Worker(name="t", interval=1, timeout=timeout).definition()  # type: ignore[arg-type]
     assert "worker 't'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"), [("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), ("250ms", 0.25), ("2d", 172800.0), ("60", 60.0)]
+)
+def test_intervals_in_human_units(given: str, seconds: float) -> None:
+    assert Worker(name="h", interval=given).definition().interval == seconds
 
 
 def test_zero_grace_is_allowed_but_negative_is_not() -> None:
