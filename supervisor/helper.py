@@ -13,11 +13,12 @@ import selectors
 import signal
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from .capture import Capture
 from .process import decode_status, open_pipe, read_available, set_nonblocking
-from .protocol import Message, channel, receive, send
+from .protocol import Message, channel, encode, receive, send_now
 
 CONTROL_FD = 3
 
@@ -38,6 +39,9 @@ class HelperProcess:
         self.started = 0.0
         self.last_heard = 0.0
         self.output = Capture(head=0)
+        self.outbox: deque[tuple[bytes, list[int]]] = deque()
+        """Messages the channel had no room for yet, in order, with the descriptors that go with them."""
+        self._events = 0
 
     def start(self) -> None:
         """Start the process; its messages arrive on `control`."""
@@ -91,6 +95,8 @@ class HelperProcess:
 
     def watch(self, selector: selectors.BaseSelector, owner: str) -> None:
         """Register the channel, the output pipe and the pidfd with `selector`, as (owner, what) events."""
+        self._owner = owner
+        self._events = selectors.EVENT_READ
         selector.register(self.control, selectors.EVENT_READ, (owner, "message"))
         selector.register(self.output_fd, selectors.EVENT_READ, (owner, "output"))
         selector.register(self.pidfd, selectors.EVENT_READ, (owner, "exit"))
@@ -98,17 +104,46 @@ class HelperProcess:
     def unwatch(self, selector: selectors.BaseSelector, fileobj: Any = None) -> None:
         """Unregister one of our descriptors (all of them by default) from `selector`."""
         for each in (self.control, self.output_fd, self.pidfd) if fileobj is None else (fileobj,):
+            if each is self.control:
+                self._events = 0
             try:
                 selector.unregister(each)
             except (KeyError, ValueError):
                 pass
 
+    def sync_interest(self, selector: selectors.BaseSelector) -> None:
+        """Watch the channel for room to write while the outbox holds messages, and only then."""
+        if not self._events:
+            return  # the channel is not watched (closed, or never was)
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        if wanted != self._events:
+            selector.modify(self.control, wanted, (self._owner, "message"))
+            self._events = wanted
+
     def observe(self, message: Message) -> None:
         """Track state a message implies (subclasses); called for each message in order."""
 
     def send(self, op: str, fds: list[int] | None = None, **fields: Any) -> None:
-        """Send one message; raises OSError if the helper is gone."""
-        send(self.control, op, fds, **fields)
+        """Send one message without ever blocking; raise OSError if the helper is gone.
+
+        What the channel has no room for waits in the outbox, in order, and goes as the loop finds the channel
+        writable (flush). Blocking here instead would deadlock: the helper may itself be blocked sending to us,
+        as when a few hundred runs are requested at once and their replies fill the other direction. The
+        descriptors in `fds` now belong to this handle: they are closed once sent (or when it is closed).
+        """
+        self.outbox.append((encode(op, **fields), list(fds or [])))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what waits in the outbox, as far as the channel has room; return True when it is empty."""
+        while self.outbox:
+            data, fds = self.outbox[0]
+            if not send_now(self.control, data, fds):
+                return False
+            self.outbox.popleft()
+            for fd in fds:
+                os.close(fd)
+        return True
 
     def read_output(self) -> tuple[bytes, bool]:
         """Read what the helper (or code it imported) printed; return (data, EOF)."""
@@ -136,6 +171,10 @@ class HelperProcess:
 
     def close(self) -> None:
         """Release every descriptor this handle holds."""
+        for _data, fds in self.outbox:
+            for fd in fds:
+                os.close(fd)
+        self.outbox.clear()
         for fd in (self.output_fd, self.pidfd):
             try:
                 os.close(fd)

@@ -177,8 +177,12 @@ class Supervisor:
         wait = self.next_wakeup(now)
         if timeout is not None:
             wait = timeout if wait is None else min(wait, timeout)
-        for key, _ in self.selector.select(wait):
+        for key, events in self.selector.select(wait):
             kind, target = key.data
+            if target == "message" and events & selectors.EVENT_WRITE:
+                self.flush_to(kind)
+                if not events & selectors.EVENT_READ:
+                    continue
             if kind == "wakeup":
                 read_available(self._wake_r)
             elif kind == "spawner":
@@ -198,6 +202,16 @@ class Supervisor:
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
+        for helper in (self.spawner, self.recording.recorder):
+            if helper is not None:
+                helper.sync_interest(self.selector)
+
+    def flush_to(self, helper: str) -> None:
+        """The channel to a helper has room again: send what waits for it."""
+        if helper == "spawner" and self.spawner is not None:
+            self.spawner.flush()
+        elif helper == "recorder":
+            self.recording.flush()
 
     def handle_signals(self, now: float) -> None:
         """Act on signals recorded since the last pass: TERM and INT stop, a second one stops at once."""
@@ -522,20 +536,19 @@ class Supervisor:
         )
         status.unrecorded_skips = 0
         try:
+            # The spawner link owns the write ends from here: it closes them once the request is sent.
             self.spawner.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
         except OSError as exc:
             log.error("%s: cannot reach the spawner: %s", definition.name, exc)
-            for r, w in ends:
+            for r, _ in ends:
                 os.close(r)
-                os.close(w)
             run.fds.clear()
             run.stop_reason = StopReason.SPAWNER_LOST
             status.run = run
             self.runs[run.id] = run
             self.finish_run(run, None, None, None)
             return False
-        for r, w in ends:
-            os.close(w)  # the child holds the only write ends now; EOF comes when it (and its heirs) close them
+        for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))
         self.runs[run.id] = run
         status.run = run

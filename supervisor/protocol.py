@@ -30,13 +30,28 @@ def channel() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
+def encode(op: str, **fields: Any) -> bytes:
+    """Encode one message."""
+    return json.dumps({"op": op, **fields}, separators=(",", ":")).encode()
+
+
 def send(sock: socket.socket, op: str, fds: list[int] | None = None, **fields: Any) -> None:
-    """Send one message, with `fds` attached if given."""
-    data = json.dumps({"op": op, **fields}, separators=(",", ":")).encode()
+    """Send one message, with `fds` attached if given, waiting for room if the socket is full."""
+    data = encode(op, **fields)
     if fds:
         socket.send_fds(sock, [data], fds)
     else:
         sock.send(data)
+
+
+def send_now(sock: socket.socket, data: bytes, fds: list[int]) -> bool:
+    """Send one encoded message if the socket has room now; return False (nothing sent) if it has not."""
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    try:
+        sock.sendmsg([data], ancillary, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def receive(sock: socket.socket, *, block: bool = True) -> tuple[Message | None, list[int]]:

@@ -106,6 +106,7 @@ class Recording:
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.failing: str | None = None
         """The database error the recorder last reported, until it reports success again."""
+        self._notify_later = False
         self.commands: list[Message] = []
         """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
 
@@ -182,9 +183,16 @@ class Recording:
         """Give the recorder up to `timeout` seconds to apply what waits, then stop it and close the journal."""
         deadline = time.monotonic() + timeout
         while self.ends and self.recorder is not None and time.monotonic() < deadline:
-            for key, _ in self.selector.select(max(0.0, deadline - time.monotonic())):
-                if key.data[0] == "recorder":
-                    self.handle(key.data[1])
+            self.flush()
+            self.recorder.sync_interest(self.selector)
+            for key, events in self.selector.select(max(0.0, deadline - time.monotonic())):
+                owner, what = key.data
+                if owner != "recorder":
+                    continue
+                if what == "message" and events & selectors.EVENT_WRITE:
+                    self.flush()
+                if what != "message" or events & selectors.EVENT_READ:
+                    self.handle(what)
             self.check(time.monotonic())
         if self.ends:
             log.warning("%d record(s) wait in the journal %s; the next start writes them", len(self.ends), self.journal.path)
@@ -203,8 +211,17 @@ class Recording:
 
     # -- inside ---------------------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """The channel to the recorder has room again: send what waits, then the newest journal end."""
+        if self.recorder is not None and self.recorder.flush() and self._notify_later:
+            self._notify()
+
     def _notify(self) -> None:
         if self.recorder is None or self.recorder.channel_closed:
+            return
+        # Only the newest end matters: while older messages wait for room, one "written" at the end will do.
+        self._notify_later = bool(self.recorder.outbox)
+        if self._notify_later:
             return
         try:
             self.recorder.send("written", end=self.journal.size)

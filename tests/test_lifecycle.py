@@ -92,3 +92,19 @@ def test_a_killed_spawner_is_replaced_and_its_runs_recorded(tmp_path: Path, reco
     assert not pid_alive(run["pid"])
     assert supervisor.alive()
     assert supervisor.stop() == 0
+
+
+def test_hundreds_of_runs_requested_at_once_do_not_deadlock_the_channel(tmp_path: Path, record: Record,
+                                                                        start_supervisor: Any) -> None:
+    # 600 workers due at the same moment: more spawn requests than the channel holds, and more replies than the
+    # other direction holds. A supervisor that blocked on a full channel while the spawner blocked on the other
+    # would hang here for ever (it did, before requests waited in an outbox).
+    many = "from supervisor import worker\n\n" + "".join(
+        f"@worker(name='w{i}', interval=3600)\ndef w{i}(ctx):\n    pass\n\n" for i in range(600)
+    )
+    worker_package(tmp_path, [], extra={"many": many})
+    supervisor = start_supervisor()
+    wait_until(lambda: len(record.query("select id from run where finished_at is not null")) == 600, timeout=120,
+               what="600 runs recorded")
+    assert supervisor.stop() == 0
+    assert record.query("select count(*) as n from run where outcome = 'succeeded'")[0]["n"] == 600
