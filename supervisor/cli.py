@@ -96,11 +96,10 @@ def cmd_run(config: Config) -> int:
         failure_days=config.failure_days,
         prune_interval=config.prune_interval,
     )
-    stored = prepare(settings)
     display = LiveDashboard(console, utcnow) if console is not None else None
-    supervisor = Supervisor(
-        settings, config.workers, config.overrides, display, import_timeout=config.import_timeout, stored=stored
-    )
+    supervisor = Supervisor(settings, config.workers, config.overrides, display, import_timeout=config.import_timeout)
+    supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
+    supervisor.stored = prepare(settings)
     return supervisor.run()
 
 

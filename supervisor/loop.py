@@ -138,6 +138,7 @@ class Supervisor:
         self.finished = False
         self.exit_code = 0
         self.pending_signals: list[int] = []
+        self._signals_caught = False
         self.next_refresh = 0.0
         self.started_at = utcnow()
         self.commands_done: set[int] = set()
@@ -147,13 +148,24 @@ class Supervisor:
 
     # -- life -------------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Install signal handling, mark runs an earlier supervisor lost, and start the spawner."""
+    def catch_signals(self) -> None:
+        """From now on, SIGTERM, SIGINT and SIGHUP are recorded for the loop, which acts on them once it runs.
+
+        Called as early as possible (before start-up's database work), so that a stop requested while the
+        supervisor starts is a clean stop, not the default action's abrupt end.
+        """
+        if self._signals_caught:
+            return
+        self._signals_caught = True
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, self._record_signal)
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
+
+    def start(self) -> None:
+        """Catch signals (if not yet), and start the recorder and the spawner."""
+        self.catch_signals()
         self.recording.start()
         self.start_spawner()
 

@@ -98,7 +98,7 @@ class Recording:
     def __init__(self, settings: RecordingSettings, selector: selectors.BaseSelector) -> None:
         self.settings = settings
         self.selector = selector
-        self.journal = Journal(settings.journal)
+        self._journal: Journal | None = None  # opened by start(), after start-up has replayed what was left
         self.applied = 0
         self.ends: deque[int] = deque()  # where each record not yet applied ends in the journal
         self.recorder: RecorderProcess | None = None
@@ -112,8 +112,16 @@ class Recording:
 
     # -- what the loop calls ----------------------------------------------------------------------------------
 
+    @property
+    def journal(self) -> Journal:
+        """The journal file, open for appending (once start() has run)."""
+        assert self._journal is not None, "Recording.start() opens the journal"
+        return self._journal
+
     def start(self) -> None:
         """Start a recorder that applies the journal from the last acknowledged offset."""
+        if self._journal is None:
+            self._journal = Journal(self.settings.journal)
         self.restart_at = None
         recorder = RecorderProcess(self.settings, self.applied)
         recorder.start()
@@ -207,7 +215,8 @@ class Recording:
             ready.close()
             recorder.reap()
             self._drop()
-        self.journal.close()
+        if self._journal is not None:
+            self._journal.close()
 
     # -- inside ---------------------------------------------------------------------------------------------
 
