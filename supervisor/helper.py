@@ -8,6 +8,7 @@ select() reports like any other descriptor, so no SIGCHLD handler and no polling
 """
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -150,6 +151,15 @@ class HelperProcess:
         data, eof = read_available(self.output_fd)
         self.output.feed(data)
         return data, eof
+
+    def log_output(self, selector: selectors.BaseSelector, logger: logging.Logger, level: int, name: str) -> None:
+        """Log what the helper printed, a line at a time as `name: line`; stop watching its output at EOF."""
+        data, eof = self.read_output()
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if line.strip():
+                logger.log(level, "%s: %s", name, line)
+        if eof:
+            self.unwatch(selector, self.output_fd)
 
     def kill(self) -> None:
         """Kill the helper outright (through its pidfd, so never another process that reused its pid)."""

@@ -433,12 +433,7 @@ class Supervisor:
     def read_spawner_output(self) -> None:
         """Log what the spawner or module code printed, line by line."""
         assert self.spawner is not None
-        data, eof = self.spawner.read_output()
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            if line.strip():
-                log.info("spawner: %s", line)
-        if eof:
-            self.spawner.unwatch(self.selector, self.spawner.output_fd)
+        self.spawner.log_output(self.selector, log, logging.INFO, "spawner")
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""

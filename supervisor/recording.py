@@ -269,12 +269,7 @@ class Recording:
 
     def _log_output(self) -> None:
         assert self.recorder is not None
-        data, eof = self.recorder.read_output()
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            if line.strip():
-                log.warning("recorder: %s", line)
-        if eof:
-            self.recorder.unwatch(self.selector, self.recorder.output_fd)
+        self.recorder.log_output(self.selector, log, logging.WARNING, "recorder")
 
     def _handle_exit(self) -> None:
         recorder = self.recorder
