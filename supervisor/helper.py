@@ -43,6 +43,7 @@ class HelperProcess:
         self.outbox: deque[tuple[bytes, list[int]]] = deque()
         """Messages the channel had no room for yet, in order, with the descriptors that go with them."""
         self._events = 0
+        self.channel_broken = False
 
     def start(self) -> None:
         """Start the process; its messages arrive on `control`."""
@@ -116,7 +117,7 @@ class HelperProcess:
         """Watch the channel for room to write while the outbox holds messages, and only then."""
         if not self._events:
             return  # the channel is not watched (closed, or never was)
-        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox and not self.channel_broken else 0)
         if wanted != self._events:
             selector.modify(self.control, wanted, (self._owner, "message"))
             self._events = wanted
@@ -125,7 +126,7 @@ class HelperProcess:
         """Track state a message implies (subclasses); called for each message in order."""
 
     def send(self, op: str, fds: list[int] | None = None, **fields: Any) -> None:
-        """Send one message without ever blocking; raise OSError if the helper is gone.
+        """Send one message without ever blocking, nor failing: a helper that is gone is noticed on its pidfd.
 
         What the channel has no room for waits in the outbox, in order, and goes as the loop finds the channel
         writable (flush). Blocking here instead would deadlock: the helper may itself be blocked sending to us,
@@ -136,10 +137,19 @@ class HelperProcess:
         self.flush()
 
     def flush(self) -> bool:
-        """Send what waits in the outbox, as far as the channel has room; return True when it is empty."""
-        while self.outbox:
+        """Send what waits in the outbox, as far as the channel has room; return True when it is empty.
+
+        A channel the helper has closed (it died, or was killed as hung) takes nothing more: the messages stay
+        until the handle is closed, and the helper's death, seen on its pidfd, decides what becomes of them.
+        """
+        while self.outbox and not self.channel_broken:
             data, fds = self.outbox[0]
-            if not send_now(self.control, data, fds):
+            try:
+                sent = send_now(self.control, data, fds)
+            except OSError:
+                self.channel_broken = True
+                return False
+            if not sent:
                 return False
             self.outbox.popleft()
             for fd in fds:

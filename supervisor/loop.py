@@ -488,8 +488,7 @@ class Supervisor:
             if status.triggered and status.run is None:
                 # An extra run; the schedule's grid stays where it was.
                 status.triggered = False
-                if not self.start_run(status, now, status.due):
-                    return
+                self.start_run(status, now, status.due)
                 continue
             if status.paused or now < status.due:
                 continue
@@ -502,8 +501,7 @@ class Supervisor:
             else:
                 status.skipped += missed
                 status.unrecorded_skips += missed
-                if not self.start_run(status, now, following):
-                    return  # the spawner is gone; its exit is on its way through the pidfd
+                self.start_run(status, now, following)
             status.due = following
 
     def _give_up_on_import(self) -> None:
@@ -517,8 +515,8 @@ class Supervisor:
             log.error("spawner (pid %d) did not become ready within %gs", self.spawner.pid, self.import_timeout)
         self.spawner.kill()
 
-    def start_run(self, status: WorkerStatus, now: float, following: float) -> bool:
-        """Ask the spawner for a run of this worker; return False if the spawner cannot be reached."""
+    def start_run(self, status: WorkerStatus, now: float, following: float) -> None:
+        """Ask the spawner for a run of this worker (and record that it starts)."""
         assert self.spawner is not None
         definition = status.definition
         run = Run(
@@ -542,26 +540,15 @@ class Supervisor:
             )
         )
         status.unrecorded_skips = 0
-        try:
-            # The spawner link owns the write ends from here: it closes them once the request is sent.
-            self.spawner.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
-        except OSError as exc:
-            log.error("%s: cannot reach the spawner: %s", definition.name, exc)
-            for r, _ in ends:
-                os.close(r)
-            run.fds.clear()
-            run.stop_reason = StopReason.SPAWNER_LOST
-            status.run = run
-            self.runs[run.id] = run
-            self.finish_run(run, None, None, None)
-            return False
+        # The spawner link owns the write ends from here: it closes them once the request is sent. If the spawner
+        # is already dead, its exit (on its pidfd) ends this run like every other run it had.
+        self.spawner.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
         for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))
         self.runs[run.id] = run
         status.run = run
         status.state = WorkerState.RUNNING
         log.debug("%s: run %s requested", definition.name, run.id)
-        return True
 
     def handle_spawned(self, message: Message) -> None:
         """Note the pid a run got."""

@@ -232,10 +232,7 @@ class Recording:
         self._notify_later = bool(self.recorder.outbox)
         if self._notify_later:
             return
-        try:
-            self.recorder.send("written", end=self.journal.size)
-        except OSError:
-            pass  # it is dying; its exit is on its way through the pidfd
+        self.recorder.send("written", end=self.journal.size)
 
     def _handle_message(self, message: Message) -> None:
         op = message["op"]
@@ -251,10 +248,7 @@ class Recording:
                 self.journal.truncate()
                 self.applied = 0
                 assert self.recorder is not None
-                try:
-                    self.recorder.send("rewind")
-                except OSError:
-                    pass
+                self.recorder.send("rewind")
         elif op == "failing":
             if self.failing is None:
                 log.error("database writes fail, records wait in the journal: %s", message["error"])

@@ -45,7 +45,4 @@ class SpawnerLink(HelperProcess):
 
     def signal_run(self, run_id: str, sig: int) -> None:
         """Ask the spawner to signal a run's process group (it alone knows whether the pid is still the run's)."""
-        try:
-            self.send("signal", run=run_id, signal=int(sig))
-        except OSError:
-            pass  # the spawner is gone; its death takes the runs with it and is handled on its pidfd
+        self.send("signal", run=run_id, signal=int(sig))
