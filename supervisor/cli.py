@@ -167,18 +167,12 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
 
 def cmd_prune(config: Config) -> int:
     """Delete runs and failures past retention, in small batches, and say how many."""
-    from .store import Store
+    from .report import open_store
 
-    store = Store(config.database, statement_timeout_ms=int(config.statement_timeout * 1000))
-    store.open()
+    store = open_store(config.database, int(config.statement_timeout * 1000))
     try:
-        runs, failures = store.prune(config.keep_runs, config.failure_days)
-    except Exception as exc:
-        import peewee
-
-        if isinstance(exc, peewee.PeeweeException):
-            raise StoreUnavailable(f"prune failed: {store.describe(exc)}", store.where) from exc
-        raise
+        with store.unavailable_as("prune failed"):
+            runs, failures = store.prune(config.keep_runs, config.failure_days)
     finally:
         store.close()
     print(f"pruned {runs} run(s) and {failures} failure(s) (keeping {config.keep_runs} runs per worker, "

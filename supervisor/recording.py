@@ -16,9 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import peewee
 
-from .errors import StoreUnavailable
 from .helper import HelperProcess
 from .journal import Journal, replay
 from .outcome import signal_name
@@ -54,9 +52,10 @@ def prepare(settings: RecordingSettings) -> dict[str, Any]:
     store.open()
     try:
         replayed = 0
-        for batch, _end in replay(settings.journal):
-            store.apply(batch)
-            replayed += len(batch)
+        with store.unavailable_as(f"cannot write the records left in {settings.journal}"):
+            for batch, _end in replay(settings.journal):
+                store.apply(batch)
+                replayed += len(batch)
         if replayed:
             log.warning("wrote %d record(s) an earlier supervisor left in %s", replayed, settings.journal)
         # Empty only once all is in: a crash before this line replays the same records, which changes nothing.
@@ -66,8 +65,6 @@ def prepare(settings: RecordingSettings) -> dict[str, Any]:
         if lost:
             log.warning("marked %d run(s) of an earlier supervisor as lost", lost)
         return {row.name: row for row in store.workers()}
-    except peewee.PeeweeException as exc:
-        raise StoreUnavailable(f"cannot write the records left in {settings.journal}: {store.describe(exc)}", store.where) from exc
     finally:
         store.close()
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -221,6 +222,14 @@ class Store:
         """One line saying what went wrong, with no password in it."""
         text = str(exc).strip() or type(exc).__name__
         return self.scrub(text.splitlines()[0])
+
+    @contextmanager
+    def unavailable_as(self, doing: str) -> Iterator[None]:
+        """Turn a database error inside the block into StoreUnavailable: `<doing>: <what went wrong>` (no password)."""
+        try:
+            yield
+        except peewee.PeeweeException as exc:
+            raise StoreUnavailable(f"{doing}: {self.describe(exc)}", self.where) from exc
 
     # -- opening ----------------------------------------------------------------------------------------------
 
@@ -451,13 +460,11 @@ class Store:
         """Queue a command for the supervisor that runs `worker`; pause and resume take effect in the record
         at once too, so a supervisor that is down finds the worker paused (or not) when it starts."""
         now = utcnow()
-        try:
+        with self.unavailable_as("cannot send the command"):
             with self.write_transaction():
                 if action in ("pause", "resume"):
                     WorkerRow.update(paused=action == "pause").where(WorkerRow.name == worker).execute()
                 command: int = CommandRow.insert(worker=worker, action=action, created_at=now).execute()
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot send the command: {self.describe(exc)}", self.where) from exc
         return command
 
     def pending_commands(self) -> list[dict[str, Any]]:
@@ -467,10 +474,8 @@ class Store:
 
     def command_result(self, command: int) -> str | None:
         """What the supervisor said of a command, or None while none has taken it up."""
-        try:
+        with self.unavailable_as("cannot read the command's result"):
             row = CommandRow.get_or_none(CommandRow.id == command)
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read the command's result: {self.describe(exc)}", self.where) from exc
         return row.result if row is not None and row.done_at is not None else None
 
     # -- start-up ---------------------------------------------------------------------------------------------
@@ -482,7 +487,7 @@ class Store:
         loss). Runs of a supervisor that is still alive (another instance on this node) are left alone.
         """
         now = utcnow()
-        try:
+        with self.unavailable_as("cannot read unfinished runs"):
             with self.write_transaction():
                 orphans = [
                     run
@@ -498,8 +503,6 @@ class Store:
                             verdict, run.node, run.supervisor_pid, pid=run.pid,
                         )
                     )
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read unfinished runs: {self.describe(exc)}", self.where) from exc
         return len(orphans)
 
     # -- retention --------------------------------------------------------------------------------------------
@@ -566,54 +569,42 @@ class Store:
 
     def workers(self) -> list[WorkerRow]:
         """Return every worker row that is not retired, by name."""
-        try:
+        with self.unavailable_as("cannot read workers"):
             return list(WorkerRow.select().where(WorkerRow.status != WorkerState.RETIRED.value).order_by(WorkerRow.name))
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
 
     def worker_names(self) -> list[str]:
         """Return the name of every worker row, retired ones too (their history is still there), sorted."""
-        try:
+        with self.unavailable_as("cannot read workers"):
             return [row.name for row in WorkerRow.select(WorkerRow.name).order_by(WorkerRow.name)]
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
 
     def find_worker(self, name: str) -> WorkerRow | None:
         """Return the worker row named `name`, retired or not, or None."""
-        try:
+        with self.unavailable_as("cannot read workers"):
             row: WorkerRow | None = WorkerRow.get_or_none(WorkerRow.name == name)
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read workers: {self.describe(exc)}", self.where) from exc
         return row
 
     def recent_runs(self, worker: str, limit: int) -> list[RunRow]:
         """Return a worker's newest `limit` runs, newest first."""
-        try:
+        with self.unavailable_as("cannot read runs"):
             return list(
                 RunRow.select()
                 .where(RunRow.worker == worker)
                 .order_by(RunRow.started_at.desc(), RunRow.id.desc())
                 .limit(limit)
             )
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read runs: {self.describe(exc)}", self.where) from exc
 
     def recent_failures(self, worker: str | None, limit: int) -> list[FailureRow]:
         """Return the newest `limit` failures, of one worker or of all, newest first."""
         query = FailureRow.select()
         if worker is not None:
             query = query.where(FailureRow.worker == worker)
-        try:
+        with self.unavailable_as("cannot read failures"):
             return list(query.order_by(FailureRow.created_at.desc(), FailureRow.id.desc()).limit(limit))
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read failures: {self.describe(exc)}", self.where) from exc
 
     def failure(self, failure_id: int) -> FailureRow | None:
         """Return one failure by its id, or None if there is none (pruned, or never was)."""
-        try:
+        with self.unavailable_as(f"cannot read failure {failure_id}"):
             row: FailureRow | None = FailureRow.get_or_none(FailureRow.id == failure_id)
-        except peewee.PeeweeException as exc:
-            raise StoreUnavailable(f"cannot read failure {failure_id}: {self.describe(exc)}", self.where) from exc
         return row
 
 

@@ -46,8 +46,9 @@ def check_trigger_pause_resume(tmp_path: Path, url: str, supervisor: SupervisorP
     rare_before = runs(url, "rare")
     control(tmp_path, url, "trigger", "rare")
     wait_until(lambda: runs(url, "rare") == rare_before + 1, timeout=10, what="a run to mark time by")
-    assert supervisor.log().count("healthy: pid") <= after_pause + 1
-    assert runs(url, "healthy") <= after_pause + 1  # at most the run already in flight when pause arrived
+    # healthy would have run several times in the trigger's round trip; paused, it adds at most the run that
+    # was already in flight when the pause arrived.
+    assert runs(url, "healthy") <= after_pause + 1
 
     resumed = control(tmp_path, url, "resume", "healthy")
     assert resumed.returncode == 0 and resumed.stdout.startswith("resume healthy: resumed")
