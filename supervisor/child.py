@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import NoReturn
 
+from .limits import apply_limits
 from .outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
 from .process import die_with_parent, reset_signal_handlers, write_all
 from .protocol import clip
@@ -104,6 +105,8 @@ def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[in
     soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
     if os.environ.get("SUPERVISOR_CORE_DUMPS") != "1":
         resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    settings = request.get("settings")
+    apply_limits(settings if isinstance(settings, dict) else {})
     faulthandler.enable(file=sys.stderr, all_threads=True)
     random.seed()
     log = _run_logger(str(request["worker"]))
@@ -118,6 +121,7 @@ def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[in
         log=log,
         is_cancelled=cancellation.is_set,
         wait_cancelled=cancellation.wait,
+        database=str(settings["database"]) if isinstance(settings, dict) and settings.get("database") else None,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
-from .schedule import parse_duration
+from .units import parse_duration
 from .worker import OVERRIDABLE
 
 if sys.version_info >= (3, 11):

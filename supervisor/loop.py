@@ -31,6 +31,7 @@ from .protocol import Message
 from .schedule import next_due
 from .spawner import EXIT_RESTART
 from .spawner_link import SpawnerLink
+from .limits import run_settings
 from .usage import ResourceSampler
 from .store import utcnow
 from .worker import WorkerDefinition
@@ -542,7 +543,9 @@ class Supervisor:
         status.unrecorded_skips = 0
         # The spawner link owns the write ends from here: it closes them once the request is sent. If the spawner
         # is already dead, its exit (on its pidfd) ends this run like every other run it had.
-        self.spawner.spawn(run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends])
+        self.spawner.spawn(
+            run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends], run_settings(definition)
+        )
         for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))
         self.runs[run.id] = run

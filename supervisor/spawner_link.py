@@ -39,9 +39,21 @@ class SpawnerLink(HelperProcess):
         """When the module being imported (or the start-up, before any module) is taken as hung."""
         return max(self.started, self.importing_since) + timeout
 
-    def spawn(self, run_id: str, worker: str, attempt: int, deadline: float | None, fds: list[int]) -> None:
-        """Ask for a run; `fds` are the write ends of its result, stdout and stderr pipes."""
-        self.send("spawn", fds, run=run_id, worker=worker, attempt=attempt, deadline=deadline)
+    def spawn(
+        self,
+        run_id: str,
+        worker: str,
+        attempt: int,
+        deadline: float | None,
+        fds: list[int],
+        settings: dict[str, object] | None = None,
+    ) -> None:
+        """Ask for a run; `fds` are the write ends of its result, stdout and stderr pipes.
+
+        `settings` are what the child applies itself (its limits, its database), as the supervisor resolved them
+        with the config's overrides: the spawner's own copy of the worker knows only what its code says.
+        """
+        self.send("spawn", fds, run=run_id, worker=worker, attempt=attempt, deadline=deadline, settings=settings or {})
 
     def signal_run(self, run_id: str, sig: int) -> None:
         """Ask the spawner to signal a run's process group (it alone knows whether the pid is still the run's)."""

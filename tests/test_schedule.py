@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from supervisor.schedule import next_due, parse_duration
+from supervisor.schedule import next_due
+from supervisor.units import parse_duration
 
 
 def test_on_time_returns_the_next_slot_and_misses_nothing() -> None:

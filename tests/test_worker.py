@@ -103,7 +103,7 @@ def test_missing_interval() -> None:
     class NoInterval(Worker):
         pass
 
-    with pytest.raises(WorkerDefinitionError, match="interval is not set") as info:
+    with pytest.raises(WorkerDefinitionError, match="interval or cron is not set") as info:
         NoInterval().definition()
     assert info.value.where == f"worker 'NoInterval' in {__name__}"
 
@@ -201,7 +201,7 @@ def test_bare_decorator_without_interval_fails_at_definition() -> None:
         pass
 
     assert isinstance(bare, FunctionWorker)
-    with pytest.raises(WorkerDefinitionError, match="interval is not set") as info:
+    with pytest.raises(WorkerDefinitionError, match="interval or cron is not set") as info:
         bare.definition()
     assert info.value.where == f"worker 'bare' in {__name__}"
 
