@@ -122,6 +122,7 @@ def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[in
         is_cancelled=cancellation.is_set,
         wait_cancelled=cancellation.wait,
         database=str(settings["database"]) if isinstance(settings, dict) and settings.get("database") else None,
+        due_at=float(settings["due_at"]) if isinstance(settings, dict) and settings.get("due_at") else None,
     )
 
 

@@ -544,7 +544,12 @@ class Supervisor:
         # The spawner link owns the write ends from here: it closes them once the request is sent. If the spawner
         # is already dead, its exit (on its pidfd) ends this run like every other run it had.
         self.spawner.spawn(
-            run.id, definition.name, run.attempt, run.deadline, [w for _, w in ends], run_settings(definition)
+            run.id,
+            definition.name,
+            run.attempt,
+            run.deadline,
+            [w for _, w in ends],
+            {**run_settings(definition), "due_at": time.time() - (now - status.due)},
         )
         for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))
@@ -605,7 +610,14 @@ class Supervisor:
         if status is not None:
             exit_code, signum = decode_status(status)
         if verdict is None:
-            verdict = classify(exit_code, signum, _parse_result(run.result), run.stop_reason, run.definition.timeout)
+            verdict = classify(
+                exit_code,
+                signum,
+                _parse_result(run.result),
+                run.stop_reason,
+                run.definition.timeout,
+                command=run.definition.command is not None,
+            )
         now = self.clock()
         finished_at = utcnow()
         duration = now - run.started

@@ -103,12 +103,19 @@ def classify(
     result: dict[str, object] | None,
     stop_reason: StopReason | None,
     timeout: float | None = None,
+    command: bool = False,
 ) -> Verdict:
-    """Decide how a run ended from its wait status, the child's result message and why we stopped it."""
+    """Decide how a run ended from its wait status, the child's result message and why we stopped it.
+
+    An external command (`command`) sends no result message: it replaced the child's Python with exec, so its
+    exit status alone tells how it went, as it would to a shell.
+    """
     error = result.get("error") if result else None
     if stop_reason is StopReason.TIMEOUT:
         return Verdict(Outcome.TIMEOUT, f"stopped after its timeout of {timeout:g}s" if timeout else "stopped at its deadline")
     if result and result.get("ok") and exit_code == EXIT_OK:
+        return Verdict(Outcome.SUCCEEDED, "")
+    if command and result is None and exit_code == EXIT_OK:
         return Verdict(Outcome.SUCCEEDED, "")
     if isinstance(error, dict):
         kind, text = error.get("type", "Exception"), error.get("message", "")
@@ -126,4 +133,6 @@ def classify(
         return Verdict(Outcome.KILLED, f"killed by {name}")
     if stop_reason is StopReason.SPAWNER_LOST:
         return Verdict(Outcome.KILLED, "the spawner died during the run; its exit status is unknown")
+    if command:
+        return Verdict(Outcome.EXIT, f"exited with status {exit_code}")
     return Verdict(Outcome.EXIT, f"exited with status {exit_code} without a result")

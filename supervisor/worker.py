@@ -228,6 +228,7 @@ class RunContext:
         is_cancelled: Callable[[], bool] = lambda: False,
         wait_cancelled: Callable[[float], bool] | None = None,
         database: str | None = None,
+        due_at: float | None = None,
     ) -> None:
         self.run_id = run_id
         self.worker = worker
@@ -238,6 +239,8 @@ class RunContext:
         """A logger whose lines land in the run's captured stderr."""
         self._is_cancelled = is_cancelled
         self._wait_cancelled = wait_cancelled
+        self.due_at = due_at
+        """Unix time of the slot this run is for (its scheduled time; a late or retried run starts after it)."""
         self.database_url = database
         """URL of the worker's own database (its `database` setting), or None."""
         self._database: Any = None
