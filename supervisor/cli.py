@@ -97,7 +97,15 @@ def cmd_run(config: Config) -> int:
         prune_interval=config.prune_interval,
     )
     display = LiveDashboard(console, utcnow) if console is not None else None
-    supervisor = Supervisor(settings, config.workers, config.overrides, display, import_timeout=config.import_timeout)
+    supervisor = Supervisor(
+        settings,
+        config.workers,
+        config.overrides,
+        display,
+        import_timeout=config.import_timeout,
+        max_children=config.max_children,
+        commands=config.commands,
+    )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     supervisor.stored = prepare(settings)
     return supervisor.run()
@@ -186,7 +194,8 @@ def _row_view(row: Any) -> Any:
 
     state = row.status
     if state == "idle" and getattr(row, "paused", False):
-        state = "paused"  # a pause is kept beside the status; a run in progress still shows as running
+        # A pause is kept beside the status; a run in progress still shows as running.
+        state = "quarantined" if getattr(row, "pause_reason", None) else "paused"
     active = state in ACTIVE_STATES
     return WorkerView(
         name=row.name,
@@ -203,6 +212,7 @@ def _row_view(row: Any) -> Any:
         running_since=row.last_run_at if active else None,
         timeout=row.timeout,
         consecutive_failures=row.consecutive_failures or 0,
+        schedule=getattr(row, "schedule", None),
     )
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import math
+import grp
+import os
+import pwd
 import re
 import sys
 from urllib.parse import urlsplit
@@ -11,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
-from .units import parse_duration
-from .worker import OVERRIDABLE
+from .worker import OVERRIDABLE, WorkerDefinition, read_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 WORKER_KEYS = OVERRIDABLE
+COMMAND_KEYS = ("command", "shell", "env", "cwd", "user", "group")
 
 
 def _text(value: Any) -> str:
@@ -113,6 +115,8 @@ SETTINGS = (
             "SUPERVISOR_KEEP_RUNS", "N"),
     Setting("failure_days", _seconds, 30.0, "days failures are kept", "--failure-days", "SUPERVISOR_FAILURE_DAYS",
             "DAYS"),
+    Setting("max_children", _count, None, "most runs (of all workers) in progress at once; runs owed beyond it "
+            "wait their turn, oldest first (default: no cap)", "--max-children", "SUPERVISOR_MAX_CHILDREN", "N"),
     Setting("prune_interval", _seconds, 600.0, "seconds between prunes of old rows", "--prune-interval",
             "SUPERVISOR_PRUNE_INTERVAL", "SECONDS"),
 )
@@ -134,8 +138,11 @@ class Config:
     keep_runs: int = 1000
     failure_days: float = 30.0
     prune_interval: float = 600.0
-    overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    """Per-worker overrides from the file's `[worker.NAME]` tables: interval, timeout, grace."""
+    max_children: int | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-worker settings from the file's `[worker.NAME]` tables, read (durations in seconds, sizes in bytes)."""
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    """Command workers the file declares (`[worker.NAME]` tables with a `command`), as given."""
 
 
 def journal_path(config: Config) -> str:
@@ -167,10 +174,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Build the Config: defaults, then the file, then the environment, then flags; raise ConfigError if bad."""
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-    overrides: dict[str, dict[str, float | None]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    commands: list[dict[str, Any]] = []
     path = flags.get("config")
     if path:
-        from_file, overrides = _read_file(str(path))
+        from_file, overrides, commands = _read_file(str(path))
         values.update(from_file)
     for s in SETTINGS:
         if s.env in environ and environ[s.env] != "":
@@ -183,7 +191,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             f"({values['write_timeout']:g}s), or every slow statement would count as a hung database",
             "settings",
         )
-    return Config(overrides=overrides, **values)
+    return Config(overrides=overrides, commands=commands, **values)
 
 
 def _parse(setting: Setting, value: Any, where: str) -> Any:
@@ -193,7 +201,7 @@ def _parse(setting: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{setting.name} {exc}", where) from None
 
 
-def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
+def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -205,42 +213,100 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, float | N
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path) from None
     values: dict[str, Any] = {}
-    overrides: dict[str, dict[str, float | None]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    commands: list[dict[str, Any]] = []
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key)}"
         if key == "worker":
-            overrides = _worker_tables(value, path, text)
+            overrides, commands = _worker_tables(value, path, text)
             continue
         setting = _BY_NAME.get(key)
         if setting is None:
             raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, [*_BY_NAME, 'worker'])}", where)
         values[key] = _parse(setting, value, where)
-    return values, overrides
+    return values, overrides, commands
 
 
-def _worker_tables(value: Any, path: str, text: str) -> dict[str, dict[str, float | None]]:
+def _worker_tables(value: Any, path: str, text: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Read the [worker.NAME] tables: settings for workers defined in code, and command workers (with `command`)."""
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ConfigError("[worker] must hold one table per worker, as [worker.NAME]", f"{path}:{_line_of(text, 'worker')}")
-    overrides: dict[str, dict[str, float | None]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    commands: list[dict[str, Any]] = []
     for name, table in value.items():
         where = f"{path}:{_line_of(text, 'worker', name)} [worker.{name}]"
-        override: dict[str, float | None] = {}
-        for key, setting in table.items():
-            if key not in WORKER_KEYS:
-                raise ConfigError(f"unknown key {key!r} for worker {name!r}{_did_you_mean(key, WORKER_KEYS)}", where)
+        is_command = "command" in table
+        known = (*WORKER_KEYS, *COMMAND_KEYS) if is_command else WORKER_KEYS
+        settings: dict[str, Any] = {}
+        for key, given in table.items():
+            if key not in known:
+                hint = "" if is_command or key not in COMMAND_KEYS else " (only a command worker, one with `command`, has it)"
+                raise ConfigError(f"worker {name!r}: unknown key {key!r}{_did_you_mean(key, known)}{hint}", where)
             try:
-                seconds = parse_duration(setting)
-            except ValueError:
-                seconds = float("nan")
-            if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and key != "grace"):
-                raise ConfigError(
-                    f"{key} of worker {name!r} must be a positive duration (seconds, or text like '90s', '5m', '1h'),"
-                    f" got {setting!r}",
-                    where,
-                )
-            override[key] = seconds
-        overrides[name] = override
-    return overrides
+                settings[key] = _command_setting(key, given) if key in COMMAND_KEYS else read_setting(key, given)
+            except ValueError as exc:
+                raise ConfigError(f"worker {name!r}: {key} {exc}", f"{path}:{_line_of(text, 'worker', name)}"
+                                  f" [worker.{name}] {key}") from None
+        if is_command:
+            _check_command_worker(name, settings, where)
+            commands.append({"name": name, **{k: v for k, v in table.items()}})
+        else:
+            if "interval" in settings and "cron" in settings:
+                raise ConfigError(f"worker {name!r}: set interval or cron, not both", where)
+            overrides[name] = settings
+    return overrides, commands
+
+
+def _command_setting(key: str, value: Any) -> Any:
+    """Check one of a command worker's own keys (command, shell, env, cwd, user, group)."""
+    if key == "command":
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
+            return value
+        raise ValueError(f"must be an argv list such as [\"pg_dump\", \"-f\", \"x.sql\"] (or a string), got {value!r}")
+    if key == "shell":
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value
+    if key == "env":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ValueError(f"must be a table of strings, such as {{ LANG = \"C.UTF-8\" }}, got {value!r}")
+        return value
+    if key == "cwd":
+        if not isinstance(value, str) or not os.path.isdir(value):
+            raise ValueError(f"must be an existing directory, got {value!r}")
+        return value
+    if key == "user":
+        try:
+            return pwd.getpwnam(value).pw_name if isinstance(value, str) else pwd.getpwuid(int(value)).pw_name
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"names no user on this machine: {value!r}") from None
+    try:  # group
+        return grp.getgrnam(value).gr_name if isinstance(value, str) else grp.getgrgid(int(value)).gr_name
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"names no group on this machine: {value!r}") from None
+
+
+def _check_command_worker(name: str, settings: dict[str, Any], where: str) -> None:
+    """The settings of a command worker must hold together (a schedule, a shell string only with shell = true)."""
+    try:
+        WorkerDefinition(name=name, module="config", **{k: v for k, v in settings.items() if k in WORKER_KEYS})
+    except ValueError as exc:
+        raise ConfigError(f"worker {name!r}: {exc}", where) from None
+    if settings.get("shell") and not isinstance(settings["command"], str):
+        raise ConfigError(f"worker {name!r}: with shell = true, command must be one string for /bin/sh -c", where)
+    for key in ("user", "group"):
+        if key in settings and os.geteuid() != 0 and settings[key] != _current(key):
+            raise ConfigError(
+                f"worker {name!r}: {key} {settings[key]!r} needs the supervisor to run as root (it runs as "
+                f"{_current(key)!r})",
+                where,
+            )
+
+
+def _current(key: str) -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name if key == "user" else grp.getgrgid(os.getegid()).gr_name
 
 
 def _line_of(text: str, *path: str) -> int:

@@ -27,7 +27,7 @@ REFRESH_INTERVAL = 0.25  # 4 Hz: smooth enough for countdowns, cheap enough to i
 WATCH_INTERVAL = 1.0  # `status --watch` reads the database once a second
 
 STATE_STYLES = {"idle": "green", "running": "bold cyan", "stopping": "bold yellow", "broken": "bold red",
-                "paused": "magenta"}
+                "paused": "magenta", "quarantined": "bold magenta"}
 OUTCOME_STYLES = {"succeeded": "green", "error": "red", "exit": "red", "crash": "bold red", "killed": "bold red",
                   "timeout": "yellow", "limit": "yellow", "lost": "magenta"}
 ACTIVE_STATES = ("running", "stopping")
@@ -75,6 +75,14 @@ class WorkerView:
     """CPU of the run in progress and its descendants (None when unknown, e.g. read from the database)."""
     rss: int | None = None
     """Memory (resident bytes) of the run in progress and its descendants, when known."""
+    schedule: str | None = None
+    """The schedule in a few words: "every 5m", "cron 0 3 * * * (Europe/Berlin)"."""
+    running: int = 0
+    """Runs in progress (more than one only when its overlap mode allows it)."""
+    queued: bool = False
+    """A slot came during a run and one run waits for it to end (overlap = queue)."""
+    retry_attempt: int | None = None
+    """The attempt owed after a failure, due at `next_run_at`; None when no retry is pending."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,16 +280,26 @@ def _columns(rows: list[WorkerView], now: datetime) -> list[_Column]:
     columns += [
         _Column("outcome", tuple(_outcome(row) for row in rows)),
         _Column("last run", tuple(Text(ago(row.last_run_at, now)) for row in rows), "right", drop=4),
-        _Column("next run", tuple(Text(until(row.next_run_at, now)) for row in rows), "right", drop=1),
+        _Column("next run", tuple(_next_run(row, now) for row in rows), "right", drop=1),
         _Column("ok", tuple(Text(str(row.successes)) for row in rows), "right", drop=7),
         _Column("failed", tuple(_failed(row) for row in rows)),
         _Column("last error", tuple(_error(row) for row in rows), max_width=ERROR_WIDTH),
     ]
+    if any(row.schedule for row in rows):  # known when the loop draws the table, or from a recent database
+        schedules = tuple(Text(printable(row.schedule or "")) for row in rows)
+        columns.insert(-3, _Column("schedule", schedules, drop=8, max_width=28))
     return columns
 
 
 def _state(row: WorkerView) -> Text:
-    return Text(printable(row.state), style=STATE_STYLES.get(row.state, ""))
+    text = printable(row.state) + (f" ×{row.running}" if row.running > 1 else "") + (" +1 queued" if row.queued else "")
+    return Text(text, style=STATE_STYLES.get(row.state, ""))
+
+
+def _next_run(row: WorkerView, now: datetime) -> Text:
+    if row.retry_attempt is not None:
+        return Text(f"retry {row.retry_attempt} {until(row.next_run_at, now)}", style="yellow")
+    return Text(until(row.next_run_at, now))
 
 
 def _duration(row: WorkerView, now: datetime) -> Text:
@@ -319,7 +337,7 @@ def _footer(rows: list[WorkerView], now: datetime, footer: Footer) -> list[Text]
     running = sum(row.state in ACTIVE_STATES for row in rows)
     failing = sum(is_failing(row) for row in rows)
     broken = sum(row.state == "broken" for row in rows)
-    paused = sum(row.state == "paused" for row in rows)
+    paused = sum(row.state in ("paused", "quarantined") for row in rows)
     totals = Text(no_wrap=True, overflow="ellipsis")
     totals.append(f"{len(rows)} worker(s)", style="bold")
     totals.append(" · ")

@@ -16,11 +16,9 @@ import time
 import uuid
 
 import psutil
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from .capture import Capture
 from .dashboard import Footer, WorkerView
 from . import records
 from .errors import ConfigError
@@ -28,13 +26,15 @@ from .recording import Recording, RecordingSettings
 from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
 from .process import decode_status, open_pipe, read_available, set_nonblocking, signal_group
 from .protocol import Message
-from .schedule import next_due
 from .spawner import EXIT_RESTART
 from .spawner_link import SpawnerLink
-from .limits import run_settings
+from .limits import MemoryWatch, cpu_limit_verdict, open_files_verdict, run_settings
 from .usage import ResourceSampler
 from .store import utcnow
+from . import schedule
+from .timetable import Timetable
 from .worker import WorkerDefinition
+from .worker_status import Run, StartReason, WorkerStatus
 
 log = logging.getLogger("supervisor")
 
@@ -43,6 +43,7 @@ FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
+CRON_RECHECK = 60.0  # a cron worker's due time is re-read from the wall clock at least this often
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -56,52 +57,6 @@ class Display(Protocol):
     def stop(self) -> None: ...
 
 
-@dataclass(slots=True, eq=False)
-class Run:
-    """One run in flight, from the spawn request until its record is written."""
-
-    id: str
-    definition: WorkerDefinition
-    attempt: int
-    started: float
-    started_at: datetime
-    deadline: float | None
-    fds: dict[int, str] = field(default_factory=dict)  # read end -> "result" | "stdout" | "stderr"
-    result: bytearray = field(default_factory=bytearray)
-    stdout: Capture = field(default_factory=Capture)
-    stderr: Capture = field(default_factory=Capture)
-    pid: int | None = None
-    stop_reason: StopReason | None = None
-    kill_at: float | None = None
-    killed: bool = False
-    usage: ResourceSampler | None = None
-    """Samples the CPU and memory of the run and its descendants, for the table (only while one is shown)."""
-
-
-@dataclass(slots=True, eq=False)
-class WorkerStatus:
-    """What the supervisor knows of one worker now; the live table is drawn from these."""
-
-    definition: WorkerDefinition
-    due: float
-    state: WorkerState = WorkerState.IDLE
-    run: Run | None = None
-    last_outcome: str | None = None
-    last_run_at: datetime | None = None
-    last_duration: float | None = None
-    successes: int = 0
-    failures: int = 0
-    consecutive_failures: int = 0
-    skipped: int = 0
-    last_error: str | None = None
-    unrecorded_skips: int = 0
-    """Ticks skipped since the worker's last record; they travel with its next run's record (exactly once)."""
-    paused: bool = False
-    """An operator paused it: no scheduled runs until resumed."""
-    triggered: bool = False
-    """An operator asked for a run now; it starts at the next pass (once), paused or not."""
-
-
 class Supervisor:
     """Run every worker the spawner reports on its interval, each run in its own child, and record each end."""
 
@@ -109,11 +64,14 @@ class Supervisor:
         self,
         recording: RecordingSettings,
         sources: list[str],
-        overrides: dict[str, dict[str, float | None]] | None = None,
+        overrides: dict[str, dict[str, Any]] | None = None,
         display: Display | None = None,
         clock: Callable[[], float] = time.monotonic,
         import_timeout: float = 60.0,
         stored: dict[str, Any] | None = None,
+        max_children: int | None = None,
+        commands: list[dict[str, Any]] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.recording_settings = recording
         self.stored = stored or {}
@@ -124,8 +82,15 @@ class Supervisor:
         """A module whose import takes longer than this is taken as hung, recorded broken and left out."""
         self.sources = sources
         self.overrides = overrides or {}
+        self.commands = commands or []
+        """Command workers declared in the config; the spawner makes them (the supervisor runs no worker code)."""
         self.display = display
         self.clock = clock
+        self.wall_clock = wall_clock
+        self.max_children = max_children
+        """At most this many runs of all workers at once (None: no cap); runs owed beyond it wait their turn."""
+        self.waiting_for_room = 0
+        self.memory = MemoryWatch()
         self.workers: dict[str, WorkerStatus] = {}
         self.runs: dict[str, Run] = {}
         self.broken: dict[str, str] = {}  # module (or worker) -> why
@@ -211,6 +176,7 @@ class Supervisor:
         now = self.clock()
         self.handle_signals(now)
         self.enforce_deadlines(now)
+        self.enforce_memory_limits(now)
         self.start_due_runs(now)
         self.recording.check(now)
         self.maybe_finish(now)
@@ -252,19 +218,22 @@ class Supervisor:
         if action == "trigger":
             if status.state is WorkerState.BROKEN:
                 result = "not run: the worker is broken"
-            elif status.run is not None:
-                result = f"not run: a run is in progress (pid {status.run.pid})"
+            elif not status.has_room:
+                result = f"not run: a run is in progress (pid {status.run.pid if status.run else '?'})"
             elif self.stopping:
                 result = "not run: the supervisor is stopping"
             else:
                 status.triggered = True
                 result = "run started"
-        elif action in ("pause", "resume"):
-            status.paused = action == "pause"
-            if not status.paused:
-                status.due = max(status.due, self.clock())  # back on schedule from now, no burst of missed ticks
-            result = "paused" if status.paused else "resumed"
-            self.recording.record(records.worker_paused(worker, status.paused, now))
+        elif action == "pause":
+            status.pause()
+            result = "paused"
+            self.recording.record(records.worker_paused(worker, True, now))
+        elif action == "resume":
+            was = status.pause_reason
+            status.resume(self.clock(), self.wall_clock())
+            result = f"resumed (was {was})" if was else "resumed"
+            self.recording.record(records.worker_paused(worker, False, now))
         else:
             result = f"unknown action {action!r}"
         log.info("%s: %s: %s", worker, action, result)
@@ -395,33 +364,36 @@ class Supervisor:
                 status.last_error = error
 
     def handle_ready(self) -> None:
-        """Take the spawner's worker list: keep known workers' schedules, start new ones now."""
+        """Take the spawner's worker list: keep known workers' schedules, place new ones (from the record)."""
         assert self.spawner is not None
-        now = self.clock()
+        now, wall = self.clock(), self.wall_clock()
         defined: dict[str, WorkerDefinition] = {}
         for definition in self.reported:
-            defined[definition.name] = definition.overridden(self.overrides.get(definition.name))
+            try:
+                defined[definition.name] = definition.overridden(self.overrides.get(definition.name))
+            except ValueError as exc:  # the config's values do not hold together with the code's
+                message = f"with its [worker.{definition.name}] settings: {exc}"
+                log.error("worker %s in %s is invalid %s", definition.name, definition.module, message)
+                self.broken[definition.name] = message
+                self.recording.record(records.broken(definition.name, definition.module, message, utcnow()))
         for name in list(self.workers):
-            if name not in defined and self.workers[name].run is None:
+            if name not in defined and not self.workers[name].runs:
                 del self.workers[name]
-        rows = self.stored
         for name, definition in defined.items():
             status = self.workers.get(name)
             if status is None:
-                status = self.workers[name] = WorkerStatus(definition=definition, due=now)
-                row = rows.get(name)
-                if row is not None:  # carry the counters on from the record
-                    status.successes, status.failures = row.success_count, row.failure_count
-                    status.consecutive_failures, status.skipped = row.consecutive_failures, row.skipped_count
-                    status.last_outcome, status.last_error = row.last_outcome, row.last_error
-                    status.last_run_at, status.last_duration = row.last_run_at, row.last_duration
-                    status.paused = bool(row.paused)
+                status = self.workers[name] = self._new_status(definition, now, wall)
             else:
-                status.definition = definition
+                if _schedule_of(status.definition) != _schedule_of(definition):
+                    timetable = Timetable(definition)
+                    timetable.begin(now, wall, status.timetable.slot_wall(now, wall))
+                    status.timetable = timetable
+                status.definition = status.timetable.definition = definition
             if status.state is WorkerState.BROKEN:
-                status.state = WorkerState.RUNNING if status.run else WorkerState.IDLE
+                status.state = WorkerState.RUNNING if status.runs else WorkerState.IDLE
         broken = [name for name in self.broken if name not in defined]
-        self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow()))
+        next_runs = {name: _utc(s.timetable.slot_wall(now, wall)) for name, s in self.workers.items()}
+        self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
         log.info(
             "spawner ready (pid %d): %d worker(s)%s",
             self.spawner.pid,
@@ -430,6 +402,32 @@ class Supervisor:
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = True
+
+    def _new_status(self, definition: WorkerDefinition, now: float, wall: float) -> WorkerStatus:
+        """A worker this supervisor has not scheduled yet: carry on its counters and schedule from the record."""
+        status = WorkerStatus(definition=definition, timetable=Timetable(definition))
+        row = self.stored.get(definition.name)
+        recorded_next = None
+        if row is not None:
+            status.successes, status.failures = row.success_count, row.failure_count
+            status.consecutive_failures, status.skipped = row.consecutive_failures, row.skipped_count
+            status.last_outcome, status.last_error = row.last_outcome, row.last_error
+            status.last_run_at, status.last_duration = row.last_run_at, row.last_duration
+            status.paused, status.pause_reason = bool(row.paused), getattr(row, "pause_reason", None)
+            status.failures_before_resume = status.consecutive_failures if status.quarantined else 0
+            if row.next_run_at is not None:
+                recorded_next = row.next_run_at.replace(tzinfo=timezone.utc).timestamp()
+        catchup = status.timetable.begin(now, wall, recorded_next)
+        if catchup.missed:
+            status.skipped += catchup.skipped
+            status.unrecorded_skips += catchup.skipped
+            log.info(
+                "%s: %d slot(s) missed while no supervisor ran it; %s",
+                definition.name,
+                catchup.missed,
+                "one run now makes up for them" if catchup.run_now else "skipped (past its misfire grace)",
+            )
+        return status
 
     def read_spawner_output(self) -> None:
         """Log what the spawner or module code printed, line by line."""
@@ -472,7 +470,7 @@ class Supervisor:
     # -- runs ---------------------------------------------------------------------------------------------------
 
     def start_due_runs(self, now: float) -> None:
-        """Start every worker whose time has come; count the ticks of workers still running as skipped."""
+        """Start every run that is owed (oldest first, within the cap on children); deal with busy slots."""
         if self.stopping:
             return
         if self.spawner is None:
@@ -483,27 +481,26 @@ class Supervisor:
             if now >= self.spawner.import_deadline(self.import_timeout) and not self.spawner.killed:
                 self._give_up_on_import()
             return
-        for status in self.workers.values():
+        wall = self.wall_clock()
+        owed: list[tuple[float, str]] = []
+        for name, status in self.workers.items():
             if status.state is WorkerState.BROKEN:
                 continue
-            if status.triggered and status.run is None:
-                # An extra run; the schedule's grid stays where it was.
-                status.triggered = False
-                self.start_run(status, now, status.due)
-                continue
-            if status.paused or now < status.due:
-                continue
-            interval = status.definition.interval
-            following, missed = next_due(status.due, interval, now)
-            if status.run is not None:
-                status.skipped += 1 + missed
-                status.unrecorded_skips += 1 + missed
-                log.info("%s: still running (pid %s); skipped %d tick(s)", status.definition.name, status.run.pid, 1 + missed)
-            else:
-                status.skipped += missed
-                status.unrecorded_skips += missed
-                self.start_run(status, now, following)
-            status.due = following
+            status.timetable.follow_wall_clock(now, wall)
+            done = status.slot_passed_while_busy(now, wall)
+            if done:
+                log.info("%s: slot came while busy: %s", name, done)
+            since = status.ready_since(now)
+            if since is not None:
+                owed.append((since, name))
+        owed.sort()
+        room = len(owed) if self.max_children is None else max(0, self.max_children - len(self.runs))
+        for _, name in owed[:room]:
+            status = self.workers[name]
+            slot = status.timetable.due
+            reason, attempt = status.take_start(now, wall)
+            self.start_run(status, now, wall, attempt, slot if reason is StartReason.SLOT else now)
+        self.waiting_for_room = len(owed) - min(room, len(owed))
 
     def _give_up_on_import(self) -> None:
         assert self.spawner is not None
@@ -516,14 +513,14 @@ class Supervisor:
             log.error("spawner (pid %d) did not become ready within %gs", self.spawner.pid, self.import_timeout)
         self.spawner.kill()
 
-    def start_run(self, status: WorkerStatus, now: float, following: float) -> None:
-        """Ask the spawner for a run of this worker (and record that it starts)."""
+    def start_run(self, status: WorkerStatus, now: float, wall: float, attempt: int, slot: float) -> None:
+        """Ask the spawner for a run of this worker (and record that it starts); `slot` is when it was due."""
         assert self.spawner is not None
         definition = status.definition
         run = Run(
             id=uuid.uuid4().hex,
             definition=definition,
-            attempt=1,
+            attempt=attempt,
             started=now,
             started_at=utcnow(),
             deadline=now + definition.timeout if definition.timeout else None,
@@ -536,7 +533,13 @@ class Supervisor:
         # found lost.
         self.recording.record(
             records.run_started(
-                run.id, definition.name, run.attempt, run.started_at, self._wall(following, now), self.node, self.pid,
+                run.id,
+                definition.name,
+                run.attempt,
+                run.started_at,
+                _utc(status.timetable.slot_wall(now, wall)),
+                self.node,
+                self.pid,
                 skipped=status.unrecorded_skips,
             )
         )
@@ -549,14 +552,14 @@ class Supervisor:
             run.attempt,
             run.deadline,
             [w for _, w in ends],
-            {**run_settings(definition), "due_at": time.time() - (now - status.due)},
+            {**run_settings(definition), "due_at": wall - (now - slot)},
         )
         for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))
         self.runs[run.id] = run
-        status.run = run
+        status.runs.append(run)
         status.state = WorkerState.RUNNING
-        log.debug("%s: run %s requested", definition.name, run.id)
+        log.debug("%s: run %s requested (attempt %d)", definition.name, run.id, attempt)
 
     def handle_spawned(self, message: Message) -> None:
         """Note the pid a run got."""
@@ -610,37 +613,40 @@ class Supervisor:
         if status is not None:
             exit_code, signum = decode_status(status)
         if verdict is None:
-            verdict = classify(
-                exit_code,
-                signum,
-                _parse_result(run.result),
-                run.stop_reason,
-                run.definition.timeout,
-                command=run.definition.command is not None,
+            result = _parse_result(run.result)
+            verdict = (
+                run.limit_verdict
+                or cpu_limit_verdict(run.definition, signum, usage[0] if usage else None)
+                or open_files_verdict(run.definition, result)
+                or classify(
+                    exit_code,
+                    signum,
+                    result,
+                    run.stop_reason,
+                    run.definition.timeout,
+                    command=run.definition.command is not None,
+                )
             )
         now = self.clock()
         finished_at = utcnow()
         duration = now - run.started
         del self.runs[run.id]
+        self.memory.forget(run.id)
         worker = self.workers.get(run.definition.name)
         next_run_at = None
         skipped = 0
+        decided = None
         if worker is not None:
             skipped, worker.unrecorded_skips = worker.unrecorded_skips, 0
-            worker.run = None
-            if worker.state is not WorkerState.BROKEN:
+            decided = worker.run_ended(run, verdict.outcome.failed, now, self.stopping)
+            if worker.state is not WorkerState.BROKEN and not worker.runs:
                 worker.state = WorkerState.IDLE
             worker.last_outcome = verdict.outcome.value
             worker.last_run_at = run.started_at
             worker.last_duration = duration
             if verdict.outcome.failed:
-                worker.failures += 1
-                worker.consecutive_failures += 1
                 worker.last_error = verdict.message
-            else:
-                worker.successes += 1
-                worker.consecutive_failures = 0
-            next_run_at = self._wall(worker.due, now)
+            next_run_at = _utc(worker.timetable.slot_wall(now, self.wall_clock()))
         self.recording.record(
             records.run_finished(
                 run.id,
@@ -675,6 +681,10 @@ class Supervisor:
             duration,
             f": {verdict.message}" if verdict.message else "",
         )
+        if worker is not None and decided:
+            log.warning("%s: %s", run.definition.name, decided)
+            if worker.quarantined:
+                self.recording.record(records.worker_paused(worker.definition.name, True, utcnow(), worker.pause_reason))
 
     def _close_pipes(self, run: Run, drain: bool = False) -> None:
         # What the child wrote before it exited is already in the pipes: read it (bounded), then close. We do
@@ -708,6 +718,24 @@ class Supervisor:
                 log.warning("%s: pid %s did not stop within its grace; SIGKILL", run.definition.name, run.pid)
                 self.spawner.signal_run(run.id, signal.SIGKILL)
 
+    def enforce_memory_limits(self, now: float) -> None:
+        """Kill (SIGKILL, at once) the runs whose memory, with their descendants', is over their limit.
+
+        At once, as the kernel's OOM killer would: a run over its memory limit is a danger to the server now,
+        and the grace a timeout gets would let it grow further.
+        """
+        if self.spawner is None or not self.memory.due(now):
+            return
+        limited = [run for run in self.runs.values() if run.definition.memory_limit and run.pid and not run.killed]
+        for run, verdict in self.memory.check(limited, now):
+            run.stop_reason, run.limit_verdict = StopReason.LIMIT, verdict
+            run.kill_at, run.killed = now, True
+            self.spawner.signal_run(run.id, signal.SIGKILL)
+            worker = self.workers.get(run.definition.name)
+            if worker is not None:
+                worker.state = WorkerState.STOPPING
+            log.warning("%s: pid %s killed: %s", run.definition.name, run.pid, verdict.message)
+
     # -- time and the table ----------------------------------------------------------------------------------
 
     def next_wakeup(self, now: float) -> float | None:
@@ -720,11 +748,10 @@ class Supervisor:
             if not self.spawner.killed:
                 times.append(self.spawner.import_deadline(self.import_timeout))
         elif not self.stopping:
-            times.extend(
-                now if s.triggered else s.due
-                for s in self.workers.values()
-                if s.run is None and s.state is not WorkerState.BROKEN and (s.triggered or not s.paused)
-            )
+            times.extend(self._worker_wakeups(now))
+        memory = self.memory.next_at(self.runs.values())
+        if memory is not None:
+            times.append(memory)
         for run in self.runs.values():
             if run.stop_reason is None and run.deadline is not None:
                 times.append(run.deadline)
@@ -739,6 +766,24 @@ class Supervisor:
             return 0.0
         return max(0.0, min(times) - now) if times else None
 
+    def _worker_wakeups(self, now: float) -> list[float]:
+        times = []
+        full = self.max_children is not None and len(self.runs) >= self.max_children
+        for s in self.workers.values():
+            if s.state is WorkerState.BROKEN:
+                continue
+            if s.ready_since(now) is not None:
+                if not full:  # when full, a run's end wakes us (it is an event)
+                    times.append(now)
+                continue
+            if not s.paused:
+                times.append(s.due)
+                if s.retry_at is not None:
+                    times.append(s.retry_at)
+                if s.timetable.is_cron:
+                    times.append(now + CRON_RECHECK)  # a wall clock step moves a cron slot
+        return times
+
     def refresh(self, now: float) -> None:
         """Redraw the table, at most `refresh_interval` apart."""
         if self.display is None or now < self.next_refresh:
@@ -751,16 +796,26 @@ class Supervisor:
         now = self.clock() if now is None else now
         self._sampled = set()
         rows = []
+        wall = self.wall_clock()
         for name, s in sorted(self.workers.items()):
+            next_run = None
+            if s.state is not WorkerState.BROKEN and not self.stopping:
+                if s.retry_at is not None:
+                    next_run = _utc(wall + s.retry_at - now)
+                elif not s.paused:
+                    next_run = _utc(s.timetable.due_wall(now, wall))
+            state = s.state.value
+            if s.paused and s.state is WorkerState.IDLE:
+                state = "quarantined" if s.quarantined else WorkerState.PAUSED.value
             rows.append(
                 WorkerView(
                     name=name,
-                    state=WorkerState.PAUSED.value if s.paused and s.state is WorkerState.IDLE else s.state.value,
+                    state=state,
                     pid=s.run.pid if s.run else None,
                     last_outcome=s.last_outcome,
                     last_run_at=s.last_run_at,
                     duration=s.last_duration,
-                    next_run_at=None if s.state is WorkerState.BROKEN or s.paused or self.stopping else self._wall(s.due, now),
+                    next_run_at=next_run,
                     successes=s.successes,
                     failures=s.failures,
                     last_error=s.last_error,
@@ -769,6 +824,10 @@ class Supervisor:
                     consecutive_failures=s.consecutive_failures,
                     cpu_percent=self._usage(s.run)[0],
                     rss=self._usage(s.run)[1],
+                    schedule=schedule.describe(s.definition.interval, s.definition.cron, s.definition.timezone),
+                    running=len(s.runs),
+                    queued=s.queued_since is not None,
+                    retry_attempt=s.retry_attempt if s.retry_at is not None else None,
                 )
             )
         for module, error in sorted(self.broken.items()):
@@ -794,8 +853,6 @@ class Supervisor:
         """The line under the table: records waiting, the database's health, uptime."""
         return Footer(self.recording.pending, self.recording.failing, self.started_at)
 
-    def _wall(self, due: float, now: float) -> datetime:
-        return utcnow() + timedelta(seconds=due - now)
 
 
 def _parse_result(data: bytearray) -> dict[str, object] | None:
@@ -806,3 +863,13 @@ def _parse_result(data: bytearray) -> dict[str, object] | None:
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+def _schedule_of(definition: WorkerDefinition) -> tuple[object, ...]:
+    """The settings that place a worker's slots: a change in any of them starts its timetable afresh."""
+    return (definition.interval, definition.cron, definition.timezone, definition.jitter)
+
+
+def _utc(moment: float) -> datetime:
+    """A Unix time as the naive-UTC datetime every record and row holds."""
+    return datetime.fromtimestamp(moment, timezone.utc).replace(tzinfo=None)

@@ -86,6 +86,8 @@ class StopReason(str, enum.Enum):
     """The supervisor is shutting down."""
     SPAWNER_LOST = "spawner lost"
     """The spawner, the run's parent, died; the run died with it."""
+    LIMIT = "limit"
+    """The run went over its memory limit and was killed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,18 @@ def moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def workers_synced(definitions: list[WorkerDefinition], broken: list[str], at: datetime) -> Record:
-    """The spawner reported these workers; every other row but the broken ones is retired."""
+def workers_synced(
+    definitions: list[WorkerDefinition], broken: list[str], at: datetime, next_runs: dict[str, datetime] | None = None
+) -> Record:
+    """The spawner reported these workers; every other row but the broken ones is retired.
+
+    `next_runs` holds each worker's next slot, so a supervisor started later knows which slots it missed.
+    """
     return {
         "type": "workers_synced",
         "definitions": [d.to_dict() for d in definitions],
         "broken": sorted(broken),
+        "next_runs": {name: timestamp(moment) for name, moment in (next_runs or {}).items()},
         "at": timestamp(at),
     }
 
@@ -142,6 +148,6 @@ def command_done(command: int, result: str, at: datetime) -> Record:
     return {"type": "command_done", "command": command, "result": result, "at": timestamp(at)}
 
 
-def worker_paused(worker: str, paused: bool, at: datetime) -> Record:
-    """A worker was paused (it keeps no schedule) or resumed."""
-    return {"type": "worker_paused", "worker": worker, "paused": paused, "at": timestamp(at)}
+def worker_paused(worker: str, paused: bool, at: datetime, reason: str | None = None) -> Record:
+    """A worker was paused (it keeps no schedule) or resumed; `reason` says why the supervisor paused it."""
+    return {"type": "worker_paused", "worker": worker, "paused": paused, "reason": reason, "at": timestamp(at)}

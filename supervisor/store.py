@@ -14,24 +14,22 @@ import socket
 from datetime import datetime, timedelta, timezone
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import peewee
 import psutil
-from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import records
+from . import records, schedule
+# CONNECT_TIMEOUT and redact are re-exported: the recorder and the reports import them from here.
+from .database import CONNECT_TIMEOUT as CONNECT_TIMEOUT, STATEMENT_TIMEOUT_MS, connect, redact as redact
 from .errors import StoreUnavailable
 from .outcome import Outcome, Verdict, WorkerState
 from .records import Record, moment
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
-SQLITE_BUSY_TIMEOUT_MS = 5000
-CONNECT_TIMEOUT = 5  # seconds; libpq counts whole seconds, at least 2
-STATEMENT_TIMEOUT_MS = 10_000
+SCHEMA_VERSION = 4
 ERROR_MESSAGE_LIMIT = 2000
 PRUNE_BATCH = 500
 
@@ -70,6 +68,10 @@ class WorkerRow(BaseModel):
     skipped_count = peewee.IntegerField(default=0)
     last_error = peewee.TextField(null=True)
     paused = peewee.BooleanField(default=False)
+    pause_reason = peewee.TextField(null=True)
+    """Why the supervisor paused it (quarantine); None when an operator did, or when not paused."""
+    schedule = peewee.CharField(null=True, max_length=300)
+    """The schedule in a few words ("every 5m", "cron 0 3 * * * (Europe/Berlin)"), for `status`."""
     updated_at = peewee.DateTimeField()
 
     class Meta:
@@ -141,64 +143,6 @@ MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow, CommandRow]
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime, the form every timestamp column holds."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def redact(url: str) -> str:
-    """Return the URL with its password replaced, for logs, errors and the table."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def connect(url: str, connect_timeout: int = CONNECT_TIMEOUT, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> peewee.Database:
-    """Make (not yet open) the peewee database a URL names: `sqlite:///path` or `postgresql://...`."""
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        path = db_url.parse(url)["database"] or ":memory:"
-        busy_timeout_ms = min(SQLITE_BUSY_TIMEOUT_MS, statement_timeout_ms)
-        return peewee.SqliteDatabase(
-            path,
-            timeout=busy_timeout_ms / 1000,
-            pragmas={
-                # WAL lets `status` in another process read while we write; NORMAL is durable across a
-                # process crash (only an OS crash can lose the last commits).
-                "journal_mode": "wal",
-                "synchronous": "normal",
-                "busy_timeout": busy_timeout_ms,
-                "foreign_keys": 1,
-            },
-        )
-    if scheme in ("postgres", "postgresql"):
-        parts = urlsplit(url)
-        if not parts.path.strip("/"):
-            raise StoreUnavailable("the PostgreSQL URL names no database", redact(url))
-        try:
-            return peewee.PostgresqlDatabase(
-                unquote(parts.path.lstrip("/")),
-                user=unquote(parts.username) if parts.username else None,
-                password=unquote(parts.password) if parts.password else None,
-                host=parts.hostname or None,
-                port=parts.port,
-                connect_timeout=max(2, connect_timeout),
-                # Bounded on the server's side too: a statement stuck behind a lock, or a transaction whose
-                # client vanished, ends instead of holding the worker rows.
-                options=f"-c statement_timeout={statement_timeout_ms} "
-                f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 6}",
-                # A server that vanishes without a word (network cut) is noticed within seconds.
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                tcp_user_timeout=statement_timeout_ms,
-                application_name="worker-supervisor",
-            )
-        except peewee.ImproperlyConfigured as exc:
-            raise StoreUnavailable(
-                f"cannot use PostgreSQL: {exc} (pip install 'worker-supervisor[postgres]')", redact(url)
-            ) from exc
-    raise StoreUnavailable(f"unsupported database URL scheme {scheme!r}; use sqlite:/// or postgresql://", redact(url))
 
 
 class Store:
@@ -307,10 +251,14 @@ class Store:
                 "module": d["module"],
                 "interval": d["interval"],
                 "timeout": d["timeout"],
+                "schedule": schedule.describe(d["interval"], d.get("cron"), d.get("timezone")),
                 "status": WorkerState.IDLE.value,
                 "pid": None,
                 "updated_at": now,
             }
+            next_run = record.get("next_runs", {}).get(d["name"])
+            if next_run:
+                fields["next_run_at"] = moment(next_run)
             WorkerRow.insert(name=d["name"], **fields).on_conflict(
                 conflict_target=[WorkerRow.name], update=fields, where=not_newer
             ).execute()
@@ -450,7 +398,7 @@ class Store:
         ).execute()
 
     def _worker_paused(self, record: Record) -> None:
-        WorkerRow.update(paused=record["paused"]).where(
+        WorkerRow.update(paused=record["paused"], pause_reason=record.get("reason")).where(
             WorkerRow.name == record["worker"], WorkerRow.updated_at <= moment(record["at"])
         ).execute()
 
@@ -463,7 +411,7 @@ class Store:
         with self.unavailable_as("cannot send the command"):
             with self.write_transaction():
                 if action in ("pause", "resume"):
-                    WorkerRow.update(paused=action == "pause").where(WorkerRow.name == worker).execute()
+                    WorkerRow.update(paused=action == "pause", pause_reason=None).where(WorkerRow.name == worker).execute()
                 command: int = CommandRow.insert(worker=worker, action=action, created_at=now).execute()
         return command
 
@@ -640,7 +588,16 @@ def _migrate_2_to_3(db: peewee.Database) -> None:
     db.create_tables([CommandRow], safe=True)
 
 
-MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3}
+def _migrate_3_to_4(db: peewee.Database) -> None:
+    """Version 4: why a worker is paused (quarantine), and its schedule in words (cron as well as intervals)."""
+    migrator = SchemaMigrator.from_database(db)
+    migrate(
+        migrator.add_column("worker", "pause_reason", peewee.TextField(null=True)),
+        migrator.add_column("worker", "schedule", peewee.CharField(null=True, max_length=300)),
+    )
+
+
+MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4}
 
 
 def _still_running_since(pid: int, started_at: datetime) -> bool:

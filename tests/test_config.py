@@ -138,7 +138,7 @@ def test_unknown_worker_key(tmp_path: Path) -> None:
     path = _write(tmp_path, 'workers = ["jobs"]\n[worker.cleanup]\ninterval = 5\ntimout = 3\n')
     with pytest.raises(ConfigError) as info:
         load(_flags(config=str(path)), {})
-    assert info.value.message == "unknown key 'timout' for worker 'cleanup'; did you mean 'timeout'?"
+    assert info.value.message == "worker 'cleanup': unknown key 'timout'; did you mean 'timeout'?"
     assert info.value.where == f"{path}:2 [worker.cleanup]"
 
 
@@ -186,9 +186,9 @@ def test_log_level_is_case_insensitive() -> None:
 )
 def test_bad_worker_override_value(tmp_path: Path, table: str) -> None:
     path = _write(tmp_path, f"[worker.cleanup]\n{table}\n")
-    with pytest.raises(ConfigError, match="of worker 'cleanup' must be a positive duration") as info:
+    with pytest.raises(ConfigError, match=r"^worker 'cleanup': (interval|timeout|grace) must be a (positive|non-negative) duration") as info:
         load(_flags(config=str(path)), {})
-    assert info.value.where == f"{path}:1 [worker.cleanup]"
+    assert info.value.where == f"{path}:1 [worker.cleanup] {table.split()[0]}"
 
 
 def test_worker_override_in_human_units(tmp_path: Path) -> None:

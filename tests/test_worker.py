@@ -96,7 +96,10 @@ def test_error_names_the_module_that_defines_the_worker() -> None:
 
     with pytest.raises(WorkerDefinitionError) as info:
         Broken().definition()
-    assert str(info.value) == f"interval must be a positive duration, got -3 (worker 'Broken' in {__name__})"
+    assert str(info.value) == (
+        f"interval must be a positive duration (seconds, a timedelta, or text like '90s', '5m', '1h'), got -3"
+        f" (worker 'Broken' in {__name__})"
+    )
 
 
 def test_missing_interval() -> None:
