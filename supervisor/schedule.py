@@ -82,7 +82,8 @@ def local_zone() -> tzinfo:
         except (ZoneInfoNotFoundError, ValueError):
             pass
     try:
-        return ZoneInfo.from_file(open("/etc/localtime", "rb"), key="localtime")
+        with open("/etc/localtime", "rb") as file:
+            return ZoneInfo.from_file(file, key="localtime")
     except (OSError, ValueError):
         return timezone.utc
 

@@ -75,7 +75,7 @@ class Timetable:
             self._set_slot(self._slot_at(mono, wall, latest), mono, wall, jitter=False)
             self.due = mono  # made up now, not at the old slot's time
             return Catchup(missed, True)
-        self._set_slot(self._slot_at(mono, wall, self._next_wall_after(wall)), mono, wall)
+        self._set_slot(self._slot_at(mono, wall, latest + period), mono, wall)  # the next slot, on the grid
         return Catchup(missed, False)
 
     def _missed_since(self, first: float, wall: float) -> tuple[int, float, float]:

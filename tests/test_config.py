@@ -309,3 +309,89 @@ def test_status_on_an_unusable_database_is_one_line_and_exit_1(tmp_path: Path, c
     assert len(lines) == 1
     assert lines[0].startswith("supervisor: error: no database file there")
     assert url in lines[0]
+
+
+# -- schedules, run policies and command workers in [worker.NAME] -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('interval = "5m"\nretires = 3', "worker 'backup': unknown key 'retires'; did you mean 'retries'?"),
+        ('interval = "five minutes"', "worker 'backup': interval must be a positive duration (seconds, a timedelta, "
+                                      "or text like '90s', '5m', '1h'), got 'five minutes'"),
+        ('cron = "0 25 * * *"', "worker 'backup': cron is not a valid cron expression (Bad hour): '0 25 * * *'"),
+        ('cron = "0 3 * * *"\ntimezone = "Europe/Atlantis"', "worker 'backup': timezone is not a known time zone "
+                                                              "(an IANA name such as 'Europe/Berlin' or 'UTC'): "
+                                                              "'Europe/Atlantis'"),
+        ('interval = 60\nmemory_limit = "-5MB"', "worker 'backup': memory_limit must be a positive size (bytes, or "
+                                                 "text like '512MB'), got '-5MB'"),
+        ('interval = 60\ncpu_limit = -1', "worker 'backup': cpu_limit must be a positive duration (seconds, a "
+                                          "timedelta, or text like '90s', '5m', '1h'), got -1"),
+        ('interval = 60\nopen_files = 0', "worker 'backup': open_files must be a whole number of at least 1, got 0"),
+        ('interval = 60\nretries = -2', "worker 'backup': retries must be a whole number of at least 0, got -2"),
+        ('interval = 60\noverlap = "sometimes"', "worker 'backup': overlap must be one of skip, queue, allow, got "
+                                                 "'sometimes'"),
+        ('interval = 60\ncron = "@daily"', "worker 'backup': set interval or cron, not both"),
+        ('command = ["pg_dump"]\ninterval = 60\nuser = "no-such-user-here"', "worker 'backup': user names no user "
+                                                                              "on this machine: 'no-such-user-here'"),
+        ('command = ["pg_dump"]\ninterval = 60\ngroup = "no-such-group"', "worker 'backup': group names no group on "
+                                                                          "this machine: 'no-such-group'"),
+        ('command = ["pg_dump"]', "worker 'backup': interval or cron is not set; give seconds, text like '5m', or a "
+                                  "cron expression"),
+        ('command = []\ninterval = 60', "worker 'backup': command must be an argv list such as [\"pg_dump\", \"-f\", "
+                                        "\"x.sql\"] (or a string), got []"),
+        ('command = ["a", "b"]\nshell = true\ninterval = 60', "worker 'backup': with shell = true, command must be "
+                                                              "one string for /bin/sh -c"),
+        ('interval = 60\nuser = "root"', "worker 'backup': unknown key 'user' (only a command worker, one with "
+                                         "`command`, has it)"),
+    ],
+)
+def test_each_kind_of_worker_mistake_is_one_line_naming_the_worker_and_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, message: str
+) -> None:
+    path = _write(tmp_path, f'workers = ["jobs"]\n\n[worker.backup]\n{table}\n')
+    with pytest.raises(ConfigError) as info:
+        load(_flags(config=str(path)), {})
+    assert info.value.message == message
+    assert info.value.where.startswith(f"{path}:3 [worker.backup]")
+    # From the command line: that one line, and a non-zero exit.
+    assert main(["check", "--config", str(path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"supervisor: error: {message} ({info.value.where})"
+
+
+def test_policy_settings_are_read_in_human_units(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[worker.report]\ncron = "0 3 * * 1-5"\ntimezone = "Europe/Berlin"\njitter = "30s"\nmisfire_grace = "1h"\n'
+        'overlap = "allow"\nmax_running = 3\nretries = 2\nretry_delay = "10s"\nretry_delay_max = "5m"\n'
+        'quarantine_after = 5\nmemory_limit = "512MB"\ncpu_limit = "2m"\nopen_files = 256\n',
+    )
+    (report,) = load(_flags(config=str(path)), {}).overrides.values()
+    assert report == {
+        "cron": "0 3 * * 1-5", "timezone": "Europe/Berlin", "jitter": 30.0, "misfire_grace": 3600.0,
+        "overlap": "allow", "max_running": 3, "retries": 2, "retry_delay": 10.0, "retry_delay_max": 300.0,
+        "quarantine_after": 5, "memory_limit": 512_000_000, "cpu_limit": 120.0, "open_files": 256,
+    }
+
+
+def test_a_command_worker_table_is_kept_as_given(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[worker.backup]\ncommand = ["pg_dump", "-f", "/tmp/x.sql"]\ncron = "@daily"\nenv = { PGUSER = "app" }\n'
+        'cwd = "/tmp"\ntimeout = "1h"\n',
+    )
+    config = load(_flags(config=str(path)), {})
+    assert config.overrides == {}
+    assert config.commands == [
+        {"name": "backup", "command": ["pg_dump", "-f", "/tmp/x.sql"], "cron": "@daily", "env": {"PGUSER": "app"},
+         "cwd": "/tmp", "timeout": "1h"}
+    ]
+
+
+def test_a_global_cap_on_children(tmp_path: Path) -> None:
+    assert load(_flags(max_children="4"), {}).max_children == 4
+    assert load(_flags(), {"SUPERVISOR_MAX_CHILDREN": "2"}).max_children == 2
+    with pytest.raises(ConfigError, match="max_children must be a positive whole number"):
+        load(_flags(max_children="0"), {})
