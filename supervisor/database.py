@@ -64,11 +64,11 @@ def connect(
         parts = urlsplit(url)
         if not parts.path.strip("/"):
             raise StoreUnavailable("the PostgreSQL URL names no database", redact(url))
-        bounds: dict[str, str] = {}
+        # Bounded on the server's side too: a statement stuck behind a lock, or a transaction whose client
+        # vanished, ends instead of holding the worker rows. (None is left out of the connection string.)
+        bounds = None
         if statement_timeout_ms is not None:
-            # Bounded on the server's side too: a statement stuck behind a lock, or a transaction whose
-            # client vanished, ends instead of holding the worker rows.
-            bounds["options"] = (
+            bounds = (
                 f"-c statement_timeout={statement_timeout_ms} "
                 f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 6}"
             )
@@ -80,7 +80,7 @@ def connect(
                 host=parts.hostname or None,
                 port=parts.port,
                 connect_timeout=max(2, connect_timeout),
-                **bounds,
+                options=bounds,
                 # A server that vanishes without a word (network cut) is noticed within seconds.
                 keepalives=1,
                 keepalives_idle=5,
