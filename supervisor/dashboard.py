@@ -287,7 +287,7 @@ def _columns(rows: list[WorkerView], now: datetime) -> list[_Column]:
     ]
     if any(row.schedule for row in rows):  # known when the loop draws the table, or from a recent database
         schedules = tuple(Text(printable(row.schedule or "")) for row in rows)
-        columns.insert(-3, _Column("schedule", schedules, drop=8, max_width=28))
+        columns.insert(-3, _Column("schedule", schedules, drop=8, max_width=36))
     return columns
 
 

@@ -536,3 +536,44 @@ def test_uptime(seconds: float, text: str) -> None:
 )
 def test_size(octets: int, text: str) -> None:
     assert size(octets) == text
+
+
+# -- run policies in the table ------------------------------------------------------------------------------------
+
+
+def test_schedule_column_appears_when_schedules_are_known_and_retries_show_in_next_run() -> None:
+    rows = [
+        _view(name="report", schedule="cron 0 3 * * * (Europe/Berlin)", next_run_at=NOW + timedelta(hours=3)),
+        _view(name="flaky", schedule="every 5m", retry_attempt=3, next_run_at=NOW + timedelta(seconds=4),
+              last_outcome="error", failures=2, consecutive_failures=2, last_error="ConnectionError: refused"),
+    ]
+    output = _draw(rows)
+    header = _header(output)
+    assert header.index("schedule") == header.index("next run") + 1
+    table = {cells[0]: dict(zip(header, cells)) for cells in _rows(output)}
+    assert table["report"]["schedule"] == "cron 0 3 * * * (Europe/Berlin)"
+    assert table["report"]["next run"] == "in 3.0h"
+    assert table["flaky"]["next run"] == "retry 3 in 4.0s"
+
+
+def test_quarantined_workers_overlapping_runs_and_a_queued_run_are_visible() -> None:
+    rows = [
+        _view(name="bad", state="quarantined", last_outcome="crash", failures=5, consecutive_failures=5),
+        _view(name="busy", state="running", pid=42, running=3, queued=False, running_since=NOW),
+        _view(name="slow", state="running", pid=43, running=1, queued=True, running_since=NOW),
+    ]
+    output = _draw(rows)
+    header = _header(output)
+    table = {cells[0]: dict(zip(header, cells)) for cells in _rows(output)}
+    assert table["bad"]["state"] == "quarantined"
+    assert table["busy"]["state"] == "running ×3"
+    assert table["slow"]["state"] == "running +1 queued"
+    assert "1 paused" in output  # the footer counts a quarantined worker with the paused ones
+
+
+def test_the_schedule_column_is_the_first_to_go_on_a_narrow_terminal() -> None:
+    row = _view(name="report", schedule="every 5m", last_error="x" * 40, last_outcome="error")
+    wide = _header(_draw([row], width=200))
+    narrower = _header(_draw([row], width=sum(len(h) + 2 for h in wide) - 4))
+    assert "schedule" in wide and "schedule" not in narrower
+    assert [h for h in wide if h != "schedule"] == narrower
