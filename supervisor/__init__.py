@@ -12,6 +12,7 @@ from .outcome import Outcome, WorkerState
 from .worker import FunctionWorker, RunContext, Worker, WorkerDefinition, register, worker
 
 __all__ = [
+    "CommandWorker",
     "ConfigError",
     "FunctionWorker",
     "Outcome",
@@ -25,3 +26,12 @@ __all__ = [
     "register",
     "worker",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # CommandWorker brings the run's exec machinery with it: loaded only by the modules that declare one.
+    if name == "CommandWorker":
+        from .command import CommandWorker
+
+        return CommandWorker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ import re
 import selectors
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .dashboard import printable
 from .outcome import signal_name
@@ -61,15 +62,24 @@ class Findings:
 def check(
     sources: list[str],
     import_timeout: float,
-    overrides: dict[str, dict[str, float | None]],
+    overrides: dict[str, dict[str, Any]],
     config_path: str | None = None,
+    commands: list[dict[str, Any]] | None = None,
 ) -> Findings:
-    """Import the worker modules in spawner processes, and check what they define against the config's overrides."""
+    """Import the worker modules in spawner processes, and check what they define against the config's overrides.
+
+    `commands` are the config's command workers (keyword arguments of CommandWorker), checked by the spawner too.
+    """
     findings = Findings()
-    definitions = import_workers(sources, import_timeout, findings)
+    definitions = import_workers(sources, import_timeout, findings, commands)
     for definition in definitions:
         if overrides.get(definition.name):
-            definition = definition.overridden(overrides[definition.name])
+            try:
+                definition = definition.overridden(overrides[definition.name])
+            except ValueError as exc:  # the config's settings do not hold together with the code's
+                findings.add(f"invalid worker: {exc} (worker {definition.name!r} with its [worker.{definition.name}] "
+                             f"settings{' in ' + config_path if config_path else ''})", CONFIG)
+                continue
             findings.overridden.add(definition.name)
         findings.workers.append(definition)
     known = [d.name for d in definitions] + findings.invalid_workers
@@ -91,12 +101,14 @@ def check(
     return findings
 
 
-def import_workers(sources: list[str], import_timeout: float, findings: Findings) -> list[WorkerDefinition]:
+def import_workers(
+    sources: list[str], import_timeout: float, findings: Findings, commands: list[dict[str, Any]] | None = None
+) -> list[WorkerDefinition]:
     """Import every module of `sources` in a spawner, as `run` does; return the valid definitions, note problems."""
     excluded: set[str] = set()
     while True:
         before = len(excluded)
-        link = SpawnerLink(sources, excluded)
+        link = SpawnerLink(sources, excluded, commands)
         link.start()
         try:
             definitions = _watch(link, import_timeout, excluded, findings)
@@ -240,8 +252,12 @@ def _one_line(text: str) -> str:
 
 
 def describe(definition: WorkerDefinition, overridden: bool) -> list[str]:
-    """The columns of a worker's line: name, interval, timeout, grace, module."""
+    """The columns of a worker's line: name, schedule (interval or cron), timeout, grace, module."""
     timeout = f"timeout {definition.timeout:g}s" if definition.timeout is not None else "no timeout"
     note = " (config)" if overridden else ""
-    return [printable(definition.name), f"every {definition.interval:g}s{note}", timeout, f"grace {definition.grace:g}s",
-            printable(definition.module)]
+    if definition.interval is not None:
+        schedule = f"every {definition.interval:g}s{note}"
+    else:
+        zone = f" {definition.timezone}" if definition.timezone else ""
+        schedule = f"cron {printable(str(definition.cron))}{zone}{note}"
+    return [printable(definition.name), schedule, timeout, f"grace {definition.grace:g}s", printable(definition.module)]

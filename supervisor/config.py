@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import grp
-import os
-import pwd
 import re
 import sys
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
-from .worker import OVERRIDABLE, WorkerDefinition, read_setting
+from .errors import ConfigError, WorkerDefinitionError
+from .worker import OVERRIDABLE, read_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -242,14 +239,16 @@ def _worker_tables(value: Any, path: str, text: str) -> tuple[dict[str, dict[str
             if key not in known:
                 hint = "" if is_command or key not in COMMAND_KEYS else " (only a command worker, one with `command`, has it)"
                 raise ConfigError(f"worker {name!r}: unknown key {key!r}{_did_you_mean(key, known)}{hint}", where)
+            if key in COMMAND_KEYS:
+                continue  # checked with the whole command worker below
             try:
-                settings[key] = _command_setting(key, given) if key in COMMAND_KEYS else read_setting(key, given)
+                settings[key] = read_setting(key, given)
             except ValueError as exc:
                 raise ConfigError(f"worker {name!r}: {key} {exc}", f"{path}:{_line_of(text, 'worker', name)}"
                                   f" [worker.{name}] {key}") from None
         if is_command:
-            _check_command_worker(name, settings, where)
-            commands.append({"name": name, **{k: v for k, v in table.items()}})
+            _check_command_worker(name, table, where)
+            commands.append({"name": name, **table})
         else:
             if "interval" in settings and "cron" in settings:
                 raise ConfigError(f"worker {name!r}: set interval or cron, not both", where)
@@ -257,56 +256,14 @@ def _worker_tables(value: Any, path: str, text: str) -> tuple[dict[str, dict[str
     return overrides, commands
 
 
-def _command_setting(key: str, value: Any) -> Any:
-    """Check one of a command worker's own keys (command, shell, env, cwd, user, group)."""
-    if key == "command":
-        if isinstance(value, str) and value.strip():
-            return value
-        if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
-            return value
-        raise ValueError(f"must be an argv list such as [\"pg_dump\", \"-f\", \"x.sql\"] (or a string), got {value!r}")
-    if key == "shell":
-        if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
-        return value
-    if key == "env":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise ValueError(f"must be a table of strings, such as {{ LANG = \"C.UTF-8\" }}, got {value!r}")
-        return value
-    if key == "cwd":
-        if not isinstance(value, str) or not os.path.isdir(value):
-            raise ValueError(f"must be an existing directory, got {value!r}")
-        return value
-    if key == "user":
-        try:
-            return pwd.getpwnam(value).pw_name if isinstance(value, str) else pwd.getpwuid(int(value)).pw_name
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"names no user on this machine: {value!r}") from None
-    try:  # group
-        return grp.getgrnam(value).gr_name if isinstance(value, str) else grp.getgrgid(int(value)).gr_name
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"names no group on this machine: {value!r}") from None
+def _check_command_worker(name: str, table: dict[str, Any], where: str) -> None:
+    """Check a command worker as the spawner will build it (command, env, user and group, schedule together)."""
+    from .command import CONFIG_ORIGIN, CommandWorker  # our own code, not a worker's: safe in the supervisor
 
-
-def _check_command_worker(name: str, settings: dict[str, Any], where: str) -> None:
-    """The settings of a command worker must hold together (a schedule, a shell string only with shell = true)."""
     try:
-        WorkerDefinition(name=name, module="config", **{k: v for k, v in settings.items() if k in WORKER_KEYS})
-    except ValueError as exc:
-        raise ConfigError(f"worker {name!r}: {exc}", where) from None
-    if settings.get("shell") and not isinstance(settings["command"], str):
-        raise ConfigError(f"worker {name!r}: with shell = true, command must be one string for /bin/sh -c", where)
-    for key in ("user", "group"):
-        if key in settings and os.geteuid() != 0 and settings[key] != _current(key):
-            raise ConfigError(
-                f"worker {name!r}: {key} {settings[key]!r} needs the supervisor to run as root (it runs as "
-                f"{_current(key)!r})",
-                where,
-            )
-
-
-def _current(key: str) -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name if key == "user" else grp.getgrgid(os.getegid()).gr_name
+        CommandWorker(name=name, origin=CONFIG_ORIGIN, **table).definition()
+    except WorkerDefinitionError as exc:
+        raise ConfigError(f"worker {name!r}: {exc.message}", where) from None
 
 
 def _line_of(text: str, *path: str) -> int:

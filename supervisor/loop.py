@@ -297,7 +297,7 @@ class Supervisor:
         """Start a spawner that imports every source module except the excluded ones."""
         self.restart_at = None
         self.reported = []
-        link = SpawnerLink(self.sources, self.excluded)
+        link = SpawnerLink(self.sources, self.excluded, self.commands)
         link.start()
         self.spawner = link
         link.watch(self.selector, "spawner")
@@ -731,6 +731,9 @@ class Supervisor:
             run.stop_reason, run.limit_verdict = StopReason.LIMIT, verdict
             run.kill_at, run.killed = now, True
             self.spawner.signal_run(run.id, signal.SIGKILL)
+            # The group kill misses descendants that left the run's group (start_new_session, setsid), and the
+            # spawner does not look for them until it shuts down: kill those the memory watch saw, by pid.
+            self.memory.kill_descendants(run.id)
             worker = self.workers.get(run.definition.name)
             if worker is not None:
                 worker.state = WorkerState.STOPPING

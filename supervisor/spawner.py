@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import os
 import selectors
 import signal
@@ -20,10 +21,11 @@ import sys
 import threading
 import traceback
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import discovery
 from .child import run_child
+from .command import CONFIG_ORIGIN, CommandWorker
 from .errors import WorkerDefinitionError
 from .process import (
     become_subreaper,
@@ -40,16 +42,28 @@ from .worker import Worker
 EXIT_RESTART = 75
 # If the final reaping at shutdown takes longer than this, SIGALRM's default action ends the spawner anyway.
 SHUTDOWN_ALARM = 10
+# The config's command workers travel in the environment, not on the command line: their `env` may hold secrets,
+# and argv is visible to every user in ps. The spawner takes the variable out before any worker code runs.
+COMMANDS_ENV = "SUPERVISOR_SPAWNER_COMMANDS"
 
 
 class Spawner:
     """Import the workers, then fork runs on request and report each run's exit."""
 
-    def __init__(self, control: socket.socket, supervisor_pid: int, sources: list[str], excluded: set[str]) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        supervisor_pid: int,
+        sources: list[str],
+        excluded: set[str],
+        commands: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.control = control
         self.supervisor_pid = supervisor_pid
         self.sources = sources
         self.excluded = excluded
+        self.commands = commands or []
+        """The config's command workers, as keyword arguments of CommandWorker."""
         self.workers: dict[str, Worker] = {}
         self.runs: dict[int, str] = {}  # pid -> run id, until reaped
         self.pids: dict[str, int] = {}  # run id -> pid, until reaped
@@ -59,13 +73,15 @@ class Spawner:
     # -- start-up: imports --------------------------------------------------------------------------------
 
     def load_workers(self) -> None:
-        """Import every module of every source, report their workers, and report `ready`."""
+        """Import every module of every source, add the config's command workers, report them all, then `ready`."""
         for source in self.sources:
             module = self._import(source)
             if module is None:
                 continue
             for name in discovery.submodules(module):
                 self._import(name)
+        for number, spec in enumerate(self.commands, 1):
+            self._add_command(spec, number)
         send(self.control, "ready", pid=os.getpid())
 
     def _import(self, name: str) -> ModuleType | None:
@@ -115,6 +131,21 @@ class Spawner:
             return
         self.workers[definition.name] = worker
         send(self.control, "worker", definition=definition.to_dict())
+
+    def _add_command(self, spec: dict[str, Any], number: int) -> None:
+        """Add a command worker the config declares; one that cannot even be built is reported broken."""
+        name = spec.get("name")
+        name = name if isinstance(name, str) else f"command #{number}"
+        try:
+            worker = CommandWorker(**spec, origin=CONFIG_ORIGIN)
+        except WorkerDefinitionError as exc:
+            error = str(exc)
+        except TypeError as exc:  # a key that clashes with one of its parameters, such as "origin"
+            error = f"{exc} (worker {name!r} in {CONFIG_ORIGIN})"
+        else:
+            self._add(worker, CONFIG_ORIGIN)
+            return
+        send(self.control, "broken", module=CONFIG_ORIGIN, worker=name, error=error, traceback="")
 
     # -- the loop -------------------------------------------------------------------------------------------
 
@@ -288,6 +319,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--source", action="append", default=[])
     parser.add_argument("--exclude", action="append", default=[])
     args = parser.parse_args(argv)
+    commands = json.loads(os.environ.pop(COMMANDS_ENV, "[]"))
     # Until the loop runs, the supervisor's death must end us outright: an import may hang with signals blocked.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
         os._exit(1)
@@ -297,7 +329,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     control = socket.socket(fileno=args.control_fd)
     control.setblocking(True)
     os.set_inheritable(control.fileno(), False)
-    spawner = Spawner(control, args.supervisor_pid, args.source, set(args.exclude))
+    spawner = Spawner(control, args.supervisor_pid, args.source, set(args.exclude), commands)
     try:
         spawner.load_workers()
         spawner.serve()

@@ -1,10 +1,13 @@
 """The supervisor's handle on the spawner: which module it is importing, whether it is ready, run requests."""
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from .helper import HelperProcess
 from .protocol import Message
+from .spawner import COMMANDS_ENV
 
 
 class SpawnerLink(HelperProcess):
@@ -12,13 +15,15 @@ class SpawnerLink(HelperProcess):
 
     module = "supervisor.spawner"
 
-    def __init__(self, sources: list[str], excluded: set[str]) -> None:
+    def __init__(self, sources: list[str], excluded: set[str], commands: list[dict[str, Any]] | None = None) -> None:
+        """`commands` are the config's command workers, each the keyword arguments of a CommandWorker (JSON-able)."""
         args: list[str] = []
         for source in sources:
             args += ["--source", source]
         for module in sorted(excluded):
             args += ["--exclude", module]
-        super().__init__(args)
+        # Always set, even to none: a value the supervisor inherited must never declare workers.
+        super().__init__(args, {COMMANDS_ENV: json.dumps(commands or [])})
         self.ready = False
         self.importing: str | None = None
         """The module the spawner said it is importing and has not yet reported on: the culprit if it dies."""

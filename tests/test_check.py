@@ -110,7 +110,10 @@ def test_broken_modules_are_each_named_and_the_rest_still_checked(in_tmp: Path) 
     assert segfault.endswith("ck_bad/a_segfault.py:3"), segfault  # faulthandler's frame in the module
     assert raises.startswith("module ck_bad.b_raises is broken: import failed: RuntimeError: the settings module is missing")
     assert raises.endswith("ck_bad/b_raises.py:1"), raises
-    assert negative == "invalid worker: interval must be a positive duration, got -5 (worker 'negative' in ck_bad.c_negative)"
+    assert negative == (
+        "invalid worker: interval must be a positive duration (seconds, a timedelta, or text like '90s', '5m', '1h'),"
+        " got -5 (worker 'negative' in ck_bad.c_negative)"
+    )
     assert findings.broken_modules == ["ck_bad.a_segfault", "ck_bad.b_raises"]
     # The good module after the crash was imported by the second spawner, and its workers are listed.
     assert {d.name for d in findings.workers} == {"sync_rates", "cleanup"}

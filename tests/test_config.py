@@ -333,16 +333,16 @@ def test_status_on_an_unusable_database_is_one_line_and_exit_1(tmp_path: Path, c
         ('interval = 60\noverlap = "sometimes"', "worker 'backup': overlap must be one of skip, queue, allow, got "
                                                  "'sometimes'"),
         ('interval = 60\ncron = "@daily"', "worker 'backup': set interval or cron, not both"),
-        ('command = ["pg_dump"]\ninterval = 60\nuser = "no-such-user-here"', "worker 'backup': user names no user "
-                                                                              "on this machine: 'no-such-user-here'"),
-        ('command = ["pg_dump"]\ninterval = 60\ngroup = "no-such-group"', "worker 'backup': group names no group on "
-                                                                          "this machine: 'no-such-group'"),
+        ('command = ["pg_dump"]\ninterval = 60\nuser = "no-such-user-here"', "worker 'backup': user 'no-such-user-here' "
+                                                                              "does not exist"),
+        ('command = ["pg_dump"]\ninterval = 60\ngroup = "no-such-group"', "worker 'backup': group 'no-such-group' "
+                                                                          "does not exist"),
         ('command = ["pg_dump"]', "worker 'backup': interval or cron is not set; give seconds, text like '5m', or a "
                                   "cron expression"),
-        ('command = []\ninterval = 60', "worker 'backup': command must be an argv list such as [\"pg_dump\", \"-f\", "
-                                        "\"x.sql\"] (or a string), got []"),
-        ('command = ["a", "b"]\nshell = true\ninterval = 60', "worker 'backup': with shell = true, command must be "
-                                                              "one string for /bin/sh -c"),
+        ('command = []\ninterval = 60', "worker 'backup': command must be a non-empty list of "
+                                        "strings, got []"),
+        ('command = ["a", "b"]\nshell = true\ninterval = 60', "worker 'backup': command must be a non-empty string "
+                                                              "when shell is true (run as /bin/sh -c COMMAND), got a list"),
         ('interval = 60\nuser = "root"', "worker 'backup': unknown key 'user' (only a command worker, one with "
                                          "`command`, has it)"),
     ],
