@@ -25,4 +25,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm
+	rm -rf $(VENV) *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm example-ledger.db*

@@ -18,6 +18,7 @@ from typing import Any
 from .dashboard import printable
 from .outcome import signal_name
 from .protocol import Message
+from .schedule import describe as describe_schedule, format_duration
 from .spawner import EXIT_RESTART
 from .spawner_link import SpawnerLink
 from .worker import WorkerDefinition
@@ -253,11 +254,8 @@ def _one_line(text: str) -> str:
 
 def describe(definition: WorkerDefinition, overridden: bool) -> list[str]:
     """The columns of a worker's line: name, schedule (interval or cron), timeout, grace, module."""
-    timeout = f"timeout {definition.timeout:g}s" if definition.timeout is not None else "no timeout"
+    timeout = f"timeout {format_duration(definition.timeout)}" if definition.timeout is not None else "no timeout"
     note = " (config)" if overridden else ""
-    if definition.interval is not None:
-        schedule = f"every {definition.interval:g}s{note}"
-    else:
-        zone = f" {definition.timezone}" if definition.timezone else ""
-        schedule = f"cron {printable(str(definition.cron))}{zone}{note}"
-    return [printable(definition.name), schedule, timeout, f"grace {definition.grace:g}s", printable(definition.module)]
+    schedule = printable(describe_schedule(definition.interval, definition.cron, definition.timezone)) + note
+    return [printable(definition.name), schedule, timeout, f"grace {format_duration(definition.grace)}",
+            printable(definition.module)]

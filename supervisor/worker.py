@@ -243,7 +243,7 @@ class RunContext:
         self._is_cancelled = is_cancelled
         self._wait_cancelled = wait_cancelled
         self.due_at = due_at
-        """Unix time of the slot this run is for (its scheduled time; a late or retried run starts after it)."""
+        """Unix time the run was due: its slot plus its jitter (a retry or a trigger: when it was asked for)."""
         self.database_url = database
         """URL of the worker's own database (its `database` setting), or None."""
         self._database: Any = None

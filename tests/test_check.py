@@ -170,9 +170,9 @@ def test_check_command_lists_valid_workers_and_exits_0(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[-1] == "2 valid worker(s) in workers; 0 problem(s)"
     (rates,) = [line for line in lines if line.startswith("sync_rates ")]
-    assert rates.split() == ["sync_rates", "every", "300s", "(config)", "timeout", "12.5s", "grace", "5s", "workers.jobs"]
+    assert rates.split() == ["sync_rates", "every", "5m", "(config)", "timeout", "12.5s", "grace", "5s", "workers.jobs"]
     (cleanup,) = [line for line in lines if line.startswith("cleanup ")]
-    assert cleanup.split() == ["cleanup", "every", "300s", "no", "timeout", "grace", "10s", "workers.jobs"]
+    assert cleanup.split() == ["cleanup", "every", "5m", "no", "timeout", "grace", "10s", "workers.jobs"]
     assert (tmp_path / "imported-by").exists()  # by a spawner: cli() checked it was not the check's own process
 
 

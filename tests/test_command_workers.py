@@ -416,7 +416,7 @@ def test_check_describes_a_config_command_worker_on_a_cron_schedule(in_tmp: Path
     commands = [{"name": "nightly", "command": ["backup"], "cron": "0 3 * * *", "timezone": "Europe/Berlin"}]
     findings = check(["cw_cron"], 30.0, {}, commands=commands)
     (nightly,) = [d for d in findings.workers if d.name == "nightly"]
-    assert describe(nightly, False) == ["nightly", "cron 0 3 * * * Europe/Berlin", "no timeout", "grace 5s", "config"]
+    assert describe(nightly, False) == ["nightly", "cron 0 3 * * * (Europe/Berlin)", "no timeout", "grace 5s", "config"]
 
 
 

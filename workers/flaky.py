@@ -17,7 +17,7 @@ def fetch_exchange_rates() -> dict[str, float]:
     return {"EUR": 1.0, "USD": 1.08}
 
 
-@worker(interval=timedelta(seconds=3), timeout=10)
+@worker(interval=timedelta(seconds=3), timeout=10, retries=2, retry_delay="500ms")
 def sync_rates(ctx: RunContext) -> None:
     """Fetch exchange rates; the traceback of a failure is stored with the run."""
     rates = fetch_exchange_rates()
