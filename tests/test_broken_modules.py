@@ -49,7 +49,8 @@ def test_invalid_worker_definition_is_recorded_by_name(tmp_path: Path, record: R
     wait_until(lambda: len(record.runs("healthy")) >= 2, timeout=60, what="healthy runs")
     row = wait_until(lambda: record.worker("negative"), timeout=10, what="the invalid worker's row")
     assert row["status"] == "broken"
-    assert "interval must be a positive duration, got -5" in row["last_error"]
+    assert "interval must be a positive duration (seconds, a timedelta, or text like" in row["last_error"]
+    assert "got -5" in row["last_error"]
     assert "worker 'negative' in workers.bad_interval" in row["last_error"]
     assert supervisor.stop() == 0
 
