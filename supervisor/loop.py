@@ -489,7 +489,7 @@ class Supervisor:
             status.timetable.follow_wall_clock(now, wall)
             done = status.slot_passed_while_busy(now, wall)
             if done:
-                log.info("%s: slot came while busy: %s", name, done)
+                log.info("%s: %s", name, done)
             since = status.ready_since(now)
             if since is not None:
                 owed.append((since, name))
@@ -781,7 +781,7 @@ class Supervisor:
                 continue
             if not s.paused:
                 times.append(s.due)
-                if s.retry_at is not None:
+                if s.retry_at is not None and s.has_room:  # without room, the end of a run wakes us
                     times.append(s.retry_at)
                 if s.timetable.is_cron:
                     times.append(now + CRON_RECHECK)  # a wall clock step moves a cron slot

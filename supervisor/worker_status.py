@@ -117,9 +117,9 @@ class WorkerStatus:
         if self.retry_at is None and self.definition.overlap == "queue" and self.queued_since is None:
             self.queued_since = mono
             self._skip(missed)
-            return "a run is in progress; one run queued" + (f", {missed} slot(s) skipped" if missed else "")
+            return "still running; one run queued" + (f", {missed} slot(s) skipped" if missed else "")
         self._skip(1 + missed)
-        busy = "a retry is pending" if self.retry_at is not None else f"{len(self.runs)} run(s) in progress"
+        busy = "a retry is pending" if self.retry_at is not None else f"still running ({len(self.runs)} run(s))"
         return f"{busy}; skipped {1 + missed} slot(s)"
 
     def ready_since(self, mono: float) -> float | None:
