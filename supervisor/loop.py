@@ -32,6 +32,7 @@ from .limits import MemoryWatch, cpu_limit_verdict, open_files_verdict, run_sett
 from .usage import ResourceSampler
 from .store import utcnow
 from . import schedule
+from .agenda import Agenda
 from .timetable import Timetable
 from .worker import WorkerDefinition
 from .worker_status import Run, StartReason, WorkerStatus
@@ -43,7 +44,7 @@ FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
-CRON_RECHECK = 60.0  # a cron worker's due time is re-read from the wall clock at least this often
+FULL_PASS_INTERVAL = 60.0  # every worker is looked at this often (cron slots follow a wall clock step)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -89,7 +90,10 @@ class Supervisor:
         self.wall_clock = wall_clock
         self.max_children = max_children
         """At most this many runs of all workers at once (None: no cap); runs owed beyond it wait their turn."""
-        self.waiting_for_room = 0
+        self.waiting_for_room: set[str] = set()
+        self.agenda = Agenda()
+        """When each worker next wants attention, so a pass looks only at the workers that are due."""
+        self.next_full_pass = 0.0
         self.memory = MemoryWatch()
         self.workers: dict[str, WorkerStatus] = {}
         self.runs: dict[str, Run] = {}
@@ -236,6 +240,7 @@ class Supervisor:
             self.recording.record(records.worker_paused(worker, False, now))
         else:
             result = f"unknown action {action!r}"
+        self._attend(status, self.clock())
         log.info("%s: %s: %s", worker, action, result)
         self.recording.record(records.command_done(number, f"{result} (by {self.node}, pid {self.pid})", now))
 
@@ -362,6 +367,7 @@ class Supervisor:
             if status.definition.module == module:
                 status.state = WorkerState.BROKEN
                 status.last_error = error
+                self.agenda.set(status.definition.name, None)
 
     def handle_ready(self) -> None:
         """Take the spawner's worker list: keep known workers' schedules, place new ones (from the record)."""
@@ -379,6 +385,7 @@ class Supervisor:
         for name in list(self.workers):
             if name not in defined and not self.workers[name].runs:
                 del self.workers[name]
+                self.agenda.set(name, None)
         for name, definition in defined.items():
             status = self.workers.get(name)
             if status is None:
@@ -391,6 +398,7 @@ class Supervisor:
                 status.definition = status.timetable.definition = definition
             if status.state is WorkerState.BROKEN:
                 status.state = WorkerState.RUNNING if status.runs else WorkerState.IDLE
+            self._attend(status, now)
         broken = [name for name in self.broken if name not in defined]
         next_runs = {name: _utc(s.timetable.slot_wall(now, wall)) for name, s in self.workers.items()}
         self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
@@ -482,9 +490,12 @@ class Supervisor:
                 self._give_up_on_import()
             return
         wall = self.wall_clock()
+        if now >= self.next_full_pass:
+            self._attend_all(now, wall)
         owed: list[tuple[float, str]] = []
-        for name, status in self.workers.items():
-            if status.state is WorkerState.BROKEN:
+        for name in [*self.agenda.due(now), *sorted(self.waiting_for_room)]:
+            status = self.workers.get(name)
+            if status is None or status.state is WorkerState.BROKEN:
                 continue
             status.timetable.follow_wall_clock(now, wall)
             done = status.slot_passed_while_busy(now, wall)
@@ -493,6 +504,8 @@ class Supervisor:
             since = status.ready_since(now)
             if since is not None:
                 owed.append((since, name))
+            else:
+                self._attend(status, now)
         owed.sort()
         room = len(owed) if self.max_children is None else max(0, self.max_children - len(self.runs))
         for _, name in owed[:room]:
@@ -500,7 +513,31 @@ class Supervisor:
             slot = status.timetable.due
             reason, attempt = status.take_start(now, wall)
             self.start_run(status, now, wall, attempt, slot if reason is StartReason.SLOT else now)
-        self.waiting_for_room = len(owed) - min(room, len(owed))
+            self._attend(status, now)
+        # Runs owed beyond the cap wait here, out of the agenda: each pass offers them the room a run's end made.
+        self.waiting_for_room = {name for _, name in owed[room:]}
+
+    def _attend(self, status: WorkerStatus, now: float) -> None:
+        """Put the worker on the agenda for the next time it wants the loop: its slot, a retry, a run owed now."""
+        name = status.definition.name
+        if status.state is WorkerState.BROKEN or self.workers.get(name) is not status:
+            self.agenda.set(name, None)
+            return
+        times = []
+        if status.has_room and (status.triggered or status.queued_since is not None):
+            times.append(now)
+        if not status.paused:
+            times.append(status.due)  # also when busy: the slot is then skipped or queued, and counted
+            if status.retry_at is not None and status.has_room:  # without room, the end of a run brings it back
+                times.append(status.retry_at)
+        self.agenda.set(name, min(times) if times else None)
+
+    def _attend_all(self, now: float, wall: float) -> None:
+        """Every minute: follow the wall clock with cron slots (a clock step moves them), and re-place everyone."""
+        for status in self.workers.values():
+            status.timetable.follow_wall_clock(now, wall)
+            self._attend(status, now)
+        self.next_full_pass = now + FULL_PASS_INTERVAL
 
     def _give_up_on_import(self) -> None:
         assert self.spawner is not None
@@ -646,6 +683,7 @@ class Supervisor:
             worker.last_duration = duration
             if verdict.outcome.failed:
                 worker.last_error = verdict.message
+            self._attend(worker, now)
             next_run_at = _utc(worker.timetable.slot_wall(now, self.wall_clock()))
         self.recording.record(
             records.run_finished(
@@ -751,7 +789,12 @@ class Supervisor:
             if not self.spawner.killed:
                 times.append(self.spawner.import_deadline(self.import_timeout))
         elif not self.stopping:
-            times.extend(self._worker_wakeups(now))
+            attention = self.agenda.next_time()
+            if attention is not None:
+                times.append(attention)
+            if self.waiting_for_room and (self.max_children is None or len(self.runs) < self.max_children):
+                times.append(now)
+            times.append(self.next_full_pass)
         memory = self.memory.next_at(self.runs.values())
         if memory is not None:
             times.append(memory)
@@ -768,24 +811,6 @@ class Supervisor:
         if self.stopping and not self.runs:
             return 0.0
         return max(0.0, min(times) - now) if times else None
-
-    def _worker_wakeups(self, now: float) -> list[float]:
-        times = []
-        full = self.max_children is not None and len(self.runs) >= self.max_children
-        for s in self.workers.values():
-            if s.state is WorkerState.BROKEN:
-                continue
-            if s.ready_since(now) is not None:
-                if not full:  # when full, a run's end wakes us (it is an event)
-                    times.append(now)
-                continue
-            if not s.paused:
-                times.append(s.due)
-                if s.retry_at is not None and s.has_room:  # without room, the end of a run wakes us
-                    times.append(s.retry_at)
-                if s.timetable.is_cron:
-                    times.append(now + CRON_RECHECK)  # a wall clock step moves a cron slot
-        return times
 
     def refresh(self, now: float) -> None:
         """Redraw the table, at most `refresh_interval` apart."""
