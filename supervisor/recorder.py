@@ -5,8 +5,9 @@ supervisor's process means a database that is slow, locked, restarted or hung (a
 never answers blocks a client with no timeout of its own) can stall only the recorder; the supervisor goes on
 starting runs, appending to the journal, and kills and replaces a recorder that has gone silent.
 
-It also polls the database for operators' commands (trigger, pause, resume) and passes them on, so that the
-command line reaches a running supervisor, on this host or another, through the database alone.
+It also looks in the database for operators' commands (trigger, pause, resume) and passes them on, so that the
+command line reaches a running supervisor, on this host or another, through the database alone; when to look
+is command_watch.py's to say (PostgreSQL notifies, SQLite is asked cheaply twice a second).
 
 Protocol (see protocol.py):  supervisor -> recorder: written {end}; rewind {}
                              recorder -> supervisor: applied {end}; failing {error}; healthy {}; pruned {runs, failures};
@@ -25,6 +26,7 @@ from typing import NoReturn
 
 import peewee
 
+from .command_watch import CommandWatch
 from .errors import StoreUnavailable
 from .journal import read_records
 from .process import die_with_parent
@@ -33,7 +35,7 @@ from .store import CONNECT_TIMEOUT, Store
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
-COMMAND_POLL = 0.5  # seconds between looks for operators' commands: "within a second" with room to spare
+COMMAND_POLL = 0.5  # seconds between looks for operators' commands on SQLite, and between connection attempts
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 # The supervisor takes a recorder that is silent for its write timeout, with records waiting, as hung. So every
@@ -69,29 +71,50 @@ class Recorder:
         self.connected = False
         self.next_poll = 0.0
         self.commands_sent: set[int] = set()
+        self.watch = CommandWatch(store.db)
 
     def serve(self) -> None:
         """Work until the supervisor closes the channel."""
         while True:
             now = time.monotonic()
-            readable, _, _ = select.select([self.control], [], [], self._wait(now))
-            if readable and not self.read_messages():
+            notifications = self.watch.fileno()
+            waiting_on = [self.control] if notifications is None else [self.control, notifications]
+            readable, _, _ = select.select(waiting_on, [], [], self._wait(now))
+            if self.control in readable and not self.read_messages():
                 return
+            if notifications in readable:
+                self.watch.readable()
             now = time.monotonic()
             if self.offset < self.end and now >= self.retry_at:
                 self.apply_pending()
             elif self.offset >= self.end and self.prune_interval and now >= self.next_prune:
                 self.prune()
-            if time.monotonic() >= self.next_poll:
+            if not self.connected or not self.watch.notified:
+                if time.monotonic() >= self.next_poll:
+                    self.poll_commands()
+            elif self.watch.should_look():  # PostgreSQL: only when told (or just connected)
                 self.poll_commands()
 
-    def _wait(self, now: float) -> float:
-        wake = self.next_poll
+    def _wait(self, now: float) -> float | None:
+        wake = None if self.connected and self.watch.notified else self.next_poll
         if self.offset < self.end:
-            wake = min(wake, self.retry_at)
+            wake = self.retry_at if wake is None else min(wake, self.retry_at)
         elif self.prune_interval:
-            wake = min(wake, self.next_prune)
-        return max(0.0, wake - now)
+            wake = self.next_prune if wake is None else min(wake, self.next_prune)
+        return None if wake is None else max(0.0, wake - now)
+
+    def connect(self) -> None:
+        """Open the connection if it is not open, and watch it for commands."""
+        if not self.connected:
+            self.store.open()
+            self.watch.attach()
+            self.connected = True
+
+    def disconnect(self) -> None:
+        """Drop the connection after an error; the next use opens a fresh one."""
+        self.store.reconnect()
+        self.watch.detach()
+        self.connected = False
 
     def poll_commands(self) -> None:
         """Pass on commands no supervisor has taken up yet (each once; the supervisor ignores repeats)."""
@@ -99,14 +122,13 @@ class Recorder:
         if self.failing and time.monotonic() < self.retry_at:
             return  # the database is failing; writes retry on their own schedule, and so do we
         try:
-            if not self.connected:
-                self.store.open()
-                self.connected = True
+            self.connect()
+            if not self.watch.should_look() and not self.watch.notified:
+                return  # SQLite: nobody else has committed anything since the last look
             pending = self.store.pending_commands()
         except (peewee.PeeweeException, StoreUnavailable):
-            self.store.reconnect()
-            self.connected = False
-            return  # a write will report the failure; a missed poll is retried in half a second
+            self.disconnect()
+            return  # a write will report the failure; a missed look is retried in half a second
         for command in pending:
             if command["id"] not in self.commands_sent:
                 self.commands_sent.add(command["id"])
@@ -132,9 +154,7 @@ class Recorder:
     def apply_pending(self) -> None:
         """Apply the journal from `offset` to `end`, one transaction per batch, reporting after each."""
         try:
-            if not self.connected:
-                self.store.open()
-                self.connected = True
+            self.connect()
             while self.offset < self.end:
                 batch, following = read_records(self.journal, self.offset, self.end, BATCH_BYTES)
                 if following == self.offset:
@@ -146,8 +166,7 @@ class Recorder:
         except (peewee.PeeweeException, StoreUnavailable) as exc:
             self.failing = True
             send(self.control, "failing", error=exc.message if isinstance(exc, StoreUnavailable) else self.store.describe(exc))
-            self.store.reconnect()
-            self.connected = False
+            self.disconnect()
             self.retry_at = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, self.backoff_max)
             return
@@ -170,8 +189,7 @@ class Recorder:
                     self.apply_pending()
         except peewee.PeeweeException as exc:
             print(f"recorder: prune failed: {self.store.describe(exc)}", file=sys.stderr, flush=True)
-            self.store.reconnect()
-            self.connected = False
+            self.disconnect()
         self.next_prune = time.monotonic() + self.prune_interval
         if runs or failures:
             send(self.control, "pruned", runs=runs, failures=failures)

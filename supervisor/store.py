@@ -20,7 +20,7 @@ import peewee
 import psutil
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import records, schedule
+from . import command_watch, records, schedule
 # CONNECT_TIMEOUT and redact are re-exported: the recorder and the reports import them from here.
 from .database import CONNECT_TIMEOUT as CONNECT_TIMEOUT, STATEMENT_TIMEOUT_MS, connect, redact as redact
 from .errors import StoreUnavailable
@@ -413,6 +413,7 @@ class Store:
                 if action in ("pause", "resume"):
                     WorkerRow.update(paused=action == "pause", pause_reason=None).where(WorkerRow.name == worker).execute()
                 command: int = CommandRow.insert(worker=worker, action=action, created_at=now).execute()
+                command_watch.announce(self.db)
         return command
 
     def pending_commands(self) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from dbtools import query, query_or_empty
 from helpers import SupervisorProcess, wait_until, worker_package
 
@@ -92,3 +94,65 @@ def test_pause_survives_a_restart_and_unknown_workers_are_one_line(tmp_path: Pat
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1 and "did you mean 'healthy'?" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def recorder_of(supervisor: SupervisorProcess) -> psutil.Process:
+    def find() -> psutil.Process | None:
+        for child in psutil.Process(supervisor.process.pid).children():
+            if "supervisor.recorder" in " ".join(child.cmdline()):
+                return child
+        return None
+
+    return wait_until(find, timeout=30, what="the recorder")
+
+
+def wakeups(process: psutil.Process) -> int:
+    return int(process.num_ctx_switches().voluntary)
+
+
+def test_on_postgres_an_idle_recorder_sleeps_until_a_command_is_announced(
+    tmp_path: Path, pg_url: str, start_supervisor: Any
+) -> None:
+    # Nothing is due for a minute: the recorder has nothing to write, and no command to look for until one is
+    # NOTIFYed. It must neither poll (waking twice a second) nor miss the command.
+    worker_package(tmp_path, [], extra={"rare": RARE})
+    supervisor = start_supervisor(url=pg_url)
+    wait_until(lambda: runs(pg_url, "rare") == 1, timeout=60, what="the first run")
+    recorder = recorder_of(supervisor)
+    # Start-up's records are written within a few seconds; from then on it waits.
+    last = [wakeups(recorder)]
+
+    def settled() -> bool:
+        now = wakeups(recorder)
+        unchanged, last[0] = now == last[0], now
+        return unchanged
+
+    wait_until(settled, timeout=30, step=0.5, what="the recorder to stop writing")
+    before, quiet_since = wakeups(recorder), time.monotonic()
+    wait_until(lambda: time.monotonic() - quiet_since >= 3, timeout=10, step=0.1, what="three quiet seconds")
+    # A poll twice a second would have woken it at least six times; a stray wakeup or two is allowed.
+    assert wakeups(recorder) - before <= 2
+
+    triggered = control(tmp_path, pg_url, "trigger", "rare")
+    assert triggered.returncode == 0, triggered.stderr
+    wait_until(lambda: runs(pg_url, "rare") == 2, timeout=10, what="the triggered run")
+    assert supervisor.stop() == 0
+
+
+def test_on_postgres_a_command_reaches_a_recorder_whose_connection_was_terminated(
+    tmp_path: Path, pg_url: str, start_supervisor: Any
+) -> None:
+    worker_package(tmp_path, [], extra={"rare": RARE})
+    supervisor = start_supervisor(url=pg_url)
+    wait_until(lambda: runs(pg_url, "rare") == 1, timeout=60, what="the first run")
+    recorder = recorder_of(supervisor)
+    database = pg_url.rsplit("/", 1)[1]
+    # The server ends the recorder's session (as a restart or an operator would); it was listening on it.
+    ended = query(pg_url, "select pg_terminate_backend(pid) as ended from pg_stat_activity "
+                  "where datname = ? and pid <> pg_backend_pid() and application_name = 'worker-supervisor'", database)
+    assert ended and all(row["ended"] for row in ended)
+    triggered = control(tmp_path, pg_url, "trigger", "rare")
+    assert triggered.returncode == 0, triggered.stderr
+    wait_until(lambda: runs(pg_url, "rare") == 2, timeout=10, what="the run triggered after the reconnection")
+    assert recorder.is_running()  # the same recorder, connected again: nothing had to restart it
+    assert supervisor.stop() == 0
