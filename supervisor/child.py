@@ -1,14 +1,16 @@
 """Everything that happens in a run's child after the spawner forks it, ending in `os._exit`.
 
 Order matters and follows gunicorn's worker start-up and rq's work horse: join our own process group, tie our
-life to the spawner's, drop every handler and descriptor inherited from the spawner, bind fresh stdio objects to
-our own pipes, turn on faulthandler, then run the worker and report how it went on the result pipe. The child
-never returns into the spawner's code and never runs interpreter shutdown (no atexit handlers, no finalizers
-of objects it inherited).
+life to the spawner's, drop every handler inherited from the spawner, make fresh stdio objects, turn on
+faulthandler (`Prepared`); then take the run's pipes and close every other descriptor, apply the run's limits,
+run the worker and report how it went on the result pipe (`become_run`). The first part needs nothing from the
+run's request, so a standby child (standby.py) does it before the run is due. The child never returns into the
+spawner's code and never runs interpreter shutdown (no atexit handlers, no finalizers of objects it inherited).
 """
 from __future__ import annotations
 
 import faulthandler
+import fcntl
 import io
 import json
 import logging
@@ -38,7 +40,8 @@ class Cancellation:
 
     def __init__(self) -> None:
         self.requested = False
-        self._read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._read, write = (_above_result_fd(fd) for fd in os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        self.fds = (self._read, write)
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._handle_term)
 
@@ -64,6 +67,53 @@ class Cancellation:
         return self.requested
 
 
+class Prepared:
+    """What a run's child sets up before it knows its run: everything that depends on nothing in the request.
+
+    A standby child (standby.py) does this while it waits, so that a run's start pays only for `become_run`.
+    """
+
+    def __init__(self, spawner_pid: int) -> None:
+        # The spawner calls setpgid(pid, pid) too; whichever runs first wins, and the group exists before the
+        # supervisor can ever be told our pid.
+        os.setpgid(0, 0)
+        if not die_with_parent(signal.SIGKILL, spawner_pid):
+            os._exit(EXIT_BOOT_FAILED)
+        reset_signal_handlers(INHERITED_HANDLERS)
+        # Core dumps turn a crash's detection from under a millisecond into hundreds; off unless asked for.
+        if os.environ.get("SUPERVISOR_CORE_DUMPS") != "1":
+            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        # Fresh objects on fds 0-2, never the spawner's sys.stdout (which may be a proxy or hold a buffer); they
+        # write to whatever the fds are once `become_run` has put the run's pipes there. faulthandler too keeps
+        # the fd number, not the file.
+        self.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+        self.stdout = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        )
+        self.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        )
+        faulthandler.enable(file=2, all_threads=True)
+        random.seed()
+        _log_to(self.stderr)
+        self.cancellation = Cancellation()
+        self.keep = set(self.cancellation.fds)
+        """Descriptors of ours that `become_run` must not close."""
+
+
+def _above_result_fd(fd: int) -> int:
+    """Move `fd` above RESULT_FD if it is not, so that taking the run's pipes cannot overwrite it."""
+    if fd > RESULT_FD:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RESULT_FD + 1)
+    os.close(fd)
+    return moved
+
+
 def run_child(
     worker: Worker, request: dict[str, object], fds: list[int], spawner_pid: int, signal_mask: set[int]
 ) -> NoReturn:
@@ -71,13 +121,28 @@ def run_child(
 
     The spawner forks with SIGTERM blocked; `signal_mask` is the mask to restore once our handler is in place.
     """
+    try:
+        prepared = Prepared(spawner_pid)
+    except BaseException as exc:  # noqa: B036 - report it as the run's error, on the result pipe
+        _finish({"error": _describe(exc, "could not start the worker: ")}, fds[0])
+        os._exit(EXIT_BOOT_FAILED)
+    become_run(prepared, worker, request, fds, signal_mask)
+
+
+def become_run(
+    prepared: Prepared, worker: Worker | None, request: dict[str, object], fds: list[int], signal_mask: set[int]
+) -> NoReturn:
+    """Take the run's pipes, apply its limits, run the worker and report how it went; never returns."""
     code = EXIT_BOOT_FAILED
     result: dict[str, object] | None = None
     result_fd = fds[0]
     try:
-        _take_stdio(fds)
+        _take_stdio(fds, prepared.keep)
         result_fd = RESULT_FD
-        ctx = _bootstrap(request, spawner_pid, signal_mask)
+        sys.stdin, sys.stdout, sys.stderr = prepared.stdin, prepared.stdout, prepared.stderr
+        if worker is None:
+            raise LookupError(f"no worker named {request['worker']!r} here")
+        ctx = _context(request, prepared.cancellation, signal_mask)
         try:
             worker.run(ctx)
             result, code = {"ok": True}, EXIT_OK
@@ -94,23 +159,11 @@ def run_child(
             os._exit(code)
 
 
-def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[int]) -> RunContext:
-    # The spawner calls setpgid(pid, pid) too; whichever runs first wins, and the group exists before the
-    # supervisor can ever be told our pid.
-    os.setpgid(0, 0)
-    if not die_with_parent(signal.SIGKILL, spawner_pid):
-        os._exit(EXIT_BOOT_FAILED)
-    reset_signal_handlers(INHERITED_HANDLERS)
-    # Core dumps turn a crash's detection from under a millisecond into hundreds; off unless asked for.
-    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
-    if os.environ.get("SUPERVISOR_CORE_DUMPS") != "1":
-        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+def _context(request: dict[str, object], cancellation: Cancellation, signal_mask: set[int]) -> RunContext:
     settings = request.get("settings")
     apply_limits(settings if isinstance(settings, dict) else {})
-    faulthandler.enable(file=sys.stderr, all_threads=True)
-    random.seed()
-    log = _run_logger(str(request["worker"]))
-    cancellation = Cancellation()
+    # SIGTERM was blocked from the fork on: our handler is in place now, so a stop that came meanwhile is
+    # delivered here and sets ctx.cancelled.
     signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
     deadline = request.get("deadline")
     return RunContext(
@@ -118,7 +171,7 @@ def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[in
         worker=str(request["worker"]),
         attempt=int(request.get("attempt", 1)),  # type: ignore[call-overload]
         deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
-        log=log,
+        log=logging.getLogger(f"worker.{request['worker']}"),
         is_cancelled=cancellation.is_set,
         wait_cancelled=cancellation.wait,
         database=str(settings["database"]) if isinstance(settings, dict) and settings.get("database") else None,
@@ -126,38 +179,31 @@ def _bootstrap(request: dict[str, object], spawner_pid: int, signal_mask: set[in
     )
 
 
-def _take_stdio(fds: list[int]) -> None:
-    """Put our pipes on fds 1, 2 and 3, stdin on /dev/null, and close every other inherited descriptor."""
+def _take_stdio(fds: list[int], keep: set[int]) -> None:
+    """Put our pipes on fds 1, 2 and 3 and close every other descriptor but `keep` (stdin is /dev/null already)."""
     result_w, stdout_w, stderr_w = fds
     os.dup2(stdout_w, 1)
     os.dup2(stderr_w, 2)
     if result_w != RESULT_FD:
         os.dup2(result_w, RESULT_FD)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
     # Sibling runs' pipes, the spawner's control socket and wakeup pipe, whatever a worker module opened at
     # import: none of it is ours to use, and holding a sibling's pipe would keep its EOF from ever coming.
-    os.closerange(RESULT_FD + 1, os.sysconf("SC_OPEN_MAX"))
-    # Fresh objects on our own fds, never the spawner's sys.stdout (which may be a proxy or hold a buffer).
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
-    sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
-    )
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
-    )
+    low = RESULT_FD + 1
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-def _run_logger(worker_name: str) -> logging.Logger:
-    """Reset logging inherited from the spawner and return a logger that writes to this run's stderr."""
+def _log_to(stream: io.TextIOBase) -> None:
+    """Reset logging inherited from the spawner: the root logger writes to this run's stderr."""
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    return logging.getLogger(f"worker.{worker_name}")
 
 
 def _exit_result(exc: SystemExit) -> tuple[dict[str, object] | None, int]:

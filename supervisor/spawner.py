@@ -6,7 +6,8 @@ socket (see protocol.py). Worker code is imported here and only here: a module t
 at import harms this process, which the supervisor restarts without that module.
 
 The loop blocks in one place, `select`, over the control socket and a wakeup pipe that SIGCHLD and SIGTERM
-write to. Handlers only record; reaping and replies happen in the loop.
+write to. Handlers only record; reaping and replies happen in the loop. Between requests it keeps one standby
+child forked ahead (standby.py), so that a run's start does not wait for a fork.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 
 from . import discovery
 from .child import run_child
+from .standby import Standby, fork_with_sigterm_blocked
 from .command import CONFIG_ORIGIN, CommandWorker
 from .errors import WorkerDefinitionError
 from .process import (
@@ -69,6 +71,9 @@ class Spawner:
         self.pids: dict[str, int] = {}  # run id -> pid, until reaped
         self.pending_signals: list[int] = []
         self.stopping = False
+        self.standby: Standby | None = None
+        self.standby_wanted = True
+        """False after a standby died unused, until the next run: never a fork loop of children that fail."""
 
     # -- start-up: imports --------------------------------------------------------------------------------
 
@@ -164,6 +169,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
+            self.keep_standby()
             for key, _ in selector.select():
                 if key.data == "wakeup":
                     _drain(wake_r)
@@ -171,6 +177,16 @@ class Spawner:
                 else:
                     self.handle_control()
         self.shutdown()
+
+    def keep_standby(self) -> None:
+        """Fork the next run's child ahead of its request, unless one waits already."""
+        if self.standby is not None or not self.standby_wanted or self.stopping:
+            return
+        try:
+            self.standby = Standby(self.workers)
+        except OSError as exc:
+            self.standby_wanted = False  # the next request forks its child directly, and says why if it fails
+            print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
 
     def _record_signal(self, signum: int, frame: object) -> None:
         # Only record; the loop does the work (reaping here would re-enter the loop's own waitpid calls).
@@ -214,35 +230,32 @@ class Spawner:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
             return
-        # Buffered output would otherwise be written twice: once by us, once by the child.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # SIGTERM stays blocked across the fork until the child has its own handler: a stop request that comes
-        # while the child is still starting then sets ctx.cancelled instead of being lost or killing it.
-        mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for fd in fds:
-                os.close(fd)
-            send(self.control, "spawn_failed", run=run_id, error=f"fork failed: {exc}")
-            return
-        if pid == 0:
+        self.standby_wanted = True
+        pid = self._hand_to_standby(request, fds)
+        if pid is None:
             try:
-                run_child(worker, request, fds, spawner_pid=os.getppid(), signal_mask=mask)
-            finally:
-                os._exit(70)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        try:
-            os.setpgid(pid, pid)
-        except (PermissionError, ProcessLookupError):
-            pass  # the child got there first, or is already gone; either way its group is set or moot
+                pid = fork_with_sigterm_blocked(
+                    lambda mask: run_child(worker, request, fds, spawner_pid=os.getppid(), signal_mask=mask)
+                )
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                send(self.control, "spawn_failed", run=run_id, error=f"fork failed: {exc}")
+                return
         for fd in fds:
             os.close(fd)
         self.runs[pid] = run_id
         self.pids[run_id] = pid
         send(self.control, "spawned", run=run_id, pid=pid)
+
+    def _hand_to_standby(self, request: dict[str, object], fds: list[int]) -> int | None:
+        """Give the run to the standby child; return its pid, or None if there is none that can take it."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return None
+        if standby.hand_over(request, fds):
+            return standby.pid
+        return None  # it died; reap() collects it
 
     def signal_run(self, run_id: str, sig: int) -> None:
         """Signal a run's whole process group, if the run has not been reaped (its pid may be reused after)."""
@@ -261,7 +274,11 @@ class Spawner:
                 return
             run_id = self.runs.pop(pid, None)
             if run_id is None:
-                continue  # an orphaned grandchild we adopted as subreaper; nothing to report
+                if self.standby is not None and pid == self.standby.pid:
+                    print(f"spawner: standby child {pid} ended unused ({_describe_status(status)})", file=sys.stderr)
+                    self.standby.close()
+                    self.standby, self.standby_wanted = None, False
+                continue  # otherwise an orphaned grandchild we adopted as subreaper; nothing to report
             del self.pids[run_id]
             # The run is over: whatever it left running in its group goes with it. The group id cannot have
             # been reused while any member is alive, so this reaches only the run's own leftovers.
@@ -277,7 +294,9 @@ class Spawner:
             )
 
     def shutdown(self) -> None:
-        """Kill every run's group and every adopted orphan, and reap them all."""
+        """Kill every run's group, the standby and every adopted orphan, and reap them all."""
+        if self.standby is not None:
+            self.standby.close()
         signal.alarm(SHUTDOWN_ALARM)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for pid in list(self.runs):
@@ -300,6 +319,12 @@ class Spawner:
                     send(self.control, "exited", run=run_id, pid=pid, status=status, cpu=0.0, maxrss=0)
                 except OSError:
                     pass  # the supervisor is gone
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def _drain(fd: int) -> None:
