@@ -39,8 +39,8 @@ from .worker_status import Run, StartReason, WorkerStatus
 
 log = logging.getLogger("supervisor")
 
-SPAWNER_EXIT_TIMEOUT = 5.0
-FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records  # after we close its channel, the spawner has this long to kill the runs and exit
+SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
+FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
@@ -578,7 +578,8 @@ class Supervisor:
                 self.node,
                 self.pid,
                 skipped=status.unrecorded_skips,
-            )
+            ),
+            can_wait=True,
         )
         status.unrecorded_skips = 0
         # The spawner link owns the write ends from here: it closes them once the request is sent. If the spawner
@@ -604,7 +605,7 @@ class Supervisor:
         if run is None:
             return
         run.pid = int(message["pid"])
-        self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid))
+        self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid), can_wait=True)
 
     def read_run_pipe(self, run: Run, fd: int) -> None:
         """Read what a child wrote on one of its pipes (64 KiB at a time, so it never blocks on a full pipe)."""

@@ -29,6 +29,10 @@ log = logging.getLogger("supervisor.recording")
 
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 10.0
+# How long a record that can wait (a run's start) may stay untold to the recorder. The recorder's commit would
+# otherwise compete for the CPU with the very child whose start it records; most runs end within this, and then
+# their start, pid and end go to the database in one transaction.
+DEFER_LIMIT = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class Recording:
         self.failing: str | None = None
         """The database error the recorder last reported, until it reports success again."""
         self._notify_later = False
+        self.tell_at: float | None = None
+        """When to tell the recorder of the records appended since it was last told (None: nothing untold)."""
         self.commands: list[Message] = []
         """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
 
@@ -127,12 +133,15 @@ class Recording:
         if self.journal.size > self.applied:
             self._notify()
 
-    def record(self, record: Record) -> None:
-        """Append a record to the journal and tell the recorder."""
+    def record(self, record: Record, can_wait: bool = False) -> None:
+        """Append a record to the journal; the recorder is told at the end of the loop's pass, or within
+        DEFER_LIMIT if the record `can_wait` (and nothing that cannot comes meanwhile)."""
         self.ends.append(self.journal.append(record))
+        now = time.monotonic()
         if len(self.ends) == 1 and self.recorder is not None:
-            self.recorder.last_heard = time.monotonic()  # the silence that counts starts now
-        self._notify()
+            self.recorder.last_heard = now  # the silence that counts starts now
+        tell_at = now + DEFER_LIMIT if can_wait else now
+        self.tell_at = tell_at if self.tell_at is None else min(self.tell_at, tell_at)
 
     @property
     def pending(self) -> int:
@@ -154,7 +163,10 @@ class Recording:
             self._handle_exit()
 
     def check(self, now: float) -> None:
-        """Restart a recorder that is due, and kill one that has been silent too long with records waiting."""
+        """Tell the recorder of new records; restart a recorder that is due, and kill one that has been silent too
+        long with records waiting."""
+        if self.tell_at is not None and time.monotonic() >= self.tell_at:
+            self._notify()
         if self.recorder is None:
             if self.restart_at is not None and now >= self.restart_at:
                 self.start()
@@ -169,11 +181,13 @@ class Recording:
 
     def next_deadline(self) -> float | None:
         """When `check` has something to do next (None: nothing)."""
+        times = [] if self.tell_at is None else [self.tell_at]
         if self.recorder is None:
-            return self.restart_at
-        if self.ends and not self.recorder.killed:
-            return self.recorder.last_heard + self.settings.write_timeout
-        return None
+            if self.restart_at is not None:
+                times.append(self.restart_at)
+        elif self.ends and not self.recorder.killed:
+            times.append(self.recorder.last_heard + self.settings.write_timeout)
+        return min(times) if times else None
 
     def take_commands(self) -> list[Message]:
         """Return the operators' commands received since the last call."""
@@ -187,6 +201,7 @@ class Recording:
     def close(self, timeout: float) -> None:
         """Give the recorder up to `timeout` seconds to apply what waits, then stop it and close the journal."""
         deadline = time.monotonic() + timeout
+        self._notify()
         while self.ends and self.recorder is not None and time.monotonic() < deadline:
             self.flush()
             self.recorder.sync_interest(self.selector)
@@ -223,6 +238,7 @@ class Recording:
             self._notify()
 
     def _notify(self) -> None:
+        self.tell_at = None
         if self.recorder is None or self.recorder.channel_closed:
             return
         # Only the newest end matters: while older messages wait for room, one "written" at the end will do.
