@@ -170,6 +170,10 @@ class Supervisor:
             if kind == "wakeup":
                 read_available(self._wake_r)
             elif kind == "spawner":
+                if self.spawner is None:
+                    # Its death was handled earlier in this same pass (the pidfd's event came first), which
+                    # read what was left on its channel and pipe: these events are stale.
+                    continue
                 {"message": self.handle_messages, "output": self.read_spawner_output, "exit": self.handle_spawner_exit}[
                     target
                 ]()
