@@ -166,4 +166,8 @@ def open_files_verdict(definition: WorkerDefinition, result: dict[str, object] |
 
 
 def _mb(octets: int) -> str:
-    return f"{octets / 1e6:.0f} MB"
+    """Megabytes, whole when they are; else to the tenth, rounded up, so a run just over its limit never reads as
+    "used 150 MB, over its limit of 150 MB"."""
+    if octets % 1_000_000 == 0:
+        return f"{octets // 1_000_000} MB"
+    return f"{math.ceil(octets / 100_000) / 10:.1f} MB"

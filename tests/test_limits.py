@@ -34,7 +34,7 @@ MEMORY_CEILING = 600 * MB
 # The kernel checks RLIMIT_CPU against its tick-sampled CPU clock; wait4 reports the precise run time, which on a
 # busy (virtual) machine is less: 0.85 s has been seen for a SIGXCPU at a limit of 1 s (see CPU_CLOCK_TOLERANCE).
 CPU_CLOCKS_DIFFER = 0.5
-MEMORY_MESSAGE = re.compile(r"used (\d+) MB of memory, over its limit of 150 MB")
+MEMORY_MESSAGE = re.compile(r"used (\d+(?:\.\d)?) MB of memory, over its limit of 150 MB")
 
 StartSupervisor = Callable[..., SupervisorProcess]
 
@@ -223,7 +223,7 @@ def memory_seen(message: str) -> int:
     """Return the bytes a memory-limit message says the run used."""
     match = MEMORY_MESSAGE.fullmatch(message)
     assert match, message
-    return int(match.group(1)) * MB
+    return int(float(match.group(1)) * MB)
 
 
 def assert_stopped_at_memory_limit(record: Record, supervisor: SupervisorProcess, worker: str) -> tuple[Any, int]:
