@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import selectors
 import signal
@@ -32,6 +31,7 @@ from .spawner_link import SpawnerLink
 from .limits import MemoryWatch, cpu_limit_verdict, open_files_verdict, run_settings
 from .usage import ResourceSampler
 from .store import utcnow
+from .timer import precise_timer
 from . import schedule
 from .agenda import Agenda
 from .timetable import Timetable
@@ -42,7 +42,7 @@ log = logging.getLogger("supervisor")
 
 SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
 FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records
-EPOLL_RESOLUTION = 0.001  # epoll's timeout counts milliseconds
+EPOLL_RESOLUTION = 0.001  # epoll's timeout counts whole milliseconds
 RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut and reported as garbled
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
@@ -117,6 +117,10 @@ class Supervisor:
         self._sampled: set[str] = set()  # runs whose usage was measured for the table being drawn
         self.selector = selectors.DefaultSelector()
         self.recording = Recording(recording, self.selector)
+        # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
+        self.timer = precise_timer() if clock is time.monotonic else None
+        if self.timer is not None:
+            self.selector.register(self.timer.fd, selectors.EVENT_READ, ("timer", None))
 
     # -- life -------------------------------------------------------------------------------------------------
 
@@ -161,7 +165,12 @@ class Supervisor:
         wait = self.next_wakeup(now)
         if timeout is not None:
             wait = timeout if wait is None else min(wait, timeout)
-        for key, events in self.selector.select(_epoll_timeout(wait)):
+        timeout = wait
+        if self.timer is not None:
+            # The timer wakes us on time; epoll's own timeout is only a backstop, a millisecond behind it.
+            self.timer.arm(wait if wait else None)
+            timeout = None if wait is None else wait and wait + EPOLL_RESOLUTION
+        for key, events in self.selector.select(timeout):
             kind, target = key.data
             if target == "message" and events & selectors.EVENT_WRITE:
                 self.flush_to(kind)
@@ -169,6 +178,9 @@ class Supervisor:
                     continue
             if kind == "wakeup":
                 read_available(self._wake_r)
+            elif kind == "timer":
+                assert self.timer is not None
+                self.timer.clear()
             elif kind == "spawner":
                 if self.spawner is None:
                     # Its death was handled earlier in this same pass (the pidfd's event came first), which
@@ -297,6 +309,9 @@ class Supervisor:
         self.selector.unregister(self._wake_r)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self.timer is not None:
+            self.selector.unregister(self.timer.fd)
+            self.timer.close()
         self.selector.close()
         if self.display is not None:
             self.display.update(self.views(), self.footer())
@@ -888,22 +903,6 @@ class Supervisor:
         """The line under the table: records waiting, the database's health, uptime."""
         return Footer(self.recording.pending, self.recording.failing, self.started_at)
 
-
-
-def _epoll_timeout(wait: float | None) -> float | None:
-    """The timeout to give epoll for a deadline `wait` seconds away, so that the deadline is met on time.
-
-    epoll counts whole milliseconds and Python rounds up, so a deadline would be met up to a millisecond late (half
-    a millisecond on average, a third of a run's whole start). Instead we wake up to a millisecond early, and once a
-    deadline is less than a millisecond away we sleep the rest with nanosleep, and look at the events without
-    waiting. The loop is blind to events for that fraction of a millisecond; they wait in their queues.
-    """
-    if wait is None or wait <= 0:
-        return wait
-    if wait < EPOLL_RESOLUTION:
-        time.sleep(wait)
-        return 0.0
-    return math.floor(wait / EPOLL_RESOLUTION) * EPOLL_RESOLUTION
 
 
 def _parse_result(data: bytearray) -> dict[str, object] | None:
