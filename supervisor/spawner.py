@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from . import discovery
-from .child import run_child
+from .child import Streams, run_child
 from .standby import Standby, fork_with_sigterm_blocked
 from .command import CONFIG_ORIGIN, CommandWorker
 from .errors import WorkerDefinitionError
@@ -71,6 +71,8 @@ class Spawner:
         self.pids: dict[str, int] = {}  # run id -> pid, until reaped
         self.pending_signals: list[int] = []
         self.stopping = False
+        self.streams: Streams | None = None
+        """The runs' stdio and log handler, made once after the imports (see child.Streams)."""
         self.standby: Standby | None = None
         self.standby_wanted = True
         """False after a standby died unused, until the next run: never a fork loop of children that fail."""
@@ -87,6 +89,9 @@ class Spawner:
                 self._import(name)
         for number, spec in enumerate(self.commands, 1):
             self._add_command(spec, number)
+        # After the imports, so that what a module made of logging at import is replaced in the runs, as before.
+        self.streams = Streams()
+        self.streams.take_logging()
         send(self.control, "ready", pid=os.getpid())
 
     def _import(self, name: str) -> ModuleType | None:
@@ -183,7 +188,7 @@ class Spawner:
         if self.standby is not None or not self.standby_wanted or self.stopping:
             return
         try:
-            self.standby = Standby(self.workers)
+            self.standby = Standby(self.workers, self._streams())
         except OSError as exc:
             self.standby_wanted = False  # the next request forks its child directly, and says why if it fails
             print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
@@ -235,7 +240,9 @@ class Spawner:
         if pid is None:
             try:
                 pid = fork_with_sigterm_blocked(
-                    lambda mask: run_child(worker, request, fds, spawner_pid=os.getppid(), signal_mask=mask)
+                    lambda mask: run_child(
+                        worker, request, fds, spawner_pid=os.getppid(), signal_mask=mask, streams=self._streams()
+                    )
                 )
             except OSError as exc:
                 for fd in fds:
@@ -247,6 +254,11 @@ class Spawner:
         self.runs[pid] = run_id
         self.pids[run_id] = pid
         send(self.control, "spawned", run=run_id, pid=pid)
+
+    def _streams(self) -> Streams:
+        if self.streams is None:
+            self.streams = Streams()
+        return self.streams
 
     def _hand_to_standby(self, request: dict[str, object], fds: list[int]) -> int | None:
         """Give the run to the standby child; return its pid, or None if there is none that can take it."""

@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Callable, NoReturn
 
-from .child import Prepared, become_run
+from .child import Prepared, Streams, become_run
 from .outcome import EXIT_BOOT_FAILED
 from .protocol import channel, encode, receive, send_now
 from .worker import Worker
@@ -56,13 +56,13 @@ def fork_with_sigterm_blocked(child: Callable[[set[int]], NoReturn]) -> int:
 class Standby:
     """The spawner's side of one standby child."""
 
-    def __init__(self, workers: dict[str, Worker]) -> None:
+    def __init__(self, workers: dict[str, Worker], streams: Streams) -> None:
         ours, theirs = channel()
         spawner_pid = os.getpid()
 
         def wait_for_run(mask: set[int]) -> NoReturn:
             ours.close()
-            _serve_one_run(workers, theirs, spawner_pid, mask)
+            _serve_one_run(workers, streams, theirs, spawner_pid, mask)
 
         try:
             self.pid = fork_with_sigterm_blocked(wait_for_run)
@@ -87,10 +87,12 @@ class Standby:
             self.channel = None
 
 
-def _serve_one_run(workers: dict[str, Worker], link: socket.socket, spawner_pid: int, mask: set[int]) -> NoReturn:
+def _serve_one_run(
+    workers: dict[str, Worker], streams: Streams, link: socket.socket, spawner_pid: int, mask: set[int]
+) -> NoReturn:
     """In the standby child: prepare, wait for the request, become the run."""
     try:
-        prepared = Prepared(spawner_pid)
+        prepared = Prepared(spawner_pid, streams)
         request, fds = receive(link)
     except BaseException:  # noqa: B036 - before any run is ours there is nobody to tell; the spawner sees us die
         os._exit(EXIT_BOOT_FAILED)
