@@ -564,6 +564,42 @@ def test_every_record_of_a_run_and_a_broken_module_applied_again_counts_once(sto
     assert (row["pid"], row["outcome"], when(row["finished_at"])) == (4242, "error", at + timedelta(seconds=2))
 
 
+def test_a_run_applied_whole_leaves_the_rows_its_three_records_would(store: Store, store_url: str) -> None:
+    # A run whose start, pid and end are in one batch is written as one row insert (Store._run_whole); the rows
+    # must be exactly those of its records applied one batch each, as a slow run's are.
+    apply(store, synced(definition("apart"), definition("whole")))
+    at = utcnow() - timedelta(seconds=5)
+    ended = at + timedelta(seconds=1.5)
+    rows = {}
+    for worker, verdict, skipped in (("apart", OK, 2), ("whole", OK, 2), ("apart", CRASH, 1), ("whole", CRASH, 1)):
+        run = f"{worker}-{verdict.outcome.value}"
+        batch = [
+            started(run, worker, at=at, next_run_at=at + timedelta(seconds=60), skipped=skipped),
+            records.run_spawned(run, worker, 4242),
+            finished(run, worker, verdict, started_at=at, finished_at=ended, skipped=1),
+        ]
+        if worker == "apart":
+            for record in batch:
+                apply(store, record)
+        else:
+            apply(store, *batch)
+        rows[(worker, verdict.outcome.value)] = query(store_url, "select * from run where id = ?", run)[0]
+    for outcome in ("succeeded", "crash"):
+        apart, whole = rows[("apart", outcome)], rows[("whole", outcome)]
+        assert {k: v for k, v in apart.items() if k not in ("id", "worker")} == {
+            k: v for k, v in whole.items() if k not in ("id", "worker")}
+    apart, whole = worker_row(store_url, "apart"), worker_row(store_url, "whole")
+    assert {k: v for k, v in apart.items() if k != "name"} == {k: v for k, v in whole.items() if k != "name"}
+    assert counters(store_url, "whole") == (1, 1, 1, 5)
+    failures = query(store_url, "select run_id, message from failure order by run_id")
+    assert [f["run_id"] for f in failures] == ["apart-crash", "whole-crash"]
+    # And applied whole twice, it is counted once.
+    before = snapshot(store_url)
+    apply(store, started("whole-crash", "whole", at=at, skipped=1), records.run_spawned("whole-crash", "whole", 4242),
+          finished("whole-crash", "whole", CRASH, started_at=at, finished_at=ended, skipped=1))
+    assert snapshot(store_url) == before
+
+
 def test_replaying_a_journal_segment_leaves_the_state_as_it_was(store: Store, store_url: str) -> None:
     # The recorder re-applies everything after the last offset it acknowledged (a recorder killed between its
     # commit and its report), and start-up replays what the journal holds: the same records, in the same order.
