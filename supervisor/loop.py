@@ -727,7 +727,9 @@ class Supervisor:
                 stdout=run.stdout.text(),
                 next_run_at=next_run_at,
                 skipped=skipped,
-            )
+            ),
+            # A failure is on record within milliseconds; a success may wait for the next batch.
+            can_wait=not verdict.outcome.failed,
         )
         level = logging.INFO if not verdict.outcome.failed else logging.WARNING
         if verdict.outcome in (Outcome.CRASH, Outcome.KILLED):

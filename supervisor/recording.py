@@ -29,9 +29,10 @@ log = logging.getLogger("supervisor.recording")
 
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 10.0
-# How long a record that can wait (a run's start) may stay untold to the recorder. The recorder's commit would
-# otherwise compete for the CPU with the very child whose start it records; most runs end within this, and then
-# their start, pid and end go to the database in one transaction.
+# How long a record that can wait (a run's start, a success) may stay untold to the recorder. A commit per record
+# would compete for the CPU with the very child whose start it records, and cost a transaction per record; told
+# together, a run's start, pid and end go to the database as one row, and many runs in one transaction. A failure,
+# or an answer an operator waits for, is told at the end of the loop's pass, and takes everything before it along.
 DEFER_LIMIT = 0.1
 
 
