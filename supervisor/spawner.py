@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from types import ModuleType
 from typing import Any, NoReturn
@@ -47,6 +48,7 @@ SHUTDOWN_ALARM = 10
 # The config's command workers travel in the environment, not on the command line: their `env` may hold secrets,
 # and argv is visible to every user in ps. The spawner takes the variable out before any worker code runs.
 COMMANDS_ENV = "SUPERVISOR_SPAWNER_COMMANDS"
+STANDBY_DELAY = 0.01  # seconds after a run starts before the next standby child is forked
 
 
 class Spawner:
@@ -76,6 +78,8 @@ class Spawner:
         self.standby: Standby | None = None
         self.standby_wanted = True
         """False after a standby died unused, until the next run: never a fork loop of children that fail."""
+        self.standby_after = 0.0
+        """Not before this (monotonic) time: a run just started has the first milliseconds to itself."""
 
     # -- start-up: imports --------------------------------------------------------------------------------
 
@@ -174,8 +178,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
-            self.keep_standby()
-            for key, _ in selector.select():
+            for key, _ in selector.select(self.keep_standby()):
                 if key.data == "wakeup":
                     _drain(wake_r)
                     self.handle_signals()
@@ -183,15 +186,20 @@ class Spawner:
                     self.handle_control()
         self.shutdown()
 
-    def keep_standby(self) -> None:
-        """Fork the next run's child ahead of its request, unless one waits already."""
+    def keep_standby(self) -> float | None:
+        """Fork the next run's child ahead of its request, unless one waits already; return how long the loop may
+        wait before it is time to (None: no need to wake for it)."""
         if self.standby is not None or not self.standby_wanted or self.stopping:
-            return
+            return None
+        wait = self.standby_after - time.monotonic()
+        if wait > 0:
+            return wait
         try:
             self.standby = Standby(self.workers, self._streams())
         except OSError as exc:
             self.standby_wanted = False  # the next request forks its child directly, and says why if it fails
             print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
+        return None
 
     def _record_signal(self, signum: int, frame: object) -> None:
         # Only record; the loop does the work (reaping here would re-enter the loop's own waitpid calls).
@@ -236,6 +244,9 @@ class Spawner:
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
             return
         self.standby_wanted = True
+        # Forking the next standby at once would compete for the CPU with this run's start (and, for a run that
+        # crashes at once, delay reaping it by the fork): wait until the run is a few milliseconds old.
+        self.standby_after = time.monotonic() + STANDBY_DELAY
         pid = self._hand_to_standby(request, fds)
         if pid is None:
             try:
