@@ -20,7 +20,7 @@ import peewee
 import psutil
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import command_watch, records, schedule
+from . import command_watch, records, schedule, statements
 # CONNECT_TIMEOUT and redact are re-exported: the recorder and the reports import them from here.
 from .database import CONNECT_TIMEOUT as CONNECT_TIMEOUT, STATEMENT_TIMEOUT_MS, connect, redact as redact
 from .errors import StoreUnavailable
@@ -153,6 +153,8 @@ class Store:
         self.where = redact(url)
         self._secret = urlsplit(url).password
         self.db = connect(url, connect_timeout, statement_timeout_ms)
+        self._known_workers: set[str] = set()
+        """Worker rows this connection has seen exist (workers are retired, never deleted, while we run)."""
         self.node = socket.gethostname()
         self.pid = os.getpid()
 
@@ -221,6 +223,7 @@ class Store:
 
     def reconnect(self) -> None:
         """Drop the connection (after an error) so the next use opens a fresh one."""
+        self._known_workers.clear()
         try:
             self.db.close()
         except peewee.PeeweeException:
@@ -244,15 +247,24 @@ class Store:
         starts = {r["run"]: r for r in records if r["type"] == "run_started"}
         pids = {r["run"]: r["pid"] for r in records if r["type"] == "run_spawned"}
         whole = {r["run"] for r in records if r["type"] == "run_finished" and r["run"] in starts}
-        with self.write_transaction():
-            for record in records:
-                kind = record["type"]
-                if kind in ("run_started", "run_spawned") and record["run"] in whole:
-                    continue
-                if kind == "run_finished" and record["run"] in whole:
-                    self._run_whole(starts[record["run"]], pids.get(record["run"]), record)
-                else:
-                    APPLY[kind](self, record)
+        try:
+            with self.write_transaction():
+                self._apply_records(records, starts, pids, whole)
+        except BaseException:
+            self._known_workers.clear()  # what this transaction added is gone with it
+            raise
+
+    def _apply_records(
+        self, records: list[Record], starts: dict[str, Record], pids: dict[str, int], whole: set[str]
+    ) -> None:
+        for record in records:
+            kind = record["type"]
+            if kind in ("run_started", "run_spawned") and record["run"] in whole:
+                continue
+            if kind == "run_finished" and record["run"] in whole:
+                self._run_whole(starts[record["run"]], pids.get(record["run"]), record)
+            else:
+                APPLY[kind](self, record)
 
     def _workers_synced(self, record: Record) -> None:
         # Rows changed after this record (by later records) are left alone, so a replayed journal segment
@@ -308,7 +320,10 @@ class Store:
         )
 
     def _ensure_worker(self, name: str, at: datetime | None) -> None:
-        WorkerRow.insert(name=name, updated_at=at or utcnow()).on_conflict_ignore().execute()
+        """Make sure the worker row a run points to exists (a statement saved per run once it is known to)."""
+        if name not in self._known_workers:
+            WorkerRow.insert(name=name, updated_at=at or utcnow()).on_conflict_ignore().execute()
+            self._known_workers.add(name)
 
     def _run_started(self, record: Record) -> None:
         if RunRow.select().where(RunRow.id == record["run"]).exists():
@@ -376,11 +391,10 @@ class Store:
         self._count_run(record)
 
     def _run_whole(self, started: Record, pid: int | None, finished: Record) -> None:
-        if RunRow.select().where(RunRow.id == finished["run"]).exists():
-            self._run_finished(finished)  # its start was applied before (a replay): the end applies as it would alone
-            return
         self._ensure_worker(finished["worker"], moment(started["started_at"]))
-        RunRow.insert(
+        inserted = statements.insert(
+            self.db,
+            RunRow,
             {
                 RunRow.id: finished["run"],
                 RunRow.worker: finished["worker"],
@@ -390,12 +404,18 @@ class Store:
                 RunRow.supervisor_pid: finished["supervisor_pid"],
                 RunRow.pid: finished["pid"] if finished.get("pid") is not None else pid,
                 **self._end_fields(finished),
-            }
-        ).execute()
+            },
+            ignore_conflict=True,
+        )
+        if not inserted:
+            self._run_finished(finished)  # its start was applied before (a replay): the end applies as it would alone
+            return
         self._count_run(finished, started)
 
     def _count_run(self, record: Record, started: Record | None = None) -> None:
-        """Count an ended run in its worker's row (and, given its start record, what the start would have set)."""
+        """Count an ended run in its worker's row (and, given its start record, what the start would have set).
+
+        Every run takes this and, if it failed, the failure's row: they go through statements.py, not peewee."""
         finished_at = moment(record["finished_at"])
         outcome = Outcome(record["outcome"])
         fields: dict[Any, Any] = {
@@ -403,7 +423,7 @@ class Store:
             WorkerRow.last_outcome: outcome.value,
             WorkerRow.last_duration: record["duration"],
             WorkerRow.updated_at: finished_at,
-            WorkerRow.status: _unless_retired(WorkerState.IDLE),
+            WorkerRow.status: statements.UnlessIn(HISTORY_STATES, WorkerState.IDLE.value),
         }
         skipped = record.get("skipped") or 0
         if started is not None:
@@ -413,28 +433,32 @@ class Store:
         if next_run_at:
             fields[WorkerRow.next_run_at] = moment(next_run_at)
         if skipped:
-            fields[WorkerRow.skipped_count] = WorkerRow.skipped_count + skipped
+            fields[WorkerRow.skipped_count] = statements.Add(skipped)
         if outcome.failed:
-            fields[WorkerRow.failure_count] = WorkerRow.failure_count + 1
-            fields[WorkerRow.consecutive_failures] = WorkerRow.consecutive_failures + 1
+            fields[WorkerRow.failure_count] = statements.Add(1)
+            fields[WorkerRow.consecutive_failures] = statements.Add(1)
             fields[WorkerRow.last_error] = record["message"][:ERROR_MESSAGE_LIMIT]
-            FailureRow.insert(
-                run=record["run"],
-                worker=record["worker"],
-                created_at=finished_at,
-                kind=outcome.value,
-                message=record["message"],
-                traceback=record["traceback"],
-                stderr_tail=record["stderr"],
-                stdout_tail=record["stdout"],
-                exit_code=record["exit_code"],
-                signal=record["signal"],
-            ).execute()
+            statements.insert(
+                self.db,
+                FailureRow,
+                {
+                    FailureRow.run: record["run"],
+                    FailureRow.worker: record["worker"],
+                    FailureRow.created_at: finished_at,
+                    FailureRow.kind: outcome.value,
+                    FailureRow.message: record["message"],
+                    FailureRow.traceback: record["traceback"],
+                    FailureRow.stderr_tail: record["stderr"],
+                    FailureRow.stdout_tail: record["stdout"],
+                    FailureRow.exit_code: record["exit_code"],
+                    FailureRow.signal: record["signal"],
+                },
+            )
         else:
-            fields[WorkerRow.success_count] = WorkerRow.success_count + 1
+            fields[WorkerRow.success_count] = statements.Add(1)
             fields[WorkerRow.consecutive_failures] = 0
             fields[WorkerRow.last_success_at] = finished_at
-        WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
+        statements.update(self.db, WorkerRow, fields, record["worker"])
 
     def _command_done(self, record: Record) -> None:
         CommandRow.update(done_at=moment(record["at"]), result=record["result"]).where(
@@ -601,10 +625,13 @@ class Store:
         return row
 
 
+HISTORY_STATES = (WorkerState.BROKEN.value, WorkerState.RETIRED.value)
+"""A worker row in one of these keeps it when a late run's start or end is applied: that run is history."""
+
+
 def _unless_retired(state: WorkerState) -> peewee.Case:
     """A status value that leaves broken and retired rows as they are (a late run's end is history)."""
-    kept = WorkerRow.status.in_([WorkerState.BROKEN.value, WorkerState.RETIRED.value])
-    return peewee.Case(None, [(kept, WorkerRow.status)], state.value)
+    return peewee.Case(None, [(WorkerRow.status.in_(HISTORY_STATES), WorkerRow.status)], state.value)
 
 
 APPLY = {
