@@ -2,26 +2,34 @@
 
 The command line reaches a running supervisor through the database alone: it inserts a `command` row, and the
 recorder passes it on. Looking for rows with a query twice a second cost the recorder about 0.6 ms a look: a
-supervisor whose workers were not due used 0.13 % of a core for nothing. So the recorder asks the database
-whether anything may have changed before it queries:
+supervisor whose workers were not due used 0.13 % of a core for nothing. So the recorder sleeps until the
+database says something may have changed, and asks before it queries:
 
 - PostgreSQL: the command line NOTIFYs in the transaction that adds the command (delivered when it commits),
-  and the recorder LISTENs. Its connection's socket becomes readable when a notification comes, so the recorder
-  sleeps in `select` until then: no wakeup at all while nothing happens.
-- SQLite has no notifications between processes. `PRAGMA data_version` changes when another connection has
-  committed since the last look, for the price of a pragma instead of a query; the recorder still wakes twice
-  a second to ask.
+  and the recorder LISTENs. Its connection's socket becomes readable when a notification comes.
+- SQLite has no notifications between processes, but a commit writes the database's -wal file (or the file
+  itself, outside WAL mode): the recorder watches both with inotify, and `PRAGMA data_version` then tells,
+  for the price of a pragma instead of a query, whether another connection committed (our own commits wake
+  us too, and change nothing). A look every few seconds stays as a safety net, for a file system that does
+  not report changes (another host's write over NFS); without inotify, a look twice a second.
 
 After every (re)connection the recorder looks once unasked: a command sent while it was disconnected, or between
 its connecting and its LISTEN, was announced to nobody.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import struct
 from typing import Any
 
 import peewee
 
 CHANNEL = "supervisor_command"
+SAFETY_LOOK = 5.0  # seconds between looks on SQLite when inotify watches the files
+POLL_LOOK = 0.5  # seconds between looks on SQLite without inotify: "within a second" with room to spare
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then `len` bytes of name
 
 
 def announce(db: peewee.Database) -> None:
@@ -31,20 +39,35 @@ def announce(db: peewee.Database) -> None:
 
 
 class CommandWatch:
-    """The recorder's side: `attach` after connecting, then `should_look` before each look."""
+    """The recorder's side: `attach` after connecting; wait on `fileno()` and for `look_every`; then `should_look`."""
 
     def __init__(self, db: peewee.Database) -> None:
         self.db = db
         self.notified = isinstance(db, peewee.PostgresqlDatabase)
-        """Whether the database tells us of new commands (so no timed look is needed)."""
-        self._told = True
+        self.woken = True
+        """Something may have changed since the last look (a notification, a file written, a new connection)."""
         self._version: Any = None
         self._connection: Any = None
+        self._files: _FileWatch | None = None
+        if isinstance(db, peewee.SqliteDatabase) and db.database not in ("", ":memory:"):
+            try:
+                self._files = _FileWatch(str(db.database))
+            except (OSError, AttributeError):
+                self._files = None  # no inotify here: look on a timer
+
+    @property
+    def look_every(self) -> float | None:
+        """Seconds between looks nobody asked for (None: only when told)."""
+        if self.notified:
+            return None
+        return SAFETY_LOOK if self._files is not None else POLL_LOOK
 
     def attach(self) -> None:
         """Start watching on the connection just opened; the first `should_look` after it says yes."""
-        self._told = True
+        self.woken = True
         self._version = None
+        if self._files is not None:
+            self._files.watch()
         if self.notified:
             connection = self.db.connection()
             if connection is not self._connection:
@@ -57,27 +80,66 @@ class CommandWatch:
     def detach(self) -> None:
         """The connection is gone; the next `attach` listens on the new one."""
         self._connection = None
-        self._told = True
+        self.woken = True
 
     def fileno(self) -> int | None:
-        """The socket to wait on for notifications (None: nothing to wait on; look on a timer)."""
+        """The descriptor to wait on for news (None: nothing to wait on)."""
+        if self._files is not None:
+            return self._files.fd
         if self._connection is None or self._connection.closed:
             return None
         return int(self._connection.fileno())
 
     def readable(self) -> None:
-        """The socket has something: a notification, most likely (the look's query reads it off the socket)."""
-        self._told = True
+        """The descriptor has something: a notification (the look's query reads it off the socket), or files
+        written."""
+        if self._files is None or self._files.written():
+            self.woken = True
 
     def should_look(self) -> bool:
         """Whether a command may have been added since the last look; True when unsure."""
+        woken, self.woken = self.woken, False
         if self.notified:
-            told, self._told = self._told, False
-            return told
+            return woken
+        if self._files is not None and self._files.missing:
+            self._files.watch()
         version = self.db.connection().execute("PRAGMA data_version").fetchone()[0]
-        changed = self._told or version != self._version
-        self._told, self._version = False, version
+        changed = version != self._version
+        self._version = version
         return changed
 
     def _on_notify(self, notification: Any) -> None:
-        self._told = True
+        self.woken = True
+
+
+class _FileWatch:
+    """inotify on a SQLite database file and its -wal file (Linux; through ctypes, which the stdlib lacks)."""
+
+    def __init__(self, path: str) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd: int = fd
+        self.paths = [os.fsencode(path), os.fsencode(path + "-wal")]
+        self.missing = True
+        """Some file could not be watched (not there yet): try again at the next look."""
+
+    def watch(self) -> None:
+        """Watch the files that exist now (again after a reconnection: the -wal may be a new file)."""
+        added = [self._libc.inotify_add_watch(self.fd, path, _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE) for path in self.paths]
+        self.missing = min(added) < 0
+
+    def written(self) -> bool:
+        """Take the events waiting; tell whether any says a file was written."""
+        written = False
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return written
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                written = written or bool(mask & (_IN_MODIFY | _IN_CLOSE_WRITE))
+                offset += _EVENT.size + length

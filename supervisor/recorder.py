@@ -7,7 +7,7 @@ starting runs, appending to the journal, and kills and replaces a recorder that 
 
 It also looks in the database for operators' commands (trigger, pause, resume) and passes them on, so that the
 command line reaches a running supervisor, on this host or another, through the database alone; when to look
-is command_watch.py's to say (PostgreSQL notifies, SQLite is asked cheaply twice a second).
+is command_watch.py's to say (PostgreSQL notifies; on SQLite, inotify on the database's files).
 
 Protocol (see protocol.py):  supervisor -> recorder: written {end}; rewind {}
                              recorder -> supervisor: applied {end}; failing {error}; healthy {}; pruned {runs, failures};
@@ -16,6 +16,7 @@ Protocol (see protocol.py):  supervisor -> recorder: written {end}; rewind {}
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import select
 import signal
@@ -35,7 +36,7 @@ from .store import CONNECT_TIMEOUT, Store
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
-COMMAND_POLL = 0.5  # seconds between looks for operators' commands on SQLite, and between connection attempts
+COMMAND_POLL = 0.5  # seconds between connection attempts while the database is away
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 # The supervisor takes a recorder that is silent for its write timeout, with records waiting, as hung. So every
@@ -89,14 +90,11 @@ class Recorder:
                 self.apply_pending()
             elif self.offset >= self.end and self.prune_interval and now >= self.next_prune:
                 self.prune()
-            if not self.connected or not self.watch.notified:
-                if time.monotonic() >= self.next_poll:
-                    self.poll_commands()
-            elif self.watch.should_look():  # PostgreSQL: only when told (or just connected)
+            if (self.connected and self.watch.woken) or time.monotonic() >= self.next_poll:
                 self.poll_commands()
 
     def _wait(self, now: float) -> float | None:
-        wake = None if self.connected and self.watch.notified else self.next_poll
+        wake = None if self.next_poll == math.inf else self.next_poll
         if self.offset < self.end:
             wake = self.retry_at if wake is None else min(wake, self.retry_at)
         elif self.prune_interval:
@@ -115,16 +113,19 @@ class Recorder:
         self.store.reconnect()
         self.watch.detach()
         self.connected = False
+        self.next_poll = min(self.next_poll, time.monotonic() + COMMAND_POLL)
 
     def poll_commands(self) -> None:
         """Pass on commands no supervisor has taken up yet (each once; the supervisor ignores repeats)."""
-        self.next_poll = time.monotonic() + COMMAND_POLL
+        self.next_poll = time.monotonic() + COMMAND_POLL  # until connected, attempts come at this pace
         if self.failing and time.monotonic() < self.retry_at:
             return  # the database is failing; writes retry on their own schedule, and so do we
         try:
             self.connect()
-            if not self.watch.should_look() and not self.watch.notified:
-                return  # SQLite: nobody else has committed anything since the last look
+            interval = self.watch.look_every
+            self.next_poll = math.inf if interval is None else time.monotonic() + interval
+            if not self.watch.should_look():
+                return  # nobody else has committed anything since the last look
             pending = self.store.pending_commands()
         except (peewee.PeeweeException, StoreUnavailable):
             self.disconnect()

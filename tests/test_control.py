@@ -110,14 +110,13 @@ def wakeups(process: psutil.Process) -> int:
     return int(process.num_ctx_switches().voluntary)
 
 
-def test_on_postgres_an_idle_recorder_sleeps_until_a_command_is_announced(
-    tmp_path: Path, pg_url: str, start_supervisor: Any
-) -> None:
+def check_an_idle_recorder_sleeps_until_a_command_comes(tmp_path: Path, url: str, start_supervisor: Any) -> None:
     # Nothing is due for a minute: the recorder has nothing to write, and no command to look for until one is
-    # NOTIFYed. It must neither poll (waking twice a second) nor miss the command.
+    # announced (PostgreSQL: NOTIFY; SQLite: inotify on the database's files). It must neither poll (waking twice
+    # a second) nor miss the command.
     worker_package(tmp_path, [], extra={"rare": RARE})
-    supervisor = start_supervisor(url=pg_url)
-    wait_until(lambda: runs(pg_url, "rare") == 1, timeout=60, what="the first run")
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: runs(url, "rare") == 1, timeout=60, what="the first run")
     recorder = recorder_of(supervisor)
     # Start-up's records are written within a few seconds; from then on it waits.
     last = [wakeups(recorder)]
@@ -130,13 +129,25 @@ def test_on_postgres_an_idle_recorder_sleeps_until_a_command_is_announced(
     wait_until(settled, timeout=30, step=0.5, what="the recorder to stop writing")
     before, quiet_since = wakeups(recorder), time.monotonic()
     wait_until(lambda: time.monotonic() - quiet_since >= 3, timeout=10, step=0.1, what="three quiet seconds")
-    # A poll twice a second would have woken it at least six times; a stray wakeup or two is allowed.
+    # A poll twice a second would have woken it at least six times; SQLite's safety look (every 5 s) once at most.
     assert wakeups(recorder) - before <= 2
 
-    triggered = control(tmp_path, pg_url, "trigger", "rare")
+    sent = time.monotonic()
+    triggered = control(tmp_path, url, "trigger", "rare")
     assert triggered.returncode == 0, triggered.stderr
-    wait_until(lambda: runs(pg_url, "rare") == 2, timeout=10, what="the triggered run")
+    wait_until(lambda: runs(url, "rare") == 2, timeout=10, what="the triggered run")
+    assert time.monotonic() - sent < 1.0 + 0.5  # as prompt as when it polled
     assert supervisor.stop() == 0
+
+
+def test_on_sqlite_an_idle_recorder_sleeps_until_a_command_comes(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    check_an_idle_recorder_sleeps_until_a_command_comes(tmp_path, f"sqlite:///{db}", start_supervisor)
+
+
+def test_on_postgres_an_idle_recorder_sleeps_until_a_command_comes(
+    tmp_path: Path, pg_url: str, start_supervisor: Any
+) -> None:
+    check_an_idle_recorder_sleeps_until_a_command_comes(tmp_path, pg_url, start_supervisor)
 
 
 def test_on_postgres_a_command_reaches_a_recorder_whose_connection_was_terminated(
