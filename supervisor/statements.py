@@ -1,7 +1,7 @@
 """The statements the recorder runs for every run, as SQL built once per shape instead of once per run.
 
-Peewee builds a statement's SQL anew from its expression tree each time it runs. For the three statements every
-run takes (its row, its worker's counters, and a failure's row) that was most of the recorder's time: a crash's
+Peewee builds a statement's SQL anew from its expression tree each time it runs. For the statements every run
+takes (its row, its pid, its worker's row, and a failure's row) that was most of the recorder's time: a crash's
 transaction took 0.65 ms, 0.09 ms of it in SQLite. The statements here are plain INSERTs and UPDATEs whose SQL is
 kept per shape (table, columns, what each column gets); tables and columns are named by the peewee models, values
 are converted by the fields' own `db_value`, as peewee would, and the placeholder is the database's own. Every
@@ -39,6 +39,19 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# peewee is typed only in part: its Database and Field methods are untyped calls to mypy, so they go through Any.
+def _execute(db: Any, sql: str, params: list[Any]) -> int:
+    return int(db.execute_sql(sql, params).rowcount)
+
+
+def _value(field: Any, value: Any) -> Any:
+    return field.db_value(value)
+
+
+def _primary_key(model: type[peewee.Model]) -> Any:
+    return model._meta.primary_key
+
+
 def insert(db: peewee.Database, model: type[peewee.Model], values: dict[peewee.Field, Any], ignore_conflict: bool = False) -> int:
     """INSERT one row; with `ignore_conflict`, a row whose primary key exists is left alone. Return rows inserted."""
     fields = tuple(values)
@@ -49,16 +62,23 @@ def insert(db: peewee.Database, model: type[peewee.Model], values: dict[peewee.F
         marks = ", ".join(db.param for _ in fields)
         sql = f"INSERT INTO {_quote(model._meta.table_name)} ({columns}) VALUES ({marks})"
         if ignore_conflict:
-            sql += f" ON CONFLICT ({_quote(model._meta.primary_key.column_name)}) DO NOTHING"
+            sql += f" ON CONFLICT ({_quote(_primary_key(model).column_name)}) DO NOTHING"
         _sql[key] = sql
-    params = [field.db_value(value) for field, value in values.items()]
-    return int(db.execute_sql(sql, params).rowcount)
+    return _execute(db, sql, [_value(field, value) for field, value in values.items()])
 
 
-def update(db: peewee.Database, model: type[peewee.Model], values: dict[peewee.Field, Any], key_value: Any) -> int:
-    """UPDATE the row whose primary key is `key_value`; a value may be Add or UnlessIn. Return rows changed."""
+def update(
+    db: peewee.Database,
+    model: type[peewee.Model],
+    values: dict[peewee.Field, Any],
+    key_value: Any,
+    only_if: dict[peewee.Field, Any] | None = None,
+) -> int:
+    """UPDATE the row whose primary key is `key_value` (and whose `only_if` fields hold those values; None: NULL);
+    a value may be Add or UnlessIn. Return rows changed."""
     shape = tuple((field, type(value), len(value.kept) if isinstance(value, UnlessIn) else 0) for field, value in values.items())
-    key = ("update", model, shape, db.param)
+    conditions = tuple((field, value is None) for field, value in (only_if or {}).items())
+    key = ("update", model, shape, conditions, db.param)
     sql = _sql.get(key)
     if sql is None:
         assignments = []
@@ -71,17 +91,20 @@ def update(db: peewee.Database, model: type[peewee.Model], values: dict[peewee.F
                 assignments.append(f"{column} = CASE WHEN {column} IN ({marks}) THEN {column} ELSE {db.param} END")
             else:
                 assignments.append(f"{column} = {db.param}")
-        primary = _quote(model._meta.primary_key.column_name)
-        sql = f"UPDATE {_quote(model._meta.table_name)} SET {', '.join(assignments)} WHERE {primary} = {db.param}"
+        where = [f"{_quote(_primary_key(model).column_name)} = {db.param}"]
+        for field, is_null in conditions:
+            where.append(f"{_quote(field.column_name)} IS NULL" if is_null else f"{_quote(field.column_name)} = {db.param}")
+        sql = f"UPDATE {_quote(model._meta.table_name)} SET {', '.join(assignments)} WHERE {' AND '.join(where)}"
         _sql[key] = sql
     params: list[Any] = []
     for field, value in values.items():
         if isinstance(value, Add):
             params.append(value.amount)
         elif isinstance(value, UnlessIn):
-            params += [field.db_value(kept) for kept in value.kept]
-            params.append(field.db_value(value.value))
+            params += [_value(field, kept) for kept in value.kept]
+            params.append(_value(field, value.value))
         else:
-            params.append(field.db_value(value))
-    params.append(model._meta.primary_key.db_value(key_value))
-    return int(db.execute_sql(sql, params).rowcount)
+            params.append(_value(field, value))
+    params.append(_value(_primary_key(model), key_value))
+    params += [_value(field, value) for field, value in (only_if or {}).items() if value is not None]
+    return _execute(db, sql, params)

@@ -326,34 +326,40 @@ class Store:
             self._known_workers.add(name)
 
     def _run_started(self, record: Record) -> None:
-        if RunRow.select().where(RunRow.id == record["run"]).exists():
-            return  # applied before (a replay), or its end already was
         started_at = moment(record["started_at"])
         self._ensure_worker(record["worker"], started_at)
-        RunRow.insert(
-            id=record["run"],
-            worker=record["worker"],
-            attempt=record["attempt"],
-            started_at=started_at,
-            node=record["node"],
-            supervisor_pid=record["supervisor_pid"],
-        ).execute()
+        inserted = statements.insert(
+            self.db,
+            RunRow,
+            {
+                RunRow.id: record["run"],
+                RunRow.worker: record["worker"],
+                RunRow.attempt: record["attempt"],
+                RunRow.started_at: started_at,
+                RunRow.node: record["node"],
+                RunRow.supervisor_pid: record["supervisor_pid"],
+            },
+            ignore_conflict=True,
+        )
+        if not inserted:
+            return  # applied before (a replay), or its end already was
         fields: dict[Any, Any] = {
-            WorkerRow.status: _unless_retired(WorkerState.RUNNING),
+            WorkerRow.status: statements.UnlessIn(HISTORY_STATES, WorkerState.RUNNING.value),
             WorkerRow.last_run_at: started_at,
             WorkerRow.next_run_at: moment(record["next_run_at"]),
             WorkerRow.updated_at: started_at,
         }
         if record.get("skipped"):
-            fields[WorkerRow.skipped_count] = WorkerRow.skipped_count + record["skipped"]
-        WorkerRow.update(fields).where(WorkerRow.name == record["worker"]).execute()
+            fields[WorkerRow.skipped_count] = statements.Add(record["skipped"])
+        statements.update(self.db, WorkerRow, fields, record["worker"])
 
     def _run_spawned(self, record: Record) -> None:
         # Only while the run is unfinished: a replayed spawn of a finished run must not show its pid again.
-        if RunRow.update(pid=record["pid"]).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute():
-            WorkerRow.update(pid=record["pid"]).where(
-                WorkerRow.name == record["worker"], WorkerRow.status == WorkerState.RUNNING.value
-            ).execute()
+        pid = record["pid"]
+        if statements.update(self.db, RunRow, {RunRow.pid: pid}, record["run"], only_if={RunRow.finished_at: None}):
+            statements.update(
+                self.db, WorkerRow, {WorkerRow.pid: pid}, record["worker"], only_if={WorkerRow.status: WorkerState.RUNNING.value}
+            )
 
     @staticmethod
     def _end_fields(record: Record) -> dict[Any, Any]:
@@ -371,7 +377,7 @@ class Store:
         finished = self._end_fields(record)
         if record.get("pid") is not None:
             finished[RunRow.pid] = record["pid"]
-        changed = RunRow.update(finished).where(RunRow.id == record["run"], RunRow.finished_at.is_null()).execute()
+        changed = statements.update(self.db, RunRow, finished, record["run"], only_if={RunRow.finished_at: None})
         if not changed:
             if RunRow.select().where(RunRow.id == record["run"]).exists():
                 return  # its end was applied before: a replay
@@ -628,10 +634,6 @@ class Store:
 HISTORY_STATES = (WorkerState.BROKEN.value, WorkerState.RETIRED.value)
 """A worker row in one of these keeps it when a late run's start or end is applied: that run is history."""
 
-
-def _unless_retired(state: WorkerState) -> peewee.Case:
-    """A status value that leaves broken and retired rows as they are (a late run's end is history)."""
-    return peewee.Case(None, [(WorkerRow.status.in_(HISTORY_STATES), WorkerRow.status)], state.value)
 
 
 APPLY = {
