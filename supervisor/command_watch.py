@@ -35,18 +35,19 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; t
 def announce(db: peewee.Database) -> None:
     """Tell a listening recorder that a command was added (call inside the transaction that adds it)."""
     if isinstance(db, peewee.PostgresqlDatabase):
-        db.execute_sql(f"NOTIFY {CHANNEL}")
+        database: Any = db  # peewee's methods are untyped calls to mypy
+        database.execute_sql(f"NOTIFY {CHANNEL}")
 
 
 class CommandWatch:
     """The recorder's side: `attach` after connecting; wait on `fileno()` and for `look_every`; then `should_look`."""
 
     def __init__(self, db: peewee.Database) -> None:
-        self.db = db
+        self.db: Any = db  # peewee's methods are untyped calls to mypy
         self.notified = isinstance(db, peewee.PostgresqlDatabase)
         self.woken = True
         """Something may have changed since the last look (a notification, a file written, a new connection)."""
-        self._version: Any = None
+        self._version: int | None = None
         self._connection: Any = None
         self._files: _FileWatch | None = None
         if isinstance(db, peewee.SqliteDatabase) and db.database not in ("", ":memory:"):
@@ -98,12 +99,13 @@ class CommandWatch:
 
     def should_look(self) -> bool:
         """Whether a command may have been added since the last look; True when unsure."""
-        woken, self.woken = self.woken, False
+        woken: bool = self.woken
+        self.woken = False
         if self.notified:
             return woken
         if self._files is not None and self._files.missing:
             self._files.watch()
-        version = self.db.connection().execute("PRAGMA data_version").fetchone()[0]
+        version = int(self.db.connection().execute("PRAGMA data_version").fetchone()[0])
         changed = version != self._version
         self._version = version
         return changed

@@ -79,11 +79,11 @@ class Recorder:
         while True:
             now = time.monotonic()
             notifications = self.watch.fileno()
-            waiting_on = [self.control] if notifications is None else [self.control, notifications]
+            waiting_on = [self.control.fileno()] if notifications is None else [self.control.fileno(), notifications]
             readable, _, _ = select.select(waiting_on, [], [], self._wait(now))
-            if self.control in readable and not self.read_messages():
+            if self.control.fileno() in readable and not self.read_messages():
                 return
-            if notifications in readable:
+            if notifications is not None and notifications in readable:
                 self.watch.readable()
             now = time.monotonic()
             if self.offset < self.end and now >= self.retry_at:
