@@ -99,6 +99,8 @@ class Footer:
 
 def printable(text: str) -> str:
     """Replace control characters (escape sequences included) so text from a worker cannot drive the terminal."""
+    if text.isprintable():
+        return text  # the common case, checked in C; the loop below costs a Python step per character
     return "".join(ch if ch.isprintable() else ("·" if ch not in "\n\t" else " ") for ch in text)
 
 

@@ -10,7 +10,7 @@ import errno
 import math
 import resource
 import signal
-from typing import Any, Iterable
+from typing import Any
 
 import psutil
 
@@ -70,9 +70,10 @@ class MemoryWatch:
         self._processes: dict[str, psutil.Process] = {}
         self._members: dict[str, list[psutil.Process]] = {}  # each run's tree at its last sample
 
-    def next_at(self, runs: Iterable[Any]) -> float | None:
-        """When the next sample is due, if any run in progress has a memory limit."""
-        return self._next if any(run.definition.memory_limit and run.pid for run in runs) else None
+    @property
+    def next_sample(self) -> float:
+        """When the next sample is due (while any run in progress has a memory limit)."""
+        return self._next
 
     def due(self, now: float) -> bool:
         return now >= self._next
