@@ -331,14 +331,7 @@ class Store:
         inserted = statements.insert(
             self.db,
             RunRow,
-            {
-                RunRow.id: record["run"],
-                RunRow.worker: record["worker"],
-                RunRow.attempt: record["attempt"],
-                RunRow.started_at: started_at,
-                RunRow.node: record["node"],
-                RunRow.supervisor_pid: record["supervisor_pid"],
-            },
+            self._start_fields(record),
             ignore_conflict=True,
         )
         if not inserted:
@@ -362,6 +355,18 @@ class Store:
             )
 
     @staticmethod
+    def _start_fields(record: Record) -> dict[Any, Any]:
+        """A run row's fields known at its start (its end's record carries them too)."""
+        return {
+            RunRow.id: record["run"],
+            RunRow.worker: record["worker"],
+            RunRow.attempt: record["attempt"],
+            RunRow.started_at: moment(record["started_at"]),
+            RunRow.node: record["node"],
+            RunRow.supervisor_pid: record["supervisor_pid"],
+        }
+
+    @staticmethod
     def _end_fields(record: Record) -> dict[Any, Any]:
         return {
             RunRow.finished_at: moment(record["finished_at"]),
@@ -383,17 +388,7 @@ class Store:
                 return  # its end was applied before: a replay
             # Its start never reached the database (it was lost with a journal line cut short): stand alone.
             self._ensure_worker(record["worker"], moment(record["finished_at"]))
-            RunRow.insert(
-                {
-                    RunRow.id: record["run"],
-                    RunRow.worker: record["worker"],
-                    RunRow.attempt: record["attempt"],
-                    RunRow.started_at: moment(record["started_at"]),
-                    RunRow.node: record["node"],
-                    RunRow.supervisor_pid: record["supervisor_pid"],
-                    **finished,
-                }
-            ).execute()
+            statements.insert(self.db, RunRow, {**self._start_fields(record), **finished})
         self._count_run(record)
 
     def _run_whole(self, started: Record, pid: int | None, finished: Record) -> None:
@@ -402,12 +397,7 @@ class Store:
             self.db,
             RunRow,
             {
-                RunRow.id: finished["run"],
-                RunRow.worker: finished["worker"],
-                RunRow.attempt: finished["attempt"],
-                RunRow.started_at: moment(started["started_at"]),
-                RunRow.node: finished["node"],
-                RunRow.supervisor_pid: finished["supervisor_pid"],
+                **self._start_fields(started),
                 RunRow.pid: finished["pid"] if finished.get("pid") is not None else pid,
                 **self._end_fields(finished),
             },
@@ -556,7 +546,8 @@ class Store:
         # Only the workers over their count: one grouped query, not one query per worker (a thousand workers cost
         # the recorder 130 ms at every prune).
         over = RunRow.select(RunRow.worker).group_by(RunRow.worker).having(peewee.fn.COUNT(RunRow.id) > keep_runs)
-        workers: list[str] = [row[0] for row in over.tuples()]
+        rows: Any = over.tuples()  # peewee's types say models, tuples() gives tuples
+        workers: list[str] = [row[0] for row in rows]
         for worker in workers:
             newest_kept = (
                 RunRow.select(RunRow.started_at)
