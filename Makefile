@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DB     ?= sqlite:///supervisor.db
 
-.PHONY: run test lint status clean
+.PHONY: run test lint status clean bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,19 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# The benchmark (issue 6) has an environment of its own: the package plus APScheduler 3, numpy and py-spy
+# (bench/requirements.txt), never the project's dependencies. Quick run: make bench BENCH_ARGS=--quick
+BENCH_VENV ?= bench/.venv
+BENCH_PY   := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: setup.cfg pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -e '.[postgres]' -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm example-ledger.db*
+	rm -rf $(VENV) $(BENCH_VENV) bench/out *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm example-ledger.db*

@@ -1,0 +1,892 @@
+"""`make bench`: the price of isolation, against the floor and the peer, measured in one run (issue 6).
+
+Everything is measured as a user runs it: a real `python -m supervisor run` process tree on a real SQLite file
+(and on PostgreSQL when a server answers on 127.0.0.1:5432), with the worker modules in bench/benchworkers.
+Per-process CPU, RSS and descriptors are read with psutil from outside; runs report their own timings
+(bench/benchworkers/_common.py). The floors (bench/floor.py) and the peer, APScheduler 3 with its
+ProcessPoolExecutor (bench/peer_aps.py), run on the same machine in the same run.
+
+    bench/.venv/bin/python bench/run.py            # the full run (under 10 minutes on 2 cores)
+    bench/.venv/bin/python bench/run.py --quick    # every measurement, shorter (about 3 minutes)
+    bench/.venv/bin/python bench/run.py --only latency,crash --quick   # sections: latency, crash, throughput, waiting
+
+Prints the table and writes it, with the machine it ran on, to docs/benchmarks.md (a quick run writes
+bench/out/benchmarks-quick.md instead); the raw numbers go to bench/out/.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+PY = sys.executable
+CORES = os.cpu_count() or 1
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+POLL_STEP = 0.0005  # seconds between two looks for a failure row (the resolution of crash to record)
+SECTIONS = ("latency", "crash", "throughput", "waiting")  # each measures its own floors first
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs."""
+
+    samples: int  # start-latency samples per configuration (the probe runs every `probe_interval`)
+    probe_interval: float
+    crash_seconds: float
+    rate_seconds: float
+    wait_seconds: float  # the waiting windows (60 s in the full run, as issue 6 says)
+    peer_wait_seconds: float
+    floor_samples: int
+
+
+FULL = Plan(samples=150, probe_interval=0.05, crash_seconds=10, rate_seconds=10, wait_seconds=60,
+            peer_wait_seconds=30, floor_samples=150)
+QUICK = Plan(samples=40, probe_interval=0.05, crash_seconds=4, rate_seconds=3, wait_seconds=10,
+             peer_wait_seconds=10, floor_samples=40)
+
+
+# -- numbers -------------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile by nearest rank (p99 of 150 samples is the second largest)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def dist(values: list[float], scale: float = 1e3) -> dict[str, float]:
+    """p50, p99 and the count, in milliseconds by default."""
+    return {"p50": pct(values, 0.5) * scale, "p99": pct(values, 0.99) * scale, "n": len(values)}
+
+
+# -- databases -----------------------------------------------------------------------------------------------
+
+
+class Reader:
+    """Another connection to the database, the one that sees what the supervisor (or the peer) committed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            self.conn: Any = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None, timeout=5)
+            self.param = "?"
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(url, autocommit=True)
+            self.param = "%s"
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        try:
+            return list(self.conn.execute(sql.replace("?", self.param), args).fetchall())
+        except Exception as exc:  # the table is not there yet (the supervisor creates it when it starts)
+            if "no such table" in str(exc) or type(exc).__name__ == "UndefinedTable":
+                return []
+            raise
+
+    def scalar(self, sql: str, *args: Any) -> Any:
+        rows = self.rows(sql, *args)
+        return rows[0][0] if rows else None
+
+    def columns(self, table: str) -> list[str]:
+        if self.url.startswith("sqlite"):
+            return [r[1] for r in self.rows(f"PRAGMA table_info({table})")]
+        return [r[0] for r in self.rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", table)]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN, connect_timeout=2).close()
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """A database of our own on the local server, dropped afterwards."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- processes -----------------------------------------------------------------------------------------------
+
+
+def bench_env(**values: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "SUPERVISOR_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+    env.update({f"BENCH_{k.upper()}": str(v) for k, v in values.items()})
+    return env
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
+        time.sleep(step)
+
+
+def cpu_self(p: psutil.Process) -> tuple[float, float]:
+    """(own CPU seconds, reaped children's CPU seconds). Own time is the sum over the process's threads of
+    /proc/PID/task/TID/schedstat, which the scheduler keeps in nanoseconds; psutil's user + system are in clock
+    ticks (10 ms), too coarse for a process that wakes twice a second. (A thread that ends within a window takes
+    its time with it; APScheduler's threads live as long as the scheduler.) Reaped children's time is only kept
+    in ticks."""
+    t = p.cpu_times()
+    own = t.user + t.system
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        tasks = Path(f"/proc/{p.pid}/task")
+        own = sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
+    return own, t.children_user + t.children_system
+
+
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_snapshot(root: psutil.Process) -> dict[tuple[int, float], tuple[float, float]]:
+    """CPU seconds (own, reaped children's) of every process in the tree, keyed by (pid, start time)."""
+    snap = {}
+    for p in tree(root):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            snap[(p.pid, p.create_time())] = cpu_self(p)
+    return snap
+
+
+def tree_cpu_delta(before: dict, after: dict) -> float:
+    """CPU seconds the whole tree used between two snapshots, runs that came and went included.
+
+    A process that ended in between was reaped by a process of the tree, whose children's time now holds its
+    whole life; what it had used before the window is subtracted, since it was in the first snapshot.
+    """
+    return sum(a + c for a, c in after.values()) - sum(a + c for a, c in before.values())
+
+
+class Supervised:
+    """A real `python -m supervisor run` process tree on a scratch directory."""
+
+    def __init__(self, name: str, db: str, module: str, env: dict[str, str], workdir: Path,
+                 extra: list[str] | None = None) -> None:
+        self.name = name
+        self.db = db
+        self.workdir = workdir
+        # The journal goes beside the log: for PostgreSQL it would otherwise land in the working directory.
+        self.argv = [PY, "-m", "supervisor", "run", "--db", db, "--workers", module,
+                     "--journal", str(workdir / f"{name}.pending"), *(extra or [])]
+        self.env = env
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Supervised:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        self.process = psutil.Process(self.proc.pid)
+        return self
+
+    def helper(self, module: str) -> psutil.Process:
+        def find() -> psutil.Process | None:
+            self.check_alive()
+            for child in self.process.children():
+                with contextlib.suppress(psutil.Error):
+                    if module in " ".join(child.cmdline()):
+                        return child
+            return None
+
+        return wait_until(find, 60, f"{self.name}: {module}")
+
+    @property
+    def spawner(self) -> psutil.Process:
+        return self.helper("supervisor.spawner")
+
+    @property
+    def recorder(self) -> psutil.Process:
+        return self.helper("supervisor.recorder")
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name}: the supervisor exited with {self.proc.returncode}:\n{tail}")
+
+    def wait_workers(self, count: int, reader: Reader) -> None:
+        """Wait until the spawner has reported every worker and the recorder has written them."""
+        wait_until(lambda: (self.check_alive(), (reader.scalar("SELECT count(*) FROM worker") or 0) >= count)[1],
+                   120, f"{self.name}: {count} worker rows")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        descendants = tree(self.process)[1:]
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for p in descendants:  # never expected: the supervisor takes its helpers and runs down with it
+            with contextlib.suppress(psutil.Error):
+                if p.is_running():
+                    p.kill()
+
+
+class Peer:
+    """An APScheduler peer process (bench/peer_aps.py)."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str], **options: object) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.ready_path = workdir / f"{name}.ready"
+        self.result_path = workdir / f"{name}.result"
+        argv = [PY, str(BENCH / "peer_aps.py"), "--ready", str(self.ready_path), "--result", str(self.result_path)]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        self.argv = argv
+        self.env = env
+        self.log_path = workdir / f"{name}.log"
+
+    def __enter__(self) -> Peer:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        self.process = psutil.Process(self.proc.pid)
+        self.ready = wait_until(self._ready, 120, f"{self.name} ready")
+        return self
+
+    def _ready(self) -> dict[str, Any] | None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log_path.read_text(errors='replace')[-3000:]}")
+        if self.ready_path.exists():
+            return json.loads(self.ready_path.read_text())
+        return None
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        return wait_until(lambda: self.result_path.exists() and json.loads(self.result_path.read_text()),
+                          timeout, f"{self.name} result")
+
+    def __exit__(self, *exc: object) -> None:
+        descendants = tree(self.process)[1:]
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for p in descendants:  # pool processes, the resource tracker
+            with contextlib.suppress(psutil.Error):
+                if p.is_running():
+                    p.terminate()
+        psutil.wait_procs(descendants, timeout=5)
+
+
+def read_lines(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- the measurements ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    workdir: Path
+    postgres: str | None
+    max_children: bool
+    """Whether this supervisor has --max-children (the global cap on children at once)."""
+    results: dict[str, Any] = field(default_factory=dict)
+    loads: list[float] = field(default_factory=list)
+    """The 1-minute load average at each step: the machine is shared, and others' load shows here."""
+    log: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        self.loads.append(os.getloadavg()[0])
+        line = f"[{time.strftime('%H:%M:%S')}] {text}"
+        print(line, flush=True)
+        self.log.append(line)
+
+    def scratch(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def sqlite(self, name: str) -> str:
+        return f"sqlite:///{self.scratch(name) / 'bench.db'}"
+
+    # floors ---------------------------------------------------------------------------------------------
+
+    def floor(self, module: str, workers: int, what: list[str], db: str | None = None, **options: object) -> dict[str, Any]:
+        argv = [PY, str(BENCH / "floor.py"), "--module", module]
+        for w in what:
+            argv += ["--what", w]
+        if db:
+            argv += ["--db", db]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        out = subprocess.run(argv, env=bench_env(workers=workers, scenario="idle"), cwd=self.workdir,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    def fork_floor(self, module: str, workers: int) -> None:
+        """Fork + pipe + reap from a parent with the same modules imported (just before the supervisor's turn,
+        so that both see the same machine: others' load on a shared machine comes and goes)."""
+        self.say(f"floor: fork + pipe + reap from a parent with {workers} {module} workers imported")
+        r = self.floor(f"benchworkers.{module}", workers, ["fork"], samples=self.plan.floor_samples, gap=0.02)
+        self.results[f"floor.fork.{module}.{workers}"] = {
+            "start": dist(r["fork_start"]), "cycle": dist(r["fork_cycle"]), "rss": r["rss"]}
+
+    def row_floor(self, kind: str, url: str, what: list[str]) -> None:
+        """Row insert and crash + reap + row, or the fork+row rate, on one database."""
+        self.say(f"floor: {' and '.join(what)} on {kind}")
+        p = self.plan
+        r = self.floor("benchworkers.lean", 10, what, db=url, samples=p.floor_samples, gap=0.01,
+                       seconds=max(2.0, p.rate_seconds / 2), in_flight=CORES)
+        found = self.results.setdefault(f"floor.row.{kind}", {})
+        for name in ("insert", "crash"):
+            if name in r:
+                found[name] = dist(r[name])
+        for name in ("rate_fork", "rate_fork_row"):
+            if name in r:
+                found[name] = r[name]
+
+    # start latency ---------------------------------------------------------------------------------------
+
+    def run_latency(self) -> None:
+        p = self.plan
+        for module in ("lean", "heavy"):
+            for workers in (10, 1000):
+                key = f"latency.{module}.{workers}"
+                self.fork_floor(module, workers)
+                self.say(f"start latency: supervisor, {workers} workers, {module} module")
+                work = self.scratch(f"{key}.supervisor")
+                out = work / "runs.txt"
+                env = bench_env(out=out, scenario="latency", workers=workers, active=1, interval=p.probe_interval)
+                db = self.sqlite(f"{key}.supervisor")
+                with Supervised("supervisor", db, f"benchworkers.{module}", env, work) as s:
+                    reader = Reader(db)
+                    s.wait_workers(workers, reader)
+                    warm = 10  # the first runs come while start-up's records are written
+                    wait_until(lambda: len(read_lines(out)) >= warm + p.samples, 60 + p.samples * p.probe_interval * 4,
+                               "latency samples", step=0.1)
+                    self.results[f"size.{module}.{workers}"] = self.sizes(s)
+                    reader.close()
+                lines = read_lines(out)[warm:warm + p.samples]
+                samples = [float(x[1]) for x in lines]
+                self.results[key] = {"supervisor": dist(samples), "parts": self.latency_parts(db, lines)}
+                for variant in ("default", "fresh"):
+                    self.say(f"start latency: APScheduler ({variant}), {workers} jobs, {module} module")
+                    if variant == "default":
+                        n, spacing = p.samples, p.probe_interval
+                    elif module == "lean":
+                        n, spacing = max(10, p.samples // 5), 0.3
+                    else:
+                        n, spacing = max(5, p.samples // 20), 2.0  # each run imports numpy and builds 200 MB anew
+                    work = self.scratch(f"{key}.aps-{variant}")
+                    out = work / "runs.txt"
+                    env = bench_env(out=out, scenario="idle", workers=workers)
+                    with Peer(f"aps-{variant}", work, env, module=f"benchworkers.{module}", variant=variant,
+                              scenario="latency", idle=workers - 1, samples=n, spacing=spacing,
+                              warmup=1.0 if module == "lean" else 3.0) as peer:
+                        last = float(peer.ready["last_due"])
+                        wait_until(lambda: len([x for x in read_lines(out) if x[0] == "aps"]) >= n,
+                                   max(0, last - time.time()) + 30, "APScheduler latency samples", step=0.1)
+                    samples = [float(x[1]) for x in read_lines(out) if x[0] == "aps"]
+                    self.results[key][f"aps_{variant}"] = dist(samples)
+
+    def latency_parts(self, db: str, lines: list[list[str]]) -> dict[str, Any]:
+        """Split each start latency at the moment the supervisor made the run (its row's `started_at`, taken in
+        `start_run` just before the request to the spawner): due -> request, request -> first line."""
+        reader = Reader(db)
+        started = {}
+        for run_id, at in reader.rows("SELECT id, started_at FROM run"):
+            if isinstance(at, str):
+                at = datetime.datetime.fromisoformat(at)
+            started[run_id] = at.replace(tzinfo=datetime.timezone.utc).timestamp()
+        reader.close()
+        loop, spawn = [], []
+        for run_id, late, first_line in ((x[0], float(x[1]), float(x[2])) for x in lines if len(x) > 2):
+            if run_id in started:
+                due = first_line - late
+                loop.append(started[run_id] - due)
+                spawn.append(first_line - started[run_id])
+        return {"due_to_request": dist(loop), "request_to_first_line": dist(spawn)}
+
+    def sizes(self, s: Supervised) -> dict[str, Any]:
+        found = {}
+        for role, proc in (("supervisor", s.process), ("spawner", s.spawner), ("recorder", s.recorder)):
+            found[role] = {"rss": proc.memory_info().rss, "fds": proc.num_fds()}
+        return found
+
+    # crash to record -------------------------------------------------------------------------------------
+
+    def poll_failures(self, reader: Reader, seconds: float, run_column: str) -> dict[str, float]:
+        """Look for new failure rows every POLL_STEP for `seconds`; return when each run's row was first seen."""
+        seen: dict[str, float] = {}
+        last_id = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rows = reader.rows(f"SELECT id, {run_column} FROM failure WHERE id > ? ORDER BY id", last_id)
+            now = time.time()
+            for row_id, run in rows:
+                last_id = max(last_id, row_id)
+                if run is not None:
+                    seen.setdefault(str(run), now)
+            time.sleep(POLL_STEP)
+        return seen
+
+    def run_crash(self) -> None:
+        p = self.plan
+        dbs = [("sqlite", None)] + ([("postgres", self.postgres)] if self.postgres else [])
+        for kind, url in dbs:
+            key = f"crash.{kind}"
+            self.row_floor(kind, url or self.sqlite("floor"), ["insert", "crash"])
+            self.say(f"crash to record: supervisor on {kind}")
+            work = self.scratch(f"{key}.supervisor")
+            out = work / "crashes.txt"
+            db = url or self.sqlite(f"{key}.supervisor")
+            env = bench_env(out=out, scenario="crash", workers=10, active=1, interval=0.1)
+            with Supervised("supervisor", db, "benchworkers.lean", env, work) as s:
+                reader = Reader(db)
+                s.wait_workers(10, reader)
+                run_column = "run_id" if "run_id" in reader.columns("failure") else "run"
+                seen = self.poll_failures(reader, p.crash_seconds, run_column)
+                finished = {}  # the run's finished_at: taken when the supervisor classified it (finish_run)
+                for run_id, at in reader.rows("SELECT id, finished_at FROM run WHERE finished_at IS NOT NULL"):
+                    if isinstance(at, str):
+                        at = datetime.datetime.fromisoformat(at)
+                    finished[run_id] = at.replace(tzinfo=datetime.timezone.utc).timestamp()
+                reader.close()
+            crashed = {x[0]: float(x[1]) for x in read_lines(out)}
+            measured = [run for run in crashed if run in seen][3:]  # the first ones come during start-up
+            samples = [seen[run] - crashed[run] for run in measured]
+            parts = {"crash_to_classified": dist([finished[r] - crashed[r] for r in measured if r in finished]),
+                     "classified_to_visible": dist([seen[r] - finished[r] for r in measured if r in finished])}
+            self.results[key] = {"supervisor": dist(samples), "parts": parts,
+                                 "unseen": len([r for r in crashed if r not in seen])}
+            if kind != "sqlite":
+                continue
+            for variant in ("default", "fresh"):
+                self.say(f"crash to record: APScheduler ({variant}), a failure row from its 'Error running job' log line")
+                work = self.scratch(f"{key}.aps-{variant}")
+                out = work / "crashes.txt"
+                db = self.sqlite(f"{key}.aps-{variant}")
+                n = max(8, int(p.crash_seconds / 0.4))
+                with Peer(f"aps-{variant}", work, bench_env(out=out), module="benchworkers.lean", variant=variant,
+                          scenario="crash", idle=9, samples=n, spacing=0.4, db=db, warmup=1.0) as peer:
+                    reader = Reader(db)
+                    wait_until(lambda: reader.columns("failure"), 30, "the peer's failure table")
+                    seen = self.poll_failures(reader, float(peer.ready["last_due"]) - time.time() + 3, "run")
+                    reader.close()
+                crashed = {x[0]: float(x[1]) for x in read_lines(out)}
+                samples = [seen[run] - t for run, t in crashed.items() if run in seen]
+                self.results[key][f"aps_{variant}"] = dist(samples)
+
+    # throughput ------------------------------------------------------------------------------------------
+
+    def run_throughput(self) -> None:
+        p = self.plan
+        dbs = [("sqlite", None)] + ([("postgres", self.postgres)] if self.postgres else [])
+        for kind, url in dbs:
+            key = f"throughput.{kind}"
+            self.row_floor(kind, url or self.sqlite("floor"), ["rate"])
+            if self.max_children:
+                # More runs owed than the machine can start (2,500 a second), at most `cores` children at once:
+                # whenever a run ends, an owed one starts.
+                workers, interval, extra = 50, 0.02, ["--max-children", str(CORES)]
+            else:
+                # No cap: as many workers as cores, each due every millisecond, so each starts again as soon as
+                # its last run ended (and the supervisor skips, counts and logs the slots that came meanwhile).
+                workers, interval, extra = CORES, 0.001, []
+            shape = f"{workers} trivial workers every {interval:g} s" + (f", --max-children {CORES}" if extra else "")
+            self.say(f"throughput: supervisor on {kind}, {shape}")
+            work = self.scratch(f"{key}.supervisor")
+            db = url or self.sqlite(f"{key}.supervisor")
+            env = bench_env(scenario="busy", workers=workers, active=workers, interval=interval)
+            with Supervised("supervisor", db, "benchworkers.lean", env, work, extra) as s:
+                reader = Reader(db)
+                s.wait_workers(workers, reader)
+                finished = "SELECT count(*) FROM run WHERE finished_at IS NOT NULL"
+                time.sleep(2.0)
+                n0, t0 = reader.scalar(finished), time.perf_counter()
+                before = {"supervisor": cpu_self(s.process)[0], "spawner": sum(cpu_self(s.spawner)),
+                          "recorder": cpu_self(s.recorder)[0]}
+                time.sleep(p.rate_seconds)
+                n1, t1 = reader.scalar(finished), time.perf_counter()
+                after = {"supervisor": cpu_self(s.process)[0], "spawner": sum(cpu_self(s.spawner)),
+                         "recorder": cpu_self(s.recorder)[0]}
+                reader.close()
+            runs = n1 - n0
+            self.results[key] = {"supervisor": {"rate": runs / (t1 - t0), "runs": runs},
+                                 "cpu_per_run_ms": {k: (after[k] - before[k]) / max(1, runs) * 1e3 for k in after},
+                                 "shape": shape, "offered": workers / interval}
+            if kind != "sqlite":
+                continue
+            for variant in ("default", "fresh"):
+                self.say(f"throughput: APScheduler ({variant}), {workers} jobs every {interval:g} s, {CORES} processes")
+                work = self.scratch(f"{key}.aps-{variant}")
+                with Peer(f"aps-{variant}", work, bench_env(), module="benchworkers.lean", variant=variant,
+                          scenario="busy", jobs=workers, interval=interval, seconds=p.rate_seconds / 2,
+                          warmup=2.0) as peer:
+                    result = peer.result(p.rate_seconds + 30)
+                self.results[key][f"aps_{variant}"] = {"rate": result["rate"], "runs": result["runs"]}
+
+    # waiting ---------------------------------------------------------------------------------------------
+
+    def run_waiting(self) -> None:
+        p = self.plan
+        # 1,000 workers none of which is due: the supervisor and both peers wait side by side in one window
+        # (all of them idle, so they do not compete), then their sizes are read.
+        self.say(f"waiting: 1000 workers not due, {p.wait_seconds:g}s (supervisor and APScheduler side by side)")
+        work = self.scratch("waiting.idle")
+        db = self.sqlite("waiting.idle")
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(Supervised("supervisor", db, "benchworkers.lean",
+                                               bench_env(scenario="idle", workers=1000, active=0), work))
+            peers = {v: stack.enter_context(Peer(f"aps-{v}", work, bench_env(), module="benchworkers.lean", variant=v,
+                                                 scenario="idle", idle=1000)) for v in ("default", "fresh")}
+            reader = Reader(db)
+            s.wait_workers(1000, reader)
+            reader.close()
+            time.sleep(2.0)  # start-up's records written, the table of 1,000 rows done
+            roots = {"supervisor": s.process, **{f"aps_{v}": peer.process for v, peer in peers.items()}}
+            before = {k: cpu_snapshot(r) for k, r in roots.items()}
+            alone0 = {"supervisor": cpu_self(s.process)[0], "spawner": cpu_self(s.spawner)[0],
+                      "recorder": cpu_self(s.recorder)[0],
+                      **{f"aps_{v}": cpu_self(peer.process)[0] for v, peer in peers.items()}}
+            t0 = time.perf_counter()
+            time.sleep(p.wait_seconds)
+            elapsed = time.perf_counter() - t0
+            after = {k: cpu_snapshot(r) for k, r in roots.items()}
+            alone1 = {"supervisor": cpu_self(s.process)[0], "spawner": cpu_self(s.spawner)[0],
+                      "recorder": cpu_self(s.recorder)[0],
+                      **{f"aps_{v}": cpu_self(peer.process)[0] for v, peer in peers.items()}}
+            self.results["waiting.idle"] = {
+                "seconds": elapsed,
+                "alone": {k: (alone1[k] - alone0[k]) / elapsed * 100 for k in alone1},
+                "all": {k: tree_cpu_delta(before[k], after[k]) / elapsed * 100 for k in roots},
+            }
+            self.results["size.lean.1000"] = self.sizes(s)
+            self.results["size.aps.1000"] = {
+                f"aps_{v}": {"rss": sum(x.memory_info().rss for x in tree(peer.process)),
+                             "main_rss": peer.process.memory_info().rss, "fds": peer.process.num_fds()}
+                for v, peer in peers.items()}
+        # 200 workers every 10 s: the windows start 5 s after a burst, so each holds whole bursts only.
+        self.say(f"waiting: 200 workers every 10 s, {p.wait_seconds:g}s, supervisor")
+        work = self.scratch("waiting.every10")
+        db = self.sqlite("waiting.every10")
+        with Supervised("supervisor", db, "benchworkers.lean",
+                        bench_env(scenario="idle", workers=200, active=200, interval=10), work) as s:
+            reader = Reader(db)
+            wait_until(lambda: (s.check_alive(), reader.scalar("SELECT count(*) FROM run"))[1], 60, "the first burst")
+            first = time.time()
+            reader.close()
+            spawner, recorder = s.spawner, s.recorder
+            time.sleep(max(0.0, first + 5 - time.time()))
+            window = self._window(s.process, {"spawner": spawner, "recorder": recorder}, p.wait_seconds)
+        self.results["waiting.every10"] = {"supervisor": window}
+        for variant in ("default", "fresh"):
+            self.say(f"waiting: 200 jobs every 10 s, {p.peer_wait_seconds:g}s, APScheduler ({variant})")
+            work = self.scratch(f"waiting.every10.aps-{variant}")
+            with Peer(f"aps-{variant}", work, bench_env(), module="benchworkers.lean", variant=variant,
+                      scenario="wait200", idle=0, warmup=1.0) as peer:
+                time.sleep(max(0.0, float(peer.ready["first_due"]) + 5 - time.time()))
+                window = self._window(peer.process, {}, p.peer_wait_seconds)
+            self.results["waiting.every10"][f"aps_{variant}"] = window
+
+    def _window(self, root: psutil.Process, helpers: dict[str, psutil.Process], seconds: float) -> dict[str, Any]:
+        before, alone0 = cpu_snapshot(root), {k: cpu_self(p)[0] for k, p in {"main": root, **helpers}.items()}
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        after, alone1 = cpu_snapshot(root), {k: cpu_self(p)[0] for k, p in {"main": root, **helpers}.items()}
+        return {"seconds": elapsed, "alone": {k: (alone1[k] - alone0[k]) / elapsed * 100 for k in alone1},
+                "all": tree_cpu_delta(before, after) / elapsed * 100}
+
+
+# -- the table -----------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}"
+
+
+def ratio(ours: float | None, other: float | None) -> str:
+    if ours is None or other is None or other == 0 or math.isnan(ours) or math.isnan(other):
+        return "—"
+    return f"{ours / other:.2f}×"
+
+
+def pair(d: dict[str, float] | None) -> str:
+    return "—" if not d else f"{fmt(d['p50'])} / {fmt(d['p99'])}"
+
+
+@dataclass
+class Row:
+    measure: str
+    ours: str
+    floor: str
+    vs_floor: str
+    aps_default: str
+    vs_default: str
+    aps_fresh: str
+    vs_fresh: str
+    target: str
+    verdict: str
+
+
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def every10_verdict(ours: float, default: dict[str, Any] | None, fresh: dict[str, Any] | None) -> str:
+    """Met or missed against each APScheduler variant's scheduler process."""
+    said = []
+    for name, peer in (("default", default), ("fresh", fresh)):
+        if peer:
+            said.append(f"{'met' if ours < peer['alone']['main'] else '**missed**'} vs {name}")
+    return "; ".join(said) or "—"
+
+
+def build_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for module in ("lean", "heavy"):
+        for workers in (10, 1000):
+            lat = r.get(f"latency.{module}.{workers}")
+            floor = r.get(f"floor.fork.{module}.{workers}")
+            if not lat:
+                continue
+            ours, fl = lat["supervisor"], (floor or {}).get("start")
+            d, f = lat.get("aps_default"), lat.get("aps_fresh")
+            ok = None if not fl else ours["p50"] <= 2 * fl["p50"] and (workers < 1000 or ours["p99"] < 10)
+            rows.append(Row(
+                f"start latency, {workers} workers, {module} module (ms)", pair(ours), pair(fl),
+                ratio(ours["p50"], fl and fl["p50"]), pair(d), ratio(ours["p50"], d and d["p50"]), pair(f),
+                ratio(ours["p50"], f and f["p50"]), "p50 ≤ 2× floor" + ("; p99 < 10 ms" if workers == 1000 else ""),
+                verdict(ok)))
+    for kind in ("sqlite", "postgres"):
+        c, fl = r.get(f"crash.{kind}"), (r.get(f"floor.row.{kind}") or {}).get("crash")
+        if not c:
+            continue
+        ours = c["supervisor"]
+        d, f = c.get("aps_default"), c.get("aps_fresh")
+        rows.append(Row(
+            f"crash to record, {'SQLite' if kind == 'sqlite' else 'PostgreSQL'} (ms)", pair(ours), pair(fl),
+            ratio(ours["p50"], fl and fl["p50"]), pair(d), ratio(ours["p50"], d and d["p50"]), pair(f),
+            ratio(ours["p50"], f and f["p50"]), "p50 < 5 ms" if kind == "sqlite" else "—",
+            verdict(ours["p50"] < 5) if kind == "sqlite" else "—"))
+    for kind in ("sqlite", "postgres"):
+        t, fl = r.get(f"throughput.{kind}"), r.get(f"floor.row.{kind}") or {}
+        if not t:
+            continue
+        ours = t["supervisor"]["rate"]
+        floor_rate = fl.get("rate_fork_row")
+        d, f = t.get("aps_default"), t.get("aps_fresh")
+        ok = None
+        if kind == "sqlite" and floor_rate:
+            ok = ours >= 0.7 * floor_rate and (f is None or ours > 30 * f["rate"])
+        offered = t.get("offered") or math.inf
+
+        def rate(found: dict[str, Any] | None) -> str:
+            # A rate at the offered load is a lower bound: the peer could have done more.
+            if not found:
+                return "—"
+            return ("≥ " if found["rate"] >= 0.95 * offered else "") + fmt(found["rate"])
+
+        rows.append(Row(
+            f"throughput, {CORES} at once, {'SQLite' if kind == 'sqlite' else 'PostgreSQL'} (runs/s)", fmt(ours),
+            fmt(floor_rate), ratio(ours, floor_rate), rate(d), ratio(ours, d and d["rate"]),
+            rate(f), ratio(ours, f and f["rate"]),
+            "≥ 0.7× floor; > 30× APS fresh" if kind == "sqlite" else "—", verdict(ok)))
+    w = r.get("waiting.idle")
+    if w:
+        for what, ours in (("supervisor alone", w["alone"]["supervisor"]), ("all its processes", w["all"]["supervisor"])):
+            d_key = "alone" if what == "supervisor alone" else "all"
+            d, f = w[d_key]["aps_default"], w[d_key]["aps_fresh"]
+            rows.append(Row(f"waiting, 1000 workers not due, {what} (% of a core)", fmt(ours, 3), "—", "—",
+                            fmt(d, 3), ratio(ours, d), fmt(f, 3), ratio(ours, f), "< 0.05 %", verdict(ours < 0.05)))
+    w = r.get("waiting.every10")
+    if w and "supervisor" in w:
+        ours = w["supervisor"]
+        d, f = w.get("aps_default"), w.get("aps_fresh")
+        rows.append(Row("waiting, 200 workers every 10 s, supervisor alone (% of a core)", fmt(ours["alone"]["main"], 3),
+                        "—", "—", fmt(d and d["alone"]["main"], 3), ratio(ours["alone"]["main"], d and d["alone"]["main"]),
+                        fmt(f and f["alone"]["main"], 3), ratio(ours["alone"]["main"], f and f["alone"]["main"]),
+                        "< APScheduler's scheduler", every10_verdict(ours["alone"]["main"], d, f)))
+        rows.append(Row("waiting, 200 workers every 10 s, all processes (% of a core)", fmt(ours["all"], 3), "—", "—",
+                        fmt(d and d["all"], 3), ratio(ours["all"], d and d["all"]), fmt(f and f["all"], 3),
+                        ratio(ours["all"], f and f["all"]), "—", "—"))
+    size, floor, peer = r.get("size.lean.1000"), r.get("floor.fork.lean.1000"), r.get("size.aps.1000", {})
+    if size:
+        mb = 2**20
+        d, f = peer.get("aps_default"), peer.get("aps_fresh")
+        rows.append(Row("RSS of the supervisor, 1000 workers (MB)", fmt(size["supervisor"]["rss"] / mb), "—", "—",
+                        fmt(d and d["main_rss"] / mb), ratio(size["supervisor"]["rss"], d and d["main_rss"]),
+                        fmt(f and f["main_rss"] / mb), ratio(size["supervisor"]["rss"], f and f["main_rss"]),
+                        "< 80 MB", verdict(size["supervisor"]["rss"] < 80 * mb)))
+        spawner_ok = None if not floor else size["spawner"]["rss"] <= 1.5 * floor["rss"]
+        rows.append(Row("RSS of the spawner, 1000 lean workers (MB)", fmt(size["spawner"]["rss"] / mb),
+                        fmt(floor and floor["rss"] / mb), ratio(size["spawner"]["rss"], floor and floor["rss"]),
+                        "—", "—", "—", "—", "about the modules' own size", verdict(spawner_ok)))
+        heavy, heavy_floor = r.get("size.heavy.1000"), r.get("floor.fork.heavy.1000")
+        if heavy and heavy_floor:
+            rows.append(Row("RSS of the spawner, 1000 heavy workers (MB)", fmt(heavy["spawner"]["rss"] / mb),
+                            fmt(heavy_floor["rss"] / mb), ratio(heavy["spawner"]["rss"], heavy_floor["rss"]),
+                            "—", "—", "—", "—", "about the modules' own size",
+                            verdict(heavy["spawner"]["rss"] <= 1.5 * heavy_floor["rss"])))
+        rows.append(Row("RSS of the recorder, 1000 workers (MB)", fmt(size["recorder"]["rss"] / mb), "—", "—",
+                        "—", "—", "—", "—", "—", "—"))
+        rows.append(Row("open fds: supervisor / spawner / recorder, 1000 workers",
+                        f"{size['supervisor']['fds']} / {size['spawner']['fds']} / {size['recorder']['fds']}", "—", "—",
+                        str(d["fds"]) if d else "—", "—", str(f["fds"]) if f else "—", "—", "—", "—"))
+    for module in ("lean", "heavy"):
+        fl = r.get(f"floor.fork.{module}.1000")
+        if fl:
+            rows.append(Row(f"floor: fork + pipe + reap, {module} parent ({fl['rss'] / 2**20:.0f} MB) (ms)", "—",
+                            pair(fl["cycle"]), "—", "—", "—", "—", "—", "—", "—"))
+    for kind in ("sqlite", "postgres"):
+        fl = r.get(f"floor.row.{kind}") or {}
+        if "insert" in fl:
+            rows.append(Row(f"floor: one Peewee row insert, {kind} (ms)", "—", pair(fl["insert"]), "—", "—", "—", "—",
+                            "—", "—", "—"))
+        if "rate_fork" in fl:
+            rows.append(Row(f"floor: fork+pipe+reap alone, {CORES} at once, {kind} parent (runs/s)", "—",
+                            fmt(fl["rate_fork"]), "—", "—", "—", "—", "—", "—", "—"))
+    return rows
+
+
+HEADER = ("measure", "supervisor p50 / p99", "floor p50 / p99", "÷ floor", "APS default p50 / p99", "÷ APS default",
+          "APS fresh p50 / p99", "÷ APS fresh", "target", "")
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(row.__dict__.values()) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cores": str(CORES),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter windows and fewer samples (for development)")
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only, even if a server answers")
+    parser.add_argument("--write", help="where the markdown goes (default: docs/benchmarks.md, or bench/out/ when quick)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, databases)")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    sections = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    help_text = subprocess.run([PY, "-m", "supervisor", "run", "--help"], capture_output=True, text=True).stdout
+    max_children = "--max-children" in help_text
+    OUT.mkdir(exist_ok=True)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=OUT))
+    use_pg = not args.no_postgres and postgres_reachable()
+    with contextlib.ExitStack() as stack:
+        if not args.keep:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        pg = stack.enter_context(postgres_database(f"bench_ws_{os.getpid()}")) if use_pg else None
+        bench = Bench(plan, workdir, pg, max_children)
+        bench.say(f"{'quick' if args.quick else 'full'} run; sections {', '.join(sections)}; PostgreSQL "
+                  f"{'yes' if pg else 'no'}; --max-children {'passed' if max_children else 'not supported yet'}")
+        for section in SECTIONS:
+            if section in sections:
+                getattr(bench, f"run_{section}")()
+    elapsed = time.monotonic() - started
+    info = machine()
+    loads = [load_before[0], *bench.loads, os.getloadavg()[0]]
+    info["1-min load average during the run (min / median / max)"] = (
+        f"{min(loads):.2f} / {pct(loads, 0.5):.2f} / {max(loads):.2f} (this run alone adds about 1)")
+    info["duration"] = f"{elapsed:.0f} s"
+    info["--max-children"] = f"{CORES} (throughput)" if max_children else "not supported by this supervisor yet"
+    raw = {"machine": info, "plan": plan.__dict__, "results": bench.results}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (OUT / f"results-{stamp}{'-quick' if args.quick else ''}.json").write_text(json.dumps(raw, indent=1))
+    table = markdown_table(build_rows(bench.results))
+    print()
+    print(table)
+    print()
+    print(" · ".join(f"{k}: {v}" for k, v in info.items()))
+    target = Path(args.write) if args.write else (OUT / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md")
+    from report import write_markdown
+
+    write_markdown(target, table, info, bench.results, plan, quick=args.quick)
+    print(f"wrote {target}")
+    if args.keep:
+        print(f"kept the logs and databases in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
