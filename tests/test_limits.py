@@ -68,12 +68,14 @@ import sys
 from supervisor import worker
 
 GROW = """
+import signal
 import time
 held = []
 while len(held) < 150:  # 1.5 GB at most
     held.append(bytearray(b"\\\\x01") * 10_000_000)
     time.sleep(0.02)
-time.sleep(30)  # then hold it: a descendant the kill missed must still be there for the test to see
+signal.alarm(30)  # then hold it until killed (30 s at most): a descendant the kill missed must still be there
+signal.pause()
 """
 
 
