@@ -70,6 +70,12 @@ above 1× means more runs per second.
 """
 
 
+def _split_line(measure: str, first: str, a: dict[str, float], second: str, b: dict[str, float]) -> str:
+    """One line of "where the time goes": a measure split in two at a moment the supervisor records."""
+    return (f"- {measure}: {first} {a['p50']:.2f} / {a['p99']:.2f} ms; from there → {second} "
+            f"{b['p50']:.2f} / {b['p99']:.2f} ms (p50 / p99).")
+
+
 def write_markdown(target: Path, table: str, info: dict[str, str], results: dict[str, Any], plan: Any,
                    quick: bool) -> None:
     """Write the document; keep the hand-written notes of the one already there."""
@@ -85,17 +91,18 @@ def write_markdown(target: Path, table: str, info: dict[str, str], results: dict
         for workers in (10, 1000):
             parts = results.get(f"latency.{module}.{workers}", {}).get("parts")
             if parts and parts["due_to_request"]["n"]:
-                a, b = parts["due_to_request"], parts["request_to_first_line"]
-                extra.append(f"- start latency, {workers} workers, {module}: due → the supervisor makes the run (its "
-                             f"`started_at`) {a['p50']:.2f} / {a['p99']:.2f} ms; from there → the worker's first line "
-                             f"(request, spawner, hand-over to the standby child, its last steps) {b['p50']:.2f} / {b['p99']:.2f} ms (p50 / p99).")
+                extra.append(_split_line(
+                    f"start latency, {workers} workers, {module}",
+                    "due → the supervisor makes the run (its `started_at`)", parts["due_to_request"],
+                    "the worker's first line (request, spawner, hand-over to the standby child, its last steps)",
+                    parts["request_to_first_line"]))
     for kind in ("sqlite", "postgres"):
         parts = results.get(f"crash.{kind}", {}).get("parts")
         if parts and parts["crash_to_classified"]["n"]:
-            a, b = parts["crash_to_classified"], parts["classified_to_visible"]
-            extra.append(f"- crash to record on {kind}: crash → the supervisor classifies the run (its `finished_at`) "
-                         f"{a['p50']:.2f} / {a['p99']:.2f} ms; from there → the row visible (journal, recorder, "
-                         f"commit, poll) {b['p50']:.2f} / {b['p99']:.2f} ms (p50 / p99).")
+            extra.append(_split_line(
+                f"crash to record on {kind}",
+                "crash → the supervisor classifies the run (its `finished_at`)", parts["crash_to_classified"],
+                "the row visible (journal, recorder, commit, poll)", parts["classified_to_visible"]))
     idle = results.get("waiting.idle")
     if idle:
         alone = idle["alone"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +77,22 @@ def test_a_stop_reaches_a_run_started_in_a_standby(tmp_path: Path, record: Recor
     # SIGTERM is blocked from the standby's fork until its run's handler is in place; then it must be unblocked,
     # or the run would never see the stop and be killed at the end of its grace.
     source = (
-        "import os\nfrom supervisor import worker\n\n@worker(interval=60, grace=10)\n"
+        "import os\nfrom supervisor import worker\n\n@worker(interval=3600, run_at_start=False, grace=10)\n"
         "def waits(ctx):\n    if not ctx.sleep(60):\n"
         "        open(os.path.join(os.getcwd(), 'cancelled'), 'w').close()\n"
     )
     worker_package(tmp_path, [], extra={"waits": source})
     supervisor = start_supervisor()
-    wait_until(lambda: [r for r in record.runs("waits", finished=False) if r["pid"]], timeout=60, what="a run")
+    spawner = spawner_of(supervisor)
+    standby = wait_until(lambda: standby_of(spawner, record), timeout=60, what="a standby child")
+    # Nothing is due for an hour: the run comes from a trigger, and must be the child that was waiting for it.
+    triggered = subprocess.run([sys.executable, "-m", "supervisor", "trigger", "waits", "--db", supervisor.url],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert triggered.returncode == 0, triggered.stderr
+    (run,) = wait_until(lambda: [r for r in record.runs("waits", finished=False) if r["pid"]], timeout=30, what="a run")
+    assert run["pid"] == standby.pid
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(30) == 0
     assert (tmp_path / "cancelled").exists()
-    (run,) = record.runs("waits")
-    assert run["outcome"] in ("succeeded", "cancelled"), run
+    (ended,) = record.runs("waits")
+    assert ended["outcome"] in ("succeeded", "cancelled"), dict(ended)
