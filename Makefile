@@ -1,4 +1,4 @@
-# Both targets set up everything they need: a virtualenv in .venv with the package installed editable.
+# Every target sets up what it needs: a virtualenv in .venv with the package installed editable.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,22 +6,28 @@ DB     ?= sqlite:///supervisor.db
 
 .PHONY: run test lint status clean bench
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Two stamps: running needs the package and a PostgreSQL driver only; the test tools (pytest, mypy, pyte) are
+# added on top for test and lint, so a server that only runs the supervisor never gets them.
+$(VENV)/.installed-run: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[postgres]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(PY) -m supervisor run --db $(DB) --workers workers
 
-status: $(VENV)/.installed
+status: $(VENV)/.installed-run
 	$(PY) -m supervisor status --db $(DB)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
 # The benchmark (issue 6) has an environment of its own: the package plus APScheduler 3, numpy and py-spy
