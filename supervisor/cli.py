@@ -81,9 +81,14 @@ def cmd_run(config: Config) -> int:
     from .loop import Supervisor
     from .process import ensure_standard_fds
     from .recording import RecordingSettings, prepare
+    from .sources import missing_source
     from .store import utcnow
 
     ensure_standard_fds()
+    # Before the database and the journal are created: a run that cannot start must leave no files behind.
+    missing = missing_source(config.workers)
+    if missing is not None:
+        raise ConfigError(f"cannot import worker package {missing!r} from {os.getcwd()}", "--workers / workers setting")
     interactive = sys.stdout.isatty()
     console = Console() if interactive else None
     log.setup(config.log_level, console, config.log_format)
