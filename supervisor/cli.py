@@ -302,7 +302,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from .process import ensure_standard_fds
 
     ensure_standard_fds()
-    findings = check(config.workers, config.import_timeout, config.overrides, args.config, config.commands)
+    findings = check(config.workers, config.import_timeout, config.overrides, config.config_file, config.commands)
     lines = [describe(d, d.name in findings.overridden) for d in findings.workers]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
     for line in lines:

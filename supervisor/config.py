@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from urllib.parse import urlsplit
@@ -21,6 +22,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 WORKER_KEYS = OVERRIDABLE
 COMMAND_KEYS = ("command", "shell", "env", "cwd", "user", "group")
+CONFIG_ENV = "SUPERVISOR_CONFIG"
+DEFAULT_CONFIG = "supervisor.toml"
+"""Read from the working directory when present and no other file is named, so that `status` and `trigger`
+find the database `run` uses without repeating --config."""
 
 
 def _text(value: Any) -> str:
@@ -139,7 +144,9 @@ class Config:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-worker settings from the file's `[worker.NAME]` tables, read (durations in seconds, sizes in bytes)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
-    """Command workers the file declares (`[worker.NAME]` tables with a `command`), as given."""
+    """Command workers the file declares (`[worker.NAME]` tables with a `command`), as given (paths resolved)."""
+    config_file: str | None = None
+    """The config file read (--config, SUPERVISOR_CONFIG, or ./supervisor.toml when present), or None."""
 
 
 def journal_path(config: Config) -> str:
@@ -156,7 +163,9 @@ def journal_path(config: Config) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add a flag for every setting, plus --config."""
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (settings and [worker.NAME] tables)")
+    parser.add_argument("--config", metavar="FILE", help=f"TOML config file (settings and [worker.NAME] tables); "
+                        f"relative paths in it mean its own directory (env {CONFIG_ENV}; default ./{DEFAULT_CONFIG} "
+                        "when present)")
     for s in SETTINGS:
         parser.add_argument(
             s.flag,
@@ -173,7 +182,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     overrides: dict[str, dict[str, Any]] = {}
     commands: list[dict[str, Any]] = []
-    path = flags.get("config")
+    path = flags.get("config") or environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
     if path:
         from_file, overrides, commands = _read_file(str(path))
         values.update(from_file)
@@ -188,7 +197,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             f"({values['write_timeout']:g}s), or every slow statement would count as a hung database",
             "settings",
         )
-    return Config(overrides=overrides, commands=commands, **values)
+    return Config(overrides=overrides, commands=commands, config_file=str(path) if path else None, **values)
 
 
 def _parse(setting: Setting, value: Any, where: str) -> Any:
@@ -215,17 +224,37 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], li
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key)}"
         if key == "worker":
-            overrides, commands = _worker_tables(value, path, text)
+            overrides, commands = _worker_tables(value, path, text, os.path.dirname(os.path.abspath(path)))
             continue
         setting = _BY_NAME.get(key)
         if setting is None:
             raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, [*_BY_NAME, 'worker'])}", where)
         values[key] = _parse(setting, value, where)
+    # A relative path in the file means the file's directory: under systemd the working directory is `/`, and the
+    # same file must name the same database for `run` and for a `status` typed in any directory.
+    base = os.path.dirname(os.path.abspath(path))
+    if "database" in values:
+        values["database"] = _sqlite_beside(base, values["database"])
+    if values.get("journal"):
+        values["journal"] = os.path.join(base, values["journal"])
     return values, overrides, commands
 
 
-def _worker_tables(value: Any, path: str, text: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Read the [worker.NAME] tables: settings for workers defined in code, and command workers (with `command`)."""
+def _sqlite_beside(base: str, url: str) -> str:
+    """Make a relative SQLite path in a URL read from a config file relative to `base` (other URLs as given)."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.scheme != "sqlite" or parts.netloc or not path or path == ":memory:" or os.path.isabs(path):
+        return url
+    return f"sqlite:///{os.path.join(base, path)}" + (f"?{parts.query}" if parts.query else "")
+
+
+def _worker_tables(
+    value: Any, path: str, text: str, base: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Read the [worker.NAME] tables: settings for workers defined in code, and command workers (with `command`).
+
+    Relative paths in them (a `cwd`, a SQLite `database`) are made relative to `base`, the file's directory."""
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ConfigError("[worker] must hold one table per worker, as [worker.NAME]", f"{path}:{_line_of(text, 'worker')}")
     overrides: dict[str, dict[str, Any]] = {}
@@ -246,6 +275,12 @@ def _worker_tables(value: Any, path: str, text: str) -> tuple[dict[str, dict[str
             except ValueError as exc:
                 raise ConfigError(f"worker {name!r}: {key} {exc}", f"{path}:{_line_of(text, 'worker', name)}"
                                   f" [worker.{name}] {key}") from None
+        if isinstance(table.get("database"), str):
+            table = {**table, "database": _sqlite_beside(base, table["database"])}
+            if "database" in settings:
+                settings["database"] = table["database"]
+        if is_command and isinstance(table.get("cwd"), str) and table["cwd"]:
+            table = {**table, "cwd": os.path.join(base, table["cwd"])}
         if is_command:
             _check_command_worker(name, table, where)
             commands.append({"name": name, **table})

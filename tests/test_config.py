@@ -46,7 +46,7 @@ def test_empty_flags_mapping_gives_defaults() -> None:
 def test_file_overrides_defaults(tmp_path: Path) -> None:
     path = _write(tmp_path, 'database = "sqlite:///file.db"\nworkers = ["a", "b"]\nlog_level = "WARNING"\n')
     config = load(_flags(config=str(path)), {})
-    assert config.database == "sqlite:///file.db"
+    assert config.database == f"sqlite:///{tmp_path}/file.db"  # a relative path in the file means its directory
     assert config.workers == ["a", "b"]
     assert config.log_level == "warning"
 
@@ -71,7 +71,7 @@ def test_flags_override_environment_and_file(tmp_path: Path) -> None:
 
 def test_empty_environment_variable_is_ignored(tmp_path: Path) -> None:
     path = _write(tmp_path, 'database = "sqlite:///file.db"\n')
-    assert load(_flags(config=str(path)), {"SUPERVISOR_DB": ""}).database == "sqlite:///file.db"
+    assert load(_flags(config=str(path)), {"SUPERVISOR_DB": ""}).database == f"sqlite:///{tmp_path}/file.db"
 
 
 def test_import_timeout_from_file_environment_and_flag(tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ def test_invalid_utf8_is_reported_as_invalid_toml_not_a_crash(tmp_path: Path) ->
     path = tmp_path / "bad.toml"
     path.write_bytes(b'database = "sqlite:///\xff.db"\n')
     # The bytes are decoded with replacement; the value is then a valid (odd) string.
-    assert load(_flags(config=str(path)), {}).database == "sqlite:///\ufffd.db"
+    assert load(_flags(config=str(path)), {}).database == f"sqlite:///{tmp_path}/\ufffd.db"
 
 
 # -- the command line ----------------------------------------------------------------------------------------
