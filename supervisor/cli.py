@@ -139,7 +139,8 @@ def cmd_status(config: Config, watch: bool = False) -> int:
                 raise
 
         try:
-            watch_table(read, LiveDashboard(Console(), utcnow))
+            # The database keeps no CPU or memory of a run: no columns for them (the loop's own table has them).
+            watch_table(read, LiveDashboard(Console(), utcnow, usage=False))
         finally:
             store.close()
         return 0
@@ -148,7 +149,7 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         rows: list[Any] = [_row_view(row) for row in store.workers()]
     finally:
         store.close()
-    console().print(render(rows, utcnow()))
+    console().print(render(rows, utcnow(), usage=False))
     return 0
 
 

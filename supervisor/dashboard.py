@@ -3,6 +3,11 @@
 A frame is a title, the table (one line per worker, every cell one line), at most one "… and N more workers"
 line, and two footer lines: totals, then the database's health. Its width adapts to the console when it is
 drawn (the least useful columns are left out first), and its height to `max_rows`, so it fits a small terminal.
+
+Which columns are shown, and how wide each is, depends on the console's width and on the set of workers only,
+never on the values of one frame: a table redrawn 4 times a second whose columns come and go or shift sideways
+as a run starts or a count gains a digit cannot be read. Every column has a fixed width (values that could be
+wider are shortened: `123M` runs, or cut with "…"); only the last error, the last column, varies.
 """
 from __future__ import annotations
 
@@ -32,8 +37,23 @@ OUTCOME_STYLES = {"succeeded": "green", "error": "red", "exit": "red", "crash": 
                   "timeout": "yellow", "limit": "yellow", "lost": "magenta"}
 ACTIVE_STATES = ("running", "stopping")
 NAME_WIDTH = 32
+SCHEDULE_WIDTH = 36
 ERROR_WIDTH = 60
 ERROR_MIN_WIDTH = 16  # narrower than this, an error says nothing: columns are left out before it gets there
+# Fixed widths, each the widest value the column usually has (a rarer, longer one is cut with "…"), chosen so
+# that every column fits 140 characters with a 14-character name. The state: "quarantined", "running ×12"; a pid
+# up to Linux's pid_max (4194304); a duration "119s/120s"; CPU "800%"; memory "1023M"; "succeeded"; "9.9h ago";
+# "retry 3 in 4.0s"; a count shortened to "9999" or "123M"; "12 (3 in a row)".
+STATE_WIDTH = 11
+PID_WIDTH = 7
+DURATION_WIDTH = 9
+CPU_WIDTH = 4
+MEM_WIDTH = 5
+OUTCOME_WIDTH = 9
+LAST_RUN_WIDTH = 8
+NEXT_RUN_WIDTH = 15
+COUNT_WIDTH = 4
+FAILED_WIDTH = 15
 NEAR_TIMEOUT = 0.8  # a run past this fraction of its timeout is shown in yellow, past all of it in red
 FRAME_LINES = 5
 """Lines of a frame that are not worker rows: the title, the header, its rule, and the two footer lines."""
@@ -83,6 +103,8 @@ class WorkerView:
     """A slot came during a run and one run waits for it to end (overlap = queue)."""
     retry_attempt: int | None = None
     """The attempt owed after a failure, due at `next_run_at`; None when no retry is pending."""
+    last_failure_at: datetime | None = None
+    """When the worker last failed (the age of `last_error` once it has recovered); None when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +150,25 @@ def span(seconds: float) -> str:
         return f"{seconds:.0f}s"
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    if seconds < 36000:
+        return f"{seconds / 3600:.1f}h"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    # Days past two of them: a weekly job's last run reads "6.5d ago", not "156.0h ago" (and keeps to its column).
+    days = seconds / 86400
+    return f"{days:.1f}d" if days < 10 else f"{days:.0f}d"
+
+
+def count(number: int) -> str:
+    """Format a count in at most 4 characters: `9999`, `12k`, `1.2M`, `123M`, `4.5G` (never rounded up a unit)."""
+    if number < 10_000:
+        return str(number)
+    for unit, scale in (("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000)):
+        if number < scale * 1000 or unit == "G":
+            value = number / scale
+            # Truncated, not rounded: 99,999 is "99k", never "100k" (which would not fit, and overstates it).
+            return f"{int(value * 10) / 10:.1f}{unit}" if value < 10 else f"{int(value)}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def uptime(seconds: float) -> str:
@@ -186,17 +226,11 @@ class _Column:
 
     header: str
     cells: tuple[Text, ...]
+    width: int
+    """Its width, whatever the cells of this frame hold (the last column, the error's, is the exception)."""
     justify: JustifyMethod = "left"
     drop: int = 0
     """0: always shown; otherwise, on a narrow console, columns are left out highest `drop` first."""
-    max_width: int | None = None
-
-    @property
-    def width(self) -> int:
-        """The width the column would like: its widest cell or header."""
-        widest = max((cell.cell_len for cell in self.cells), default=0)
-        widest = max(widest, len(self.header))
-        return widest if self.max_width is None else min(widest, self.max_width)
 
 
 class Frame:
@@ -209,12 +243,16 @@ class Frame:
         self.footer = list(footer)
 
     def fitting(self, width: int) -> list[_Column]:
-        """The columns that fit `width`, leaving the last error at least ERROR_MIN_WIDTH (or what it needs)."""
+        """The columns that fit `width`, leaving the last error at least ERROR_MIN_WIDTH.
+
+        Decided by the widths alone, not by what the errors of this frame need: a frame with no error must not
+        keep a column that the next one, with an error, would drop.
+        """
         columns = list(self.columns)
 
         def needed(chosen: list[_Column]) -> int:
             fixed = sum(c.width for c in chosen[:-1])  # the last column is the error, which gives way
-            return fixed + min(chosen[-1].width, ERROR_MIN_WIDTH) + GAP * (len(chosen) - 1)
+            return fixed + ERROR_MIN_WIDTH + GAP * (len(chosen) - 1)
 
         while needed(columns) > width and any(c.drop for c in columns):
             columns.remove(max(columns, key=lambda c: c.drop))
@@ -224,6 +262,7 @@ class Frame:
         columns = self.fitting(options.max_width)
         table = Table(
             title="worker-supervisor",
+            title_justify="left",  # centred, it would move with the width of the last error's column
             box=COMPACT,
             show_edge=False,
             padding=(0, 1, 0, 0),
@@ -236,11 +275,11 @@ class Frame:
                 justify=column.justify,
                 no_wrap=True,
                 overflow="ellipsis",
-                max_width=column.max_width,
+                width=column.width,
             )
         # Wrappable as a column (so rich narrows it before any other), but each cell stays one line, cut with "…".
         error = columns[-1]
-        table.add_column(Text(error.header, no_wrap=True, overflow="ellipsis"), max_width=error.max_width)
+        table.add_column(Text(error.header, no_wrap=True, overflow="ellipsis"), max_width=error.width)
         for index in range(self.rows):
             table.add_row(*(column.cells[index] for column in columns))
         yield table
@@ -250,57 +289,67 @@ class Frame:
         yield from self.footer
 
 
-def render(rows: Iterable[WorkerView], now: datetime, footer: Footer | None = None, max_rows: int | None = None) -> Frame:
+def render(rows: Iterable[WorkerView], now: datetime, footer: Footer | None = None, max_rows: int | None = None,
+           usage: bool = True) -> Frame:
     """Build one frame: the workers table for `now`, then the footer. Pure: no clock, no I/O.
 
     Without `max_rows` every row is shown, in the order given. With it, and more rows than fit, the most relevant
     rows come first (see `relevance`) and a last line says how many are left out; row lines, that line included,
-    stay within `max_rows`.
+    stay within `max_rows`. `usage` says whether the rows can carry CPU and memory (they can when the supervisor
+    draws its own table; read from the database they never do): it, not this frame's values, decides their columns.
     """
     every = list(rows)
     shown = every
     if max_rows is not None and len(every) > max_rows:
         shown = sorted(every, key=lambda row: relevance(row, now))[: max(0, max_rows - 1)]
-    columns = _columns(shown, now)
+    columns = _columns(shown, every, now, usage)
     return Frame(columns, len(shown), len(every) - len(shown), _footer(every, now, footer or Footer()))
 
 
-def _columns(rows: list[WorkerView], now: datetime) -> list[_Column]:
+def _columns(rows: list[WorkerView], every: list[WorkerView], now: datetime, usage: bool) -> list[_Column]:
+    """The columns of the rows shown; widths come from `every` row (the set of workers, not this frame's values)."""
     names = tuple(Text(printable(row.name), no_wrap=True, overflow="ellipsis") for row in rows)
+    name_width = min(NAME_WIDTH, max([len("worker"), *(len(printable(row.name)) for row in every)]))
     columns = [
-        _Column("worker", names, max_width=NAME_WIDTH),
-        _Column("state", tuple(_state(row) for row in rows)),
-        _Column("pid", tuple(Text(str(row.pid) if row.pid else "") for row in rows), "right", drop=3),
-        _Column("duration", tuple(_duration(row, now) for row in rows), "right", drop=2),
+        _Column("worker", names, name_width),
+        _Column("state", tuple(_state(row) for row in rows), STATE_WIDTH),
+        _Column("pid", tuple(Text(str(row.pid) if row.pid else "") for row in rows), PID_WIDTH, "right", drop=3),
+        _Column("duration", tuple(_duration(row, now) for row in rows), DURATION_WIDTH, "right", drop=2),
     ]
-    # CPU and memory are known only for runs the supervisor watches; read from the database they never are.
-    if any(row.cpu_percent is not None for row in rows):
+    if usage:
         cpu = tuple(Text("" if row.cpu_percent is None else f"{row.cpu_percent:.0f}%") for row in rows)
-        columns.append(_Column("cpu", cpu, "right", drop=5))
-    if any(row.rss is not None for row in rows):
-        columns.append(_Column("mem", tuple(Text("" if row.rss is None else size(row.rss)) for row in rows), "right", drop=6))
+        columns.append(_Column("cpu", cpu, CPU_WIDTH, "right", drop=5))
+        mem = tuple(Text("" if row.rss is None else size(row.rss)) for row in rows)
+        columns.append(_Column("mem", mem, MEM_WIDTH, "right", drop=6))
     columns += [
-        _Column("outcome", tuple(_outcome(row) for row in rows)),
-        _Column("last run", tuple(Text(ago(row.last_run_at, now)) for row in rows), "right", drop=4),
-        _Column("next run", tuple(_next_run(row, now) for row in rows), "right", drop=1),
-        _Column("ok", tuple(Text(str(row.successes)) for row in rows), "right", drop=7),
-        _Column("failed", tuple(_failed(row) for row in rows)),
-        _Column("last error", tuple(_error(row) for row in rows), max_width=ERROR_WIDTH),
+        _Column("outcome", tuple(_outcome(row) for row in rows), OUTCOME_WIDTH),
+        _Column("last run", tuple(Text(ago(row.last_run_at, now)) for row in rows), LAST_RUN_WIDTH, "right", drop=4),
+        _Column("next run", tuple(_next_run(row, now) for row in rows), NEXT_RUN_WIDTH, "right", drop=1),
+        _Column("ok", tuple(Text(count(row.successes)) for row in rows), COUNT_WIDTH, "right", drop=7),
+        _Column("failed", tuple(_failed(row) for row in rows), FAILED_WIDTH),
+        _Column("last error", tuple(_error(row, now) for row in rows), ERROR_WIDTH),
     ]
-    if any(row.schedule for row in rows):  # known when the loop draws the table, or from a recent database
+    # Schedules are known when the loop draws the table, or from a recent database; a property of the workers,
+    # so the column does not come and go between frames.
+    schedule_width = max((len(printable(row.schedule)) for row in every if row.schedule), default=0)
+    if schedule_width:
         schedules = tuple(Text(printable(row.schedule or "")) for row in rows)
-        columns.insert(-3, _Column("schedule", schedules, drop=8, max_width=36))
+        width = min(SCHEDULE_WIDTH, max(len("schedule"), schedule_width))
+        columns.insert(-3, _Column("schedule", schedules, width, drop=8))
     return columns
 
 
 def _state(row: WorkerView) -> Text:
-    text = printable(row.state) + (f" ×{row.running}" if row.running > 1 else "") + (" +1 queued" if row.queued else "")
+    text = printable(row.state) + (f" ×{row.running}" if row.running > 1 else "")
     return Text(text, style=STATE_STYLES.get(row.state, ""))
 
 
 def _next_run(row: WorkerView, now: datetime) -> Text:
     if row.retry_attempt is not None:
         return Text(f"retry {row.retry_attempt} {until(row.next_run_at, now)}", style="yellow")
+    if row.queued:
+        # A slot came during the run and one run waits for it: that is the next run, whatever the schedule says.
+        return Text("queued", style="yellow")
     return Text(until(row.next_run_at, now))
 
 
@@ -323,15 +372,22 @@ def _outcome(row: WorkerView) -> Text:
 
 def _failed(row: WorkerView) -> Text:
     """The failure count, and the streak when the last runs failed one after another: "12 (3 in a row)"."""
-    text = Text(str(row.failures), style="red" if row.consecutive_failures else "")
+    text = Text(count(row.failures), style="red" if row.consecutive_failures else "", no_wrap=True, overflow="ellipsis")
     if row.consecutive_failures > 1:
-        text.append(f" ({row.consecutive_failures} in a row)", style="bold red")
+        text.append(f" ({count(row.consecutive_failures)} in a row)", style="bold red")
     return text
 
 
-def _error(row: WorkerView) -> Text:
+def _error(row: WorkerView, now: datetime) -> Text:
+    """The last error: red while the worker fails; dimmed, with its age when known, once it succeeds again."""
     # Cut long before the column's width: a 2000-character traceback line is not worth measuring.
-    return Text(printable(row.last_error or "")[: ERROR_WIDTH * 2], style="red", no_wrap=True, overflow="ellipsis")
+    message = printable(row.last_error or "")[: ERROR_WIDTH * 2]
+    recovered = row.last_outcome == "succeeded" and row.consecutive_failures == 0 and row.state != "broken"
+    if not message or not recovered:
+        return Text(message, style="red", no_wrap=True, overflow="ellipsis")
+    # History, not news: an operator looking for trouble skips it, and the age says how old the news is.
+    prefix = f"({ago(row.last_failure_at, now)}) " if row.last_failure_at is not None else ""
+    return Text(prefix + message, style="dim", no_wrap=True, overflow="ellipsis")
 
 
 def _footer(rows: list[WorkerView], now: datetime, footer: Footer) -> list[Text]:
@@ -367,9 +423,11 @@ class LiveDashboard:
 
     refresh_interval = REFRESH_INTERVAL
 
-    def __init__(self, console: Console, clock: Any) -> None:
+    def __init__(self, console: Console, clock: Any, usage: bool = True) -> None:
         self.console = console
         self.clock = clock
+        self.usage = usage
+        """Whether the rows can carry CPU and memory (see `render`)."""
         self.live = Live(
             console=console,
             auto_refresh=False,
@@ -390,7 +448,7 @@ class LiveDashboard:
             self.started = True
         # Asked every time: the terminal may have been resized since the last frame.
         max_rows = rows_for_height(self.console.size.height)
-        self.live.update(render(rows, self.clock(), footer, max_rows), refresh=True)
+        self.live.update(render(rows, self.clock(), footer, max_rows, self.usage), refresh=True)
 
     def stop(self) -> None:
         """Leave the last table on the screen and give the terminal back."""

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from supervisor.dashboard import ERROR_WIDTH, ago, printable, relevance, render, rows_for_height, size, span, until
-from supervisor.dashboard import Footer, LiveDashboard, WorkerView, uptime, watch
+from supervisor.dashboard import ERROR_MIN_WIDTH, ERROR_WIDTH, ago, printable, relevance, render, rows_for_height, size, span, until
+from supervisor.dashboard import Footer, LiveDashboard, WorkerView, count, uptime, watch
 from supervisor.errors import StoreUnavailable
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)
@@ -144,15 +144,15 @@ def test_an_idle_worker_shows_its_last_run_and_no_process() -> None:
     assert (cells["pid"], cells["cpu"]) == ("", "")
     assert (cells["last run"], cells["next run"]) == ("3m ago", "in 10m")
     assert (cells["ok"], cells["failed"], cells["last error"]) == ("5", "2", "")
-    # Known for one running child only: no memory column at all; its own duration without a timeout.
-    assert "mem" not in _header(_draw(rows))
+    # Memory unknown for the running child: its cell is empty, the column stays; its duration without a timeout.
+    assert _line(_draw(rows), "busy")["mem"] == ""
     assert _line(_draw(rows), "busy")["duration"] == "3.0s"
 
 
-def test_a_worker_that_never_ran_shows_dashes_and_no_cpu_or_memory_columns() -> None:
+def test_a_worker_that_never_ran_shows_dashes_and_empty_cpu_and_memory() -> None:
     output = _draw([_view(name="fresh")])
-    assert _header(output) == [c for c in ALL_COLUMNS if c not in ("cpu", "mem")]
-    assert list(_line(output, "fresh").values()) == ["fresh", "idle", "", "-", "-", "-", "-", "0", "0", ""]
+    assert _header(output) == ALL_COLUMNS
+    assert list(_line(output, "fresh").values()) == ["fresh", "idle", "", "-", "", "", "-", "-", "-", "0", "0", ""]
 
 
 def test_a_single_failure_is_not_called_a_streak() -> None:
@@ -494,7 +494,13 @@ def test_watch_shows_a_failing_read_in_the_footer_then_recovers_and_stops_on_sig
         (3599, "60m"),
         (7199, "120m"),
         (7200, "2.0h"),
-        (86400, "24.0h"),
+        (35999, "10.0h"),
+        (36000, "10h"),
+        (86400, "24h"),
+        (172799, "48h"),
+        (172800, "2.0d"),
+        (9.99 * 86400, "10.0d"),
+        (300 * 86400, "300d"),
         (-5, "0.0s"),
     ],
 )
@@ -538,6 +544,16 @@ def test_size(octets: int, text: str) -> None:
     assert size(octets) == text
 
 
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [(0, "0"), (9999, "9999"), (10_000, "10k"), (99_999, "99k"), (999_999, "999k"), (1_000_000, "1.0M"),
+     (1_299_999, "1.2M"), (123_456_789, "123M"), (999_999_999, "999M"), (4_500_000_000, "4.5G"),
+     (12_000_000_000, "12G")],
+)
+def test_count_keeps_to_four_characters(number: int, text: str) -> None:
+    assert count(number) == text
+
+
 # -- run policies in the table ------------------------------------------------------------------------------------
 
 
@@ -567,13 +583,113 @@ def test_quarantined_workers_overlapping_runs_and_a_queued_run_are_visible() -> 
     table = {cells[0]: dict(zip(header, cells)) for cells in _rows(output)}
     assert table["bad"]["state"] == "quarantined"
     assert table["busy"]["state"] == "running ×3"
-    assert table["slow"]["state"] == "running +1 queued"
+    # The queued run is the next one (it starts when this one ends), said where the next run is.
+    assert (table["slow"]["state"], table["slow"]["next run"]) == ("running", "queued")
     assert "1 paused" in output  # the footer counts a quarantined worker with the paused ones
 
 
 def test_the_schedule_column_is_the_first_to_go_on_a_narrow_terminal() -> None:
     row = _view(name="report", schedule="every 5m", last_error="x" * 40, last_outcome="error")
-    wide = _header(_draw([row], width=200))
-    narrower = _header(_draw([row], width=sum(len(h) + 2 for h in wide) - 4))
+    wide_output = _draw([row], width=200)
+    wide = _header(wide_output)
+    spans, _ = _columns(wide_output)
+    # One column short of what every column needs: the last error's start plus its least width.
+    narrower = _header(_draw([row], width=spans[-1][0] + ERROR_MIN_WIDTH - 1))
     assert "schedule" in wide and "schedule" not in narrower
     assert [h for h in wide if h != "schedule"] == narrower
+
+
+# -- the layout stays put while the supervisor runs (issue 11) ------------------------------------------------------
+
+
+def _frames() -> list[list[WorkerView]]:
+    """The same workers, frame after frame, as a running supervisor draws them: idle, then busy with every kind of
+    wide value (CPU and memory known for a run, a long error, big counts, a retry, a queue), then idle again."""
+    names = ["sync_rates", "import_feed", "rebuild_report", "disk-usage"]
+    quiet = [_view(name=name, last_outcome="succeeded", last_run_at=NOW - timedelta(seconds=3), duration=0.5,
+                   next_run_at=NOW + timedelta(seconds=2), successes=1) for name in names]
+    busy = [
+        _view(name="sync_rates", state="running", pid=4194303, running_since=NOW - timedelta(seconds=119),
+              timeout=120, cpu_percent=1234.0, rss=1023 * 1024**2, last_outcome="timeout",
+              last_run_at=NOW - timedelta(days=300), next_run_at=NOW + timedelta(seconds=4), retry_attempt=12,
+              successes=123_456_789, failures=98_765, consecutive_failures=4321,
+              last_error="RuntimeError: " + "upstream said no " * 20),
+        _view(name="import_feed", state="running", pid=7, running=3, queued=True, running_since=NOW,
+              cpu_percent=0.0, rss=512, last_outcome="crash", failures=1, consecutive_failures=1,
+              last_error="crashed with SIGSEGV"),
+        _view(name="rebuild_report", state="quarantined", last_outcome="limit", successes=99_999, failures=10_000,
+              consecutive_failures=10, last_error="over its memory limit of 2G (2.5G seen)"),
+        _view(name="disk-usage", state="stopping", pid=31337, running_since=NOW - timedelta(hours=30), timeout=3600,
+              last_outcome="succeeded", successes=5, failures=1, last_error="ValueError: once",
+              last_failure_at=NOW - timedelta(hours=2)),
+    ]
+    started = [_view(name=name, state="running", pid=1000 + i, running_since=NOW, cpu_percent=None if i else 50.0)
+               for i, name in enumerate(names)]
+    return [quiet, busy, started, quiet[:2] + busy[2:]]
+
+
+def _layout(output: str) -> tuple[str, str, list[tuple[int, int | None]]]:
+    """The title line, the header line, and where each column starts and ends (the last one: where it starts)."""
+    spans, index = _columns(output)
+    lines = output.splitlines()
+    return lines[index - 2].rstrip(), lines[index - 1].rstrip(), spans
+
+
+@pytest.mark.parametrize("width", [72, 80, 100, 120, 140, 200])
+def test_columns_and_their_widths_stay_put_from_frame_to_frame(width: int) -> None:
+    outputs = [_draw(rows, width=width) for rows in _frames()]
+    layouts = [_layout(output) for output in outputs]
+    assert all(layout == layouts[0] for layout in layouts), "\n\n".join(outputs)
+    for output in outputs:
+        assert all(len(line) <= width for line in output.splitlines()), output
+        assert {"worker", "state", "outcome", "failed", "last error"} <= set(_header(output))
+    if width >= 200:
+        assert _header(outputs[0]) == ALL_COLUMNS  # CPU and memory too, though no row of that frame has any
+
+
+def test_the_layout_stays_put_when_max_rows_shows_a_different_subset_each_frame() -> None:
+    fleet = _fleet()
+    fleet[3] = _view(name="a-very-long-worker-name-that-is-cut", last_outcome="error", failures=1,
+                     consecutive_failures=1, last_error="x")
+    first = _draw(fleet, width=120, max_rows=10)
+    later = [_view(name=row.name, state="running", pid=999_999, running_since=NOW, cpu_percent=99.0, rss=1 << 30)
+             if i % 2 else row for i, row in enumerate(fleet)]
+    second = _draw(later, width=120, max_rows=10)
+    assert _layout(first) == _layout(second), first + "\n" + second
+
+
+def test_big_counts_are_shortened_rather_than_widening_their_columns() -> None:
+    output = _draw([_view(name="busy", successes=123_456_789, failures=98_765, consecutive_failures=4321,
+                          last_outcome="error")])
+    cells = _line(output, "busy")
+    assert cells["ok"] == "123M"
+    assert cells["failed"].startswith("98k (4321 in a")  # a streak that long may lose the end of its words
+
+
+def test_the_table_read_from_the_database_has_no_cpu_or_memory_columns() -> None:
+    console = _console(width=200)
+    console.print(render([_view(name="a", last_outcome="succeeded")], NOW, usage=False))
+    assert _header(console.export_text()) == [c for c in ALL_COLUMNS if c not in ("cpu", "mem")]
+
+
+# -- an error the worker has recovered from (issue 11) ------------------------------------------------------------
+
+
+def test_an_error_the_worker_recovered_from_is_dimmed_with_its_age() -> None:
+    rows = [
+        _view(name="healed", last_outcome="succeeded", successes=3, failures=2, last_error="ValueError: disk full",
+              last_failure_at=NOW - timedelta(hours=2)),
+        _view(name="healed-no-age", last_outcome="succeeded", failures=1, last_error="ValueError: gone"),
+        _view(name="failing", last_outcome="error", failures=2, consecutive_failures=2, last_error="ValueError: now",
+              last_failure_at=NOW - timedelta(seconds=5)),
+    ]
+    console = _console(color_system="truecolor")
+    console.print(render(rows, NOW))
+    text = console.export_text()
+    raw = console.file.getvalue()  # type: ignore[attr-defined]
+    assert _line(text, "healed")["last error"] == "(2.0h ago) ValueError: disk full"
+    assert _line(text, "healed-no-age")["last error"] == "ValueError: gone"
+    assert _line(text, "failing")["last error"] == "ValueError: now"  # still failing: no age, the error is news
+    assert "\x1b[2m(2.0h ago) ValueError: disk full" in raw  # dim
+    assert "\x1b[2mValueError: gone" in raw
+    assert re.search(r"\x1b\[31mValueError: now", raw)  # red while the worker keeps failing
