@@ -8,10 +8,19 @@ database says something may have changed, and asks before it queries:
 - PostgreSQL: the command line NOTIFYs in the transaction that adds the command (delivered when it commits),
   and the recorder LISTENs. Its connection's socket becomes readable when a notification comes.
 - SQLite has no notifications between processes, but a commit writes the database's -wal file (or the file
-  itself, outside WAL mode): the recorder watches both with inotify, and `PRAGMA data_version` then tells,
-  for the price of a pragma instead of a query, whether another connection committed (our own commits wake
-  us too, and change nothing). A look every few seconds stays as a safety net, for a file system that does
-  not report changes (another host's write over NFS); without inotify, a look twice a second.
+  itself, outside WAL mode): the recorder watches the database's directory with inotify for writes to either,
+  and `PRAGMA data_version` then tells, for the price of a pragma instead of a query, whether another
+  connection committed (our own commits wake us too, and change nothing). A look every few seconds stays as a
+  safety net, for a file system that does not report changes (another host's write over NFS); without
+  inotify, a look twice a second.
+
+  Two wakeups were once missed that way (issue 11), each leaving a command to the safety look 5 s later: a
+  commit writes its frames to the -wal *before* it publishes them in the shared-memory index, and writes to
+  that mmap-ed -shm file raise no inotify event; a recorder woken by the frames could ask `data_version`
+  before the commit was visible, and nothing woke it again. So the command line, once its transaction has
+  committed, touches the -wal (`announce_committed`): an event that comes after the commit is visible. And the
+  directory, not the files, is watched, so a -wal created after the watch began (the last connection to close
+  deletes it) is seen from its creation on.
 
 After every (re)connection the recorder looks once unasked: a command sent while it was disconnected, or between
 its connecting and its LISTEN, was announced to nobody.
@@ -28,7 +37,8 @@ import peewee
 CHANNEL = "supervisor_command"
 SAFETY_LOOK = 5.0  # seconds between looks on SQLite when inotify watches the files
 POLL_LOOK = 0.5  # seconds between looks on SQLite without inotify: "within a second" with room to spare
-_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x4, 0x8, 0x80, 0x100
+_WRITTEN = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then `len` bytes of name
 
 
@@ -37,6 +47,22 @@ def announce(db: peewee.Database) -> None:
     if isinstance(db, peewee.PostgresqlDatabase):
         database: Any = db  # peewee's methods are untyped calls to mypy
         database.execute_sql(f"NOTIFY {CHANNEL}")
+
+
+def announce_committed(db: peewee.Database) -> None:
+    """Wake a recorder watching a SQLite database's files, now that the command's transaction has committed.
+
+    The commit's own writes to the -wal come before the commit is visible (see the module's docstring); this
+    touch comes after it. If it fails (a read-only -wal), the recorder's safety look still finds the command.
+    """
+    if not isinstance(db, peewee.SqliteDatabase) or db.database in ("", ":memory:"):
+        return
+    for path in (f"{db.database}-wal", str(db.database)):
+        try:
+            os.utime(path)
+            return
+        except OSError:
+            continue  # no -wal (not in WAL mode): the database file itself is what the recorder watches then
 
 
 class CommandWatch:
@@ -115,7 +141,12 @@ class CommandWatch:
 
 
 class _FileWatch:
-    """inotify on a SQLite database file and its -wal file (Linux; through ctypes, which the stdlib lacks)."""
+    """inotify on the directory of a SQLite database, for writes to the database file and its -wal file (Linux;
+    through ctypes, which the stdlib lacks).
+
+    The directory, not the files: a file's watch is lost when the file goes (SQLite deletes the -wal when its
+    last connection closes) and cannot be set before it exists, and a write between the two went unseen.
+    """
 
     def __init__(self, path: str) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -123,17 +154,18 @@ class _FileWatch:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd: int = fd
-        self.paths = [os.fsencode(path), os.fsencode(path + "-wal")]
+        directory, name = os.path.split(os.path.abspath(path))
+        self.directory = os.fsencode(directory)
+        self.names = {os.fsencode(name), os.fsencode(name + "-wal")}
         self.missing = True
-        """Some file could not be watched (not there yet): try again at the next look."""
+        """The directory could not be watched (not there yet): try again at the next look."""
 
     def watch(self) -> None:
-        """Watch the files that exist now (again after a reconnection: the -wal may be a new file)."""
-        added = [self._libc.inotify_add_watch(self.fd, path, _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE) for path in self.paths]
-        self.missing = min(added) < 0
+        """Watch the directory (again, if an earlier attempt failed; adding a watch twice keeps one)."""
+        self.missing = self._libc.inotify_add_watch(self.fd, self.directory, _WRITTEN) < 0
 
     def written(self) -> bool:
-        """Take the events waiting; tell whether any says a file was written."""
+        """Take the events waiting; tell whether any says the database or its -wal was written (or touched)."""
         written = False
         while True:
             try:
@@ -143,5 +175,8 @@ class _FileWatch:
             offset = 0
             while offset + _EVENT.size <= len(data):
                 _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                written = written or bool(mask & (_IN_MODIFY | _IN_CLOSE_WRITE))
-                offset += _EVENT.size + length
+                start = offset + _EVENT.size
+                name = data[start : start + length].rstrip(b"\0")
+                # Other files share the directory (the supervisor's journal is written on every record).
+                written = written or bool(mask & _WRITTEN and name in self.names)
+                offset = start + length

@@ -478,6 +478,7 @@ class Store:
                     WorkerRow.update(paused=action == "pause", pause_reason=None).where(WorkerRow.name == worker).execute()
                 command: int = CommandRow.insert(worker=worker, action=action, created_at=now).execute()
                 command_watch.announce(self.db)
+            command_watch.announce_committed(self.db)
         return command
 
     def pending_commands(self) -> list[dict[str, Any]]:

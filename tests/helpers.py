@@ -8,8 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import psutil
 
@@ -27,6 +28,23 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, step: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {value!r}")
         time.sleep(step)
+
+
+@contextmanager
+def cpu_load(processes: int = 2) -> Iterator[None]:
+    """Keep `processes` CPU-bound processes spinning during the block: a loaded machine, as users have one.
+
+    Races that an idle machine hides for hundreds of tries (a process woken before the event it was woken for is
+    visible) show within a few dozen under load.
+    """
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+                for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def worker_package(root: Path, modules: Iterable[str], name: str = "workers", extra: dict[str, str] | None = None) -> Path:

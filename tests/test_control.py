@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 from dbtools import query, query_or_empty
-from helpers import SupervisorProcess, wait_until, worker_package
+from helpers import SupervisorProcess, cpu_load, wait_until, worker_package
 
 # Once a minute, and the first run at start: any other run within the test comes from a trigger.
 RARE = "from supervisor import worker\n\n@worker(interval=60)\ndef rare(ctx):\n    pass\n"
@@ -167,3 +167,40 @@ def test_on_postgres_a_command_reaches_a_recorder_whose_connection_was_terminate
     wait_until(lambda: runs(pg_url, "rare") == 2, timeout=10, what="the run triggered after the reconnection")
     assert recorder.is_running()  # the same recorder, connected again: nothing had to restart it
     assert supervisor.stop() == 0
+
+
+def check_every_trigger_is_taken_up_promptly(tmp_path: Path, url: str, start_supervisor: Any, count: int) -> None:
+    # Issue 11 (4a): of 304 triggers, one waited 5.0 s (SQLite's safety look) before the supervisor took it up: a
+    # wakeup was missed. Sent one after another, as fast as they are answered, through the same Store the command
+    # line uses, right after start-up too (where one of the misses was), on a loaded machine (where they show).
+    from supervisor.report import open_store
+
+    worker_package(tmp_path, [], extra={"rare": RARE})
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: query_or_empty(url, "select name from worker where name = ?", "rare"), timeout=60,
+               what="the worker's row")
+    store = open_store(url, 10_000)
+    waits: list[float] = []
+    try:
+        with cpu_load():
+            for _ in range(count):
+                command = store.send_command("rare", "trigger")
+                sent = time.monotonic()
+                wait_until(lambda: store.command_result(command), timeout=30, step=0.001, what=f"command {command}")
+                waits.append(time.monotonic() - sent)
+    finally:
+        store.close()
+    waits.sort()
+    print(f"{len(waits)} triggers: p50 {waits[len(waits) // 2] * 1000:.1f} ms, max {waits[-1] * 1000:.1f} ms")
+    # The safety look comes after 5 s; a missed wakeup shows as a wait near it. A loaded machine may take a
+    # few hundred milliseconds now and then, never seconds.
+    assert waits[-1] < 2.0, waits[-5:]
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_every_trigger_is_taken_up_promptly_on_sqlite(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    check_every_trigger_is_taken_up_promptly(tmp_path, f"sqlite:///{db}", start_supervisor, 400)
+
+
+def test_issue_11_every_trigger_is_taken_up_promptly_on_postgres(tmp_path: Path, pg_url: str, start_supervisor: Any) -> None:
+    check_every_trigger_is_taken_up_promptly(tmp_path, pg_url, start_supervisor, 200)
