@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from typing import Any, NoReturn
 
 from . import __version__
@@ -122,7 +123,7 @@ def cmd_status(config: Config, watch: bool = False) -> int:
 
     from .dashboard import LiveDashboard, render
     from .dashboard import watch as watch_table
-    from .report import console, open_store
+    from .report import console, last_failures, open_store
     from .store import Store, utcnow
 
     if watch:
@@ -133,7 +134,9 @@ def cmd_status(config: Config, watch: bool = False) -> int:
             try:
                 if store.db.is_closed():
                     store.open()
-                return [_row_view(row) for row in store.workers()]
+                workers = store.workers()
+                failed_at = last_failures(store, workers)
+                return [_row_view(row, failed_at.get(row.name)) for row in workers]
             except StoreUnavailable:
                 store.reconnect()  # the next frame tries a fresh connection
                 raise
@@ -146,7 +149,9 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         return 0
     store = open_store(config.database, int(config.statement_timeout * 1000))
     try:
-        rows: list[Any] = [_row_view(row) for row in store.workers()]
+        workers = store.workers()
+        failed_at = last_failures(store, workers)
+        rows: list[Any] = [_row_view(row, failed_at.get(row.name)) for row in workers]
     finally:
         store.close()
     console().print(render(rows, utcnow(), usage=False))
@@ -194,8 +199,8 @@ def cmd_prune(config: Config) -> int:
     return 0
 
 
-def _row_view(row: Any) -> Any:
-    """Turn a worker row of the database into a row of the table."""
+def _row_view(row: Any, last_failure_at: datetime | None = None) -> Any:
+    """Turn a worker row of the database into a row of the table (`last_failure_at` from the failure table)."""
     from .dashboard import ACTIVE_STATES, WorkerView
 
     state = row.status
@@ -219,6 +224,7 @@ def _row_view(row: Any) -> Any:
         timeout=row.timeout,
         consecutive_failures=row.consecutive_failures or 0,
         schedule=getattr(row, "schedule", None),
+        last_failure_at=last_failure_at,
     )
 
 

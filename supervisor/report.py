@@ -64,6 +64,26 @@ def require_worker(store: Store, name: str) -> Any:
     raise UnknownWorkerError(f"no worker named {printable(name)!r} in the database{hint}", store.where)
 
 
+def last_failures(store: Store, rows: Iterable[Any]) -> dict[str, datetime]:
+    """When each worker of `rows` that has recovered from its last error last failed (from the failure table).
+
+    Asked only for those workers (often none): the table dims their error with its age. The worker row keeps no
+    time of its last failure, and the newest failure of one worker is cheap to find on created_at's index.
+    """
+    from .store import FailureRow
+
+    recovered = [row.name for row in rows
+                 if row.last_error and row.last_outcome == "succeeded" and not row.consecutive_failures]
+    found: dict[str, datetime] = {}
+    with store.unavailable_as("cannot read failures"):
+        for name in recovered:
+            newest = (FailureRow.select(FailureRow.created_at).where(FailureRow.worker == name)
+                      .order_by(FailureRow.created_at.desc()).first())
+            if newest is not None:
+                found[name] = newest.created_at
+    return found
+
+
 def local_time(moment: datetime | None) -> str:
     """Show a naive-UTC timestamp from the record in the local time zone."""
     if moment is None:

@@ -19,7 +19,7 @@ from dbtools import query
 from supervisor import records
 from supervisor.outcome import Outcome, Verdict
 from supervisor.records import Record
-from supervisor.store import Store
+from supervisor.store import Store, utcnow
 from supervisor.worker import WorkerDefinition
 
 NODE = socket.gethostname()
@@ -294,3 +294,30 @@ def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path, command: li
     result = cli(*command, "--db", f"sqlite:///{tmp_path}/typo.db", cwd=tmp_path)
     assert_one_error_line(result, 1, "no database file there", "--db")
     assert not (tmp_path / "typo.db").exists()
+
+
+# -- status (issue 11) ----------------------------------------------------------------------------------------------
+
+
+def test_status_dims_an_error_the_worker_recovered_from_and_gives_its_age(store_url: str) -> None:
+    now = utcnow().replace(microsecond=0)  # naive UTC, as the record holds it
+    batch: list[Record] = [records.workers_synced([definition("healed", "workers.healed"),
+                                                   definition("sick", "workers.sick")], [], now - timedelta(hours=4))]
+    batch += whole_run("h1", "healed", now - timedelta(hours=3), Verdict(Outcome.ERROR, "ValueError: disk full"), 201,
+                       exit_code=1)
+    batch += whole_run("h2", "healed", now - timedelta(hours=1), Verdict(Outcome.SUCCEEDED, ""), 202, exit_code=0)
+    batch += whole_run("s1", "sick", now - timedelta(hours=1), Verdict(Outcome.ERROR, "KeyError: 'rates'"), 203,
+                       exit_code=1)
+    store = Store(store_url)
+    store.open()
+    try:
+        store.apply(batch)
+    finally:
+        store.close()
+    result = cli("status", "--db", store_url)
+    assert result.returncode == 0, result.stderr
+    healed = next(line for line in result.stdout.splitlines() if line.startswith("healed "))
+    sick = next(line for line in result.stdout.splitlines() if line.startswith("sick "))
+    # The failure was recorded 1.5 s into the run that began 3 hours ago.
+    assert healed.rstrip().endswith("(3.0h ago) ValueError: disk full"), healed
+    assert sick.rstrip().endswith("KeyError: 'rates'") and "ago)" not in sick, sick
