@@ -72,9 +72,19 @@ def connect(
                 f"-c statement_timeout={statement_timeout_ms} "
                 f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 6}"
             )
+        if peewee.psycopg is None:  # type: ignore[attr-defined]  # peewee's module-level driver import
+            # Named here, not by peewee at the first connection: peewee would name psycopg2, which is not ours.
+            raise StoreUnavailable(
+                "PostgreSQL needs the psycopg 3 driver, which is not installed: "
+                "pip install 'worker-supervisor[postgres]' (psycopg2 is not enough)",
+                redact(url),
+            )
         try:
             return peewee.PostgresqlDatabase(
                 unquote(parts.path.lstrip("/")),
+                # peewee takes psycopg2 whenever it is importable (every Django app has it), and the record needs
+                # psycopg 3: LISTEN/NOTIFY through its notify handlers. Chosen, not left to what is installed.
+                prefer_psycopg3=True,
                 user=unquote(parts.username) if parts.username else None,
                 password=unquote(parts.password) if parts.password else None,
                 host=parts.hostname or None,
