@@ -165,6 +165,7 @@ def become_run(
     code = EXIT_BOOT_FAILED
     result: dict[str, object] | None = None
     result_fd = fds[0]
+    run_pid = os.getpid()
     try:
         _take_stdio(fds, prepared.keep)
         result_fd = RESULT_FD
@@ -184,9 +185,24 @@ def become_run(
         result, code = {"error": _describe(exc, "could not start the worker: ")}, EXIT_BOOT_FAILED
     finally:
         try:
-            _finish(result, result_fd)
+            if os.getpid() == run_pid:
+                _finish(result, result_fd)
+            else:
+                _leave_as_copy(result)
         finally:
             os._exit(code)
+
+
+def _leave_as_copy(result: dict[str, object] | None) -> None:
+    """End a copy of the run that the worker forked and let return from `run()`: say nothing on the result pipe.
+
+    Only the run's own process reports its result: a second report on the same pipe would make both unreadable,
+    and the run would be recorded as having exited without one. What the copy raised still goes to stderr.
+    """
+    error = result.get("error") if result is not None else None
+    if isinstance(error, dict):
+        print(f"a process forked by the run (pid {os.getpid()}) raised:\n{error.get('traceback', '')}", file=sys.stderr)
+    _finish(None, RESULT_FD)
 
 
 def _context(request: dict[str, object], cancellation: Cancellation, signal_mask: set[int]) -> RunContext:

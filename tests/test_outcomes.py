@@ -105,3 +105,17 @@ def assert_kept_schedule(record: Record) -> None:
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
     # Generous for a loaded 2-core machine; a supervisor blocked by a failing neighbour would miss by far more.
     assert max(gaps) < HEALTHY_INTERVAL + 1.0, gaps
+
+
+def test_issue_11_a_run_whose_forked_copy_returns_too_succeeded(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    # Both copies came back through the child's bootstrap and both reported a result on the one result pipe: the
+    # two results read as garbage, and the run was recorded `exit` ("exited with status 0 without a result").
+    worker_package(tmp_path, ["forks_and_returns"])
+    supervisor = start_supervisor()
+    runs = wait_until(lambda: len(record.runs("forks_and_returns")) >= 3 and record.runs("forks_and_returns"),
+                      timeout=60, what="three finished runs")
+    for run in runs:
+        assert run["outcome"] == "succeeded", (dict(run), supervisor.log())
+        assert run["exit_code"] == 0
+    assert record.failures("forks_and_returns") == []
+    assert supervisor.stop() == 0
