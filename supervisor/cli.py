@@ -166,7 +166,11 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
 
     store = open_store(config.database, int(config.statement_timeout * 1000))
     try:
-        require_worker(store, worker)
+        row = require_worker(store, worker)
+        settled = _already_settled(action, row)
+        if settled is not None:
+            print(f"{action} {worker}: {settled}")
+            return 0
         command = store.send_command(worker, action)
         # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
         deadline = time.monotonic() + wait
@@ -176,12 +180,32 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
                 print(f"{action} {worker}: {result}")
                 return 0
             time.sleep(0.05)
+        # Taken back, so that no supervisor acts on it later: a trigger that fires hours after it was asked
+        # for, at the next start, is a surprise, not a service. A supervisor may have taken it up meanwhile.
+        result = store.withdraw_command(command, f"no running supervisor took it up within {wait:g}s")
     finally:
         store.close()
+    if result is not None:
+        print(f"{action} {worker}: {result}")
+        return 0
     if action == "trigger":
-        raise SupervisorError(f"no running supervisor took up the trigger of {worker!r} within {wait:g}s; it stays queued")
-    print(f"{action} {worker}: recorded; no running supervisor took it up within {wait:g}s, one that starts will")
+        raise SupervisorError(f"no running supervisor took up the trigger of {worker!r} within {wait:g}s; withdrawn")
+    state = "paused" if action == "pause" else "not paused"
+    print(f"{action} {worker}: recorded; no running supervisor took it up within {wait:g}s, one that starts will find "
+          f"it {state}")
     return 0
+
+
+def _already_settled(action: str, row: Any) -> str | None:
+    """What to answer at once, without bothering a supervisor: a broken worker cannot be triggered (raises), a
+    paused one is not paused again, a running one not resumed; None when the command should go."""
+    if action == "trigger" and row.status == "broken":
+        raise SupervisorError(f"{row.name!r} is broken and cannot run: {row.last_error}; `check` shows why in full")
+    if action == "pause" and row.paused:
+        return f"already paused (quarantined: {row.pause_reason})" if row.pause_reason else "already paused"
+    if action == "resume" and not row.paused:
+        return "not paused"
+    return None
 
 
 def cmd_prune(config: Config) -> int:

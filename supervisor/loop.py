@@ -238,10 +238,15 @@ class Supervisor:
         """Act on an operator's trigger, pause or resume, and record what was done."""
         worker, action, number = str(command["worker"]), str(command["action"]), int(command["id"])
         status = self.workers.get(worker)
-        if status is None or number in self.commands_done:
-            return  # another supervisor's worker (they share the database), or a repeat
+        if number in self.commands_done or (status is None and worker not in self.broken):
+            return  # a repeat, or another supervisor's worker (they share the database)
         self.commands_done.add(number)
         now = utcnow()
+        if status is None:  # broken here: its module did not import, or its definition is invalid
+            result = f"not run: the worker is broken: {self.broken[worker]}"
+            log.info("%s: %s: %s", worker, action, result)
+            self.recording.record(records.command_done(number, f"{result} (by {self.node}, pid {self.pid})", now))
+            return
         if action == "trigger":
             if status.state is WorkerState.BROKEN:
                 result = "not run: the worker is broken"
@@ -253,9 +258,11 @@ class Supervisor:
                 status.triggered = True
                 result = "run started"
         elif action == "pause":
+            result = "already paused" if status.paused else "paused"
             status.pause()
-            result = "paused"
             self.recording.record(records.worker_paused(worker, True, now))
+        elif action == "resume" and not status.paused:
+            result = "not paused"
         elif action == "resume":
             was = status.pause_reason
             status.resume(self.clock(), self.wall_clock())

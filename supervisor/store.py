@@ -30,6 +30,10 @@ from .records import Record, moment
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
+COMMAND_EXPIRY = timedelta(minutes=10)
+"""A command that no supervisor took up this long after it was sent is never acted on: a trigger queued while
+nothing ran must not fire hours later at the next start. (The command line withdraws its own sooner: after
+its --wait.)"""
 ERROR_MESSAGE_LIMIT = 2000
 PRUNE_BATCH = 500
 
@@ -482,9 +486,31 @@ class Store:
         return command
 
     def pending_commands(self) -> list[dict[str, Any]]:
-        """Commands no supervisor has taken up yet, oldest first."""
-        query = CommandRow.select().where(CommandRow.done_at.is_null()).order_by(CommandRow.id)
-        return [{"id": c.id, "worker": c.worker, "action": c.action} for c in query]
+        """Commands no supervisor has taken up yet, oldest first; those older than COMMAND_EXPIRY are marked
+        expired instead (a command line killed while it waited could not withdraw its command)."""
+        now = utcnow()
+        pending: list[Any] = []
+        expired: list[Any] = []
+        for command in CommandRow.select().where(CommandRow.done_at.is_null()).order_by(CommandRow.id):
+            (expired if command.created_at < now - COMMAND_EXPIRY else pending).append(command)
+        if expired:
+            with self.write_transaction():
+                CommandRow.update(
+                    done_at=now, result=f"expired: no supervisor took it up within {_minutes(COMMAND_EXPIRY)}"
+                ).where(CommandRow.id.in_([c.id for c in expired]), CommandRow.done_at.is_null()).execute()
+        return [{"id": c.id, "worker": c.worker, "action": c.action} for c in pending]
+
+    def withdraw_command(self, command: int, why: str) -> str | None:
+        """Withdraw a command no supervisor has taken up, so that none acts on it later; return None if it was
+        withdrawn, or what a supervisor said of it if one took it up meanwhile."""
+        with self.unavailable_as("cannot withdraw the command"):
+            with self.write_transaction():
+                withdrawn = (
+                    CommandRow.update(done_at=utcnow(), result=f"withdrawn: {why}")
+                    .where(CommandRow.id == command, CommandRow.done_at.is_null())
+                    .execute()
+                )
+        return None if withdrawn else self.command_result(command)
 
     def command_result(self, command: int) -> str | None:
         """What the supervisor said of a command, or None while none has taken it up."""
@@ -678,3 +704,7 @@ def _still_running_since(pid: int, started_at: datetime) -> bool:
     except psutil.AccessDenied:
         return True
     return created <= started_at
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:g} minutes"

@@ -204,3 +204,84 @@ def test_issue_11_every_trigger_is_taken_up_promptly_on_sqlite(tmp_path: Path, d
 
 def test_issue_11_every_trigger_is_taken_up_promptly_on_postgres(tmp_path: Path, pg_url: str, start_supervisor: Any) -> None:
     check_every_trigger_is_taken_up_promptly(tmp_path, pg_url, start_supervisor, 200)
+
+
+BROKEN = "from supervisor import worker\n\n@worker(interval=-5)\ndef misdefined(ctx):\n    pass\n"
+
+
+def test_issue_11_trigger_of_a_broken_worker_answers_at_once_with_its_reason(
+    tmp_path: Path, db: Path, start_supervisor: Any
+) -> None:
+    # It waited its whole --wait, then blamed "no running supervisor", though one was running.
+    worker_package(tmp_path, [], extra={"rare": RARE, "misdefined": BROKEN})
+    url = f"sqlite:///{db}"
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: query_or_empty(url, "select status from worker where name = ? and status = 'broken'",
+                                      "misdefined"), timeout=60, what="the broken worker's row")
+    sent = time.monotonic()
+    triggered = control(tmp_path, url, "trigger", "misdefined", "--wait", "30")
+    assert time.monotonic() - sent < 30  # answered, not waited out
+    assert triggered.returncode == 1
+    (line,) = triggered.stderr.splitlines()
+    assert "'misdefined' is broken" in line and "interval" in line, line
+    assert "no running supervisor" not in line
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_a_command_nobody_takes_up_is_withdrawn_and_never_fires_later(
+    tmp_path: Path, db: Path, start_supervisor: Any
+) -> None:
+    # It stayed queued for good and fired at the next start, hours later.
+    quiet = "from supervisor import worker\n\n@worker(interval=3600, run_at_start=False)\ndef quiet(ctx):\n    pass\n"
+    worker_package(tmp_path, [], extra={"quiet": quiet})
+    url = f"sqlite:///{db}"
+    first = start_supervisor(url=url)
+    wait_until(lambda: "spawner ready" in first.log(), timeout=60, what="the first supervisor")
+    assert first.stop() == 0
+
+    unanswered = control(tmp_path, url, "trigger", "quiet", "--wait", "0.3")
+    assert unanswered.returncode == 1
+    (line,) = unanswered.stderr.splitlines()
+    assert "no running supervisor took up the trigger of 'quiet' within 0.3s" in line and "withdrawn" in line, line
+    (withdrawn,) = query(url, "select done_at, result from command")
+    assert withdrawn["done_at"] is not None and withdrawn["result"].startswith("withdrawn")
+
+    # One left by a command line that was killed before it could withdraw it expires instead.
+    from supervisor.report import open_store
+
+    store = open_store(url, 10_000)
+    try:
+        orphan = store.send_command("quiet", "trigger")
+    finally:
+        store.close()
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        connection.execute("update command set created_at = datetime(created_at, '-11 minutes') where id = ?", (orphan,))
+    connection.close()
+
+    second = start_supervisor(url=url)
+    wait_until(lambda: "spawner ready" in second.log(), timeout=60, what="the second supervisor")
+    answered = control(tmp_path, url, "trigger", "quiet")
+    assert answered.returncode == 0, answered.stderr
+    wait_until(lambda: runs(url, "quiet") >= 1, timeout=10, what="the run of the fresh trigger")
+    assert second.stop() == 0
+    assert runs(url, "quiet") == 1  # the fresh trigger's run, and neither of the old ones
+    (expired,) = query(url, "select result from command where id = ?", orphan)
+    assert expired["result"].startswith("expired"), expired
+
+
+def test_issue_11_pause_of_a_paused_worker_says_it_already_was(tmp_path: Path, db: Path, start_supervisor: Any) -> None:
+    worker_package(tmp_path, [], extra={"rare": RARE})
+    url = f"sqlite:///{db}"
+    supervisor = start_supervisor(url=url)
+    wait_until(lambda: runs(url, "rare") == 1, timeout=60, what="the first run")
+    first = control(tmp_path, url, "pause", "rare")
+    assert first.returncode == 0 and first.stdout.startswith("pause rare: paused (by "), first.stdout + first.stderr
+    again = control(tmp_path, url, "pause", "rare")
+    assert again.returncode == 0 and again.stdout.startswith("pause rare: already paused"), again.stdout + again.stderr
+    resumed = control(tmp_path, url, "resume", "rare")
+    assert resumed.returncode == 0 and resumed.stdout.startswith("resume rare: resumed"), resumed.stdout
+    again = control(tmp_path, url, "resume", "rare")
+    assert again.returncode == 0 and again.stdout.startswith("resume rare: not paused"), again.stdout + again.stderr
+    assert supervisor.stop() == 0
