@@ -8,15 +8,46 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import Config, add_arguments, journal_path, load
+from .config import SETTINGS, Config, add_arguments, journal_path, load
 from .errors import ConfigError, StoreUnavailable, SupervisorError
 
-PROG = "supervisor"
+INSTALLED_NAME = "worker-supervisor"
+PROG = INSTALLED_NAME
+"""The name this process was run by (see `program_name`), for usage lines, errors and hints; set by `main`."""
 CONTROL_ACTIONS = {
     "trigger": "run a worker now, once (through the database: works for a supervisor on another host)",
     "pause": "stop scheduling a worker until it is resumed (a run in progress finishes)",
     "resume": "schedule a paused worker again",
 }
+
+
+# The settings each command uses (run: every one). A command's --help lists only its own, and a flag another
+# command takes is an error rather than silently ignored. --config is every command's.
+DATABASE_SETTINGS = ("database", "statement_timeout")
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "run": tuple(s.name for s in SETTINGS),
+    "status": DATABASE_SETTINGS,
+    **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
+    "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
+    "history": DATABASE_SETTINGS,
+    "failures": DATABASE_SETTINGS,
+    "check": ("workers", "import_timeout"),  # it never opens the database
+}
+BEFORE = "before_command_"
+"""Prefix of where a setting given before the command is parsed to, until `main` hands it to the command."""
+SHOWN_BEFORE = ("config", "database")
+"""The options the top-level --help lists (the common case, `--db URL status`); the others work there too."""
+
+
+def program_name(argv0: str) -> str:
+    """The name the user ran us by: the console script's (or a link's to it), else `python -m supervisor`.
+
+    Usage lines and errors then show a command the user can type: `supervisor` alone is not on the PATH.
+    """
+    name = os.path.basename(argv0)
+    if name == "__main__.py":  # python -m supervisor: as Python 3.14's argparse says it
+        return f"{os.path.basename(sys.executable) or 'python'} -m supervisor"
+    return name or INSTALLED_NAME
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,16 +57,18 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
     """Return the parser for every command."""
-    parser = _Parser(prog=PROG, description="Run periodic workers, each run in its own forked child.")
+    parser = _Parser(prog=prog, description="Run periodic workers, each run in its own forked child. A command's "
+                     f"options may also come before it ({prog} --db URL status); `{prog} COMMAND --help` lists them.")
     parser.add_argument("--version", action="version", version=f"worker-supervisor {__version__}")
+    add_arguments(parser, default=argparse.SUPPRESS, prefix=BEFORE, shown=SHOWN_BEFORE)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = commands.add_parser("run", help="supervise the workers (live table on a terminal, log lines otherwise)")
-    add_arguments(run)
+    _add_settings(run)
     status = commands.add_parser("status", help="print the workers table from the database: once, or every second "
                                  "with --watch")
-    add_arguments(status)
+    _add_settings(status)
     status.add_argument("--watch", action="store_true",
                         help="redraw the table every second, from the database, until Ctrl-C")
     for action, text in CONTROL_ACTIONS.items():
@@ -43,20 +76,47 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("worker", metavar="WORKER")
         control.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
                              help="how long to wait for a running supervisor to take it up (default 5)")
-        add_arguments(control)
+        _add_settings(control)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
-    add_arguments(prune)
+    _add_settings(prune)
     _add_reading_commands(commands)
     return parser
 
 
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Add --config and the flags of the settings the command (the parser's last word) uses."""
+    # Left out of the namespace when not given (SUPPRESS), so they do not overwrite the same flags given before the
+    # command; load() takes a missing flag as not given.
+    add_arguments(parser, COMMAND_SETTINGS[parser.prog.rsplit(" ", 1)[-1]], default=argparse.SUPPRESS)
+
+
+def _settings_before_command(args: argparse.Namespace, prog: str) -> None:
+    """Hand the settings given before the command to it; those given after it win. Raise ConfigError for one
+    the command does not take."""
+    given = {name[len(BEFORE):]: value for name, value in vars(args).items() if name.startswith(BEFORE)}
+    for name, value in given.items():
+        delattr(args, BEFORE + name)
+        if name != "config" and name not in COMMAND_SETTINGS[args.command]:
+            flag = next(s.flag for s in SETTINGS if s.name == name)
+            raise ConfigError(f"{args.command} takes no {flag} (see {prog} {args.command} --help)")
+        if not hasattr(args, name):
+            setattr(args, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code (2 for bad usage or config, 1 for failures at run time)."""
+    """Run one command; return its exit code (2 for bad usage or config, 1 for failures at run time).
+
+    From the command line (no `argv`), usage lines and errors name the program as it was typed; called with
+    `argv`, sys.argv[0] is some other program's, and the installed name is used.
+    """
+    global PROG
+    PROG = program_name(sys.argv[0]) if argv is None else INSTALLED_NAME
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(PROG).parse_args(argv)
         if args.command is None:
             raise ConfigError("a command is required: run, status, history, failures, trigger, pause, resume, check or "
                               "prune (see --help)")
+        _settings_before_command(args, PROG)
         config = load(vars(args), os.environ)
         if args.command in CONTROL_ACTIONS:
             return cmd_control(config, args.command, args.worker, args.wait)
@@ -274,17 +334,17 @@ def _add_reading_commands(commands: Any) -> None:
     history.add_argument("worker", metavar="WORKER")
     history.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
                          help=f"how many runs (default {LIMIT_DEFAULT})")
-    add_arguments(history)
+    _add_settings(history)
     failures = commands.add_parser("failures", help="recent failures (of one worker), or one in full with --id")
     failures.add_argument("worker", metavar="WORKER", nargs="?", help="only this worker's failures")
     failures.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
                           help=f"how many failures (default {LIMIT_DEFAULT})")
     failures.add_argument("--id", dest="failure_id", type=_positive, metavar="N",
                           help="show this failure in full: traceback, stderr and stdout tails")
-    add_arguments(failures)
+    _add_settings(failures)
     check = commands.add_parser("check", help="validate the config and import the workers (in a spawner), "
                                 "without running anything")
-    add_arguments(check)
+    _add_settings(check)
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
@@ -314,7 +374,7 @@ def cmd_failures(config: Config, args: argparse.Namespace) -> int:
             if row is None:
                 raise SupervisorError(
                     f"no failure with id {args.failure_id} in the database (pruned, or never was); "
-                    "`supervisor failures` lists them", store.where,
+                    f"`{PROG} failures` lists them", store.where,
                 )
             view = report.failure(row)
         else:

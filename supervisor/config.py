@@ -8,7 +8,7 @@ import re
 import sys
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from .errors import ConfigError, WorkerDefinitionError
 from .worker import OVERRIDABLE, read_setting
@@ -161,19 +161,30 @@ def journal_path(config: Config) -> str:
     return "worker-supervisor.pending"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add a flag for every setting, plus --config."""
-    parser.add_argument("--config", metavar="FILE", help=f"TOML config file (settings and [worker.NAME] tables); "
-                        f"relative paths in it mean its own directory (env {CONFIG_ENV}; default ./{DEFAULT_CONFIG} "
-                        "when present)")
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None, default: Any = None,
+                  prefix: str = "", shown: Collection[str] | None = None) -> None:
+    """Add --config and a flag for each setting in `names` (every setting when None).
+
+    Each flag defaults to `default` and stores under its setting's name after `prefix`; with `shown`, only the
+    settings (and "config") it names are listed by --help, the others still work.
+    """
+    def help_of(name: str, text: str) -> str:
+        return text if shown is None or name in shown else argparse.SUPPRESS
+
+    parser.add_argument("--config", dest=prefix + "config", metavar="FILE", default=default,
+                        help=help_of("config", f"TOML config file (settings and [worker.NAME] tables); relative "
+                                     f"paths in it mean its own directory (env {CONFIG_ENV}; default "
+                                     f"./{DEFAULT_CONFIG} when present)"))
     for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
         parser.add_argument(
             s.flag,
-            dest=s.name,
+            dest=prefix + s.name,
             metavar=s.metavar,
             action="append" if s.repeat else "store",
-            default=None,
-            help=f"{s.help} (env {s.env}; default {s.default!r})",
+            default=default,
+            help=help_of(s.name, f"{s.help} (env {s.env}; default {s.default!r})"),
         )
 
 

@@ -60,7 +60,9 @@ def require_worker(store: Store, name: str) -> Any:
         return row
     names = store.worker_names()
     close = difflib.get_close_matches(name, names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "; `supervisor status` lists the workers"
+    from .cli import PROG  # the name this process was run by
+
+    hint = f"; did you mean {close[0]!r}?" if close else f"; `{PROG} status` lists the workers"
     raise UnknownWorkerError(f"no worker named {printable(name)!r} in the database{hint}", store.where)
 
 

@@ -1,6 +1,8 @@
 """Worker modules that break at import: the spawner takes the blow, the supervisor records it and carries on."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,5 +70,5 @@ def test_missing_worker_package_is_one_error_line(tmp_path: Path, start_supervis
     supervisor = start_supervisor("--workers", "no_such_package")
     assert supervisor.wait(30) == 2
     (line,) = supervisor.log().strip().splitlines()[-1:]
-    assert line.startswith("supervisor: error: cannot import worker package 'no_such_package'"), supervisor.log()
+    assert line.startswith(f"{os.path.basename(sys.executable)} -m supervisor: error: cannot import worker package 'no_such_package'"), supervisor.log()
     assert "Traceback" not in supervisor.log()

@@ -23,6 +23,8 @@ from supervisor.store import Store, utcnow
 from supervisor.worker import WorkerDefinition
 
 NODE = socket.gethostname()
+# `python -m supervisor` names itself as typed (issue 11), as Python 3.14's argparse does.
+PROG = f"{os.path.basename(sys.executable)} -m supervisor"
 T0 = datetime(2024, 3, 1, 12, 0, 0)  # naive UTC, as the record holds it
 # POSIX TZ strings count west of Greenwich as positive: "XYZ-3" is UTC+3, so 12:00 UTC shows as 15:00.
 TZ = "XYZ-3"
@@ -52,7 +54,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int, *
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     (line,) = lines
-    assert line.startswith("supervisor: error: "), line
+    assert line.startswith(f"{PROG}: error: "), line
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
         assert fragment in line, (fragment, line)
@@ -168,7 +170,7 @@ def test_history_of_an_unknown_worker_is_one_line_with_a_suggestion(filled: str)
     line = assert_one_error_line(cli("history", "heartbeet", "--db", filled), 1,
                                  "no worker named 'heartbeet' in the database", "did you mean 'heartbeat'?")
     assert line.endswith(f"({filled})")
-    assert_one_error_line(cli("history", "zzzzzz", "--db", filled), 1, "no worker named 'zzzzzz'", "`supervisor status`")
+    assert_one_error_line(cli("history", "zzzzzz", "--db", filled), 1, "no worker named 'zzzzzz'", f"`{PROG} status`")
 
 
 # -- failures ----------------------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def test_failure_of_a_broken_module_in_full(filled: str) -> None:
 
 
 def test_failures_errors_are_one_line(filled: str) -> None:
-    assert_one_error_line(cli("failures", "--id", "999999", "--db", filled), 1, "no failure with id 999999", "`supervisor failures`")
+    assert_one_error_line(cli("failures", "--id", "999999", "--db", filled), 1, "no failure with id 999999", f"`{PROG} failures`")
     assert_one_error_line(cli("failures", "cleanpu", "--db", filled), 1, "no worker named 'cleanpu'", "did you mean 'cleanup'?")
     assert_one_error_line(cli("failures", "cleanup", "--id", "1", "--db", filled), 2, "not both")
 

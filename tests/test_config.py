@@ -258,7 +258,7 @@ def test_unknown_flag_is_one_error_line_and_exit_2(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith("supervisor: error:")
+    assert lines[0].startswith("worker-supervisor: error:")
     assert "--bogus" in lines[0]
     assert captured.out == ""
 
@@ -267,20 +267,20 @@ def test_no_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("supervisor: error: a command is required")
+    assert lines[0].startswith("worker-supervisor: error: a command is required")
 
 
 def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats"]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("supervisor: error:")
+    assert len(lines) == 1 and lines[0].startswith("worker-supervisor: error:")
 
 
 def test_config_error_from_the_cli_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, "databse = 1\n")
     assert main(["status", "--config", str(path)]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines == [f"supervisor: error: unknown setting 'databse'; did you mean 'database'? ({path}:1)"]
+    assert lines == [f"worker-supervisor: error: unknown setting 'databse'; did you mean 'database'? ({path}:1)"]
 
 
 def test_status_on_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -298,7 +298,7 @@ def test_status_does_not_create_a_database_where_there_is_none(tmp_path: Path, c
     db = tmp_path / "typo.db"
     assert main(["status", "--db", f"sqlite:///{db}"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("supervisor: error: no database file there")
+    assert line.startswith("worker-supervisor: error: no database file there")
     assert not db.exists()
 
 
@@ -307,7 +307,7 @@ def test_status_on_an_unusable_database_is_one_line_and_exit_1(tmp_path: Path, c
     assert main(["status", "--db", url]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("supervisor: error: no database file there")
+    assert lines[0].startswith("worker-supervisor: error: no database file there")
     assert url in lines[0]
 
 
@@ -358,7 +358,7 @@ def test_each_kind_of_worker_mistake_is_one_line_naming_the_worker_and_the_key(
     # From the command line: that one line, and a non-zero exit.
     assert main(["check", "--config", str(path)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line == f"supervisor: error: {message} ({info.value.where})"
+    assert line == f"worker-supervisor: error: {message} ({info.value.where})"
 
 
 def test_policy_settings_are_read_in_human_units(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_log_format_from_the_environment_and_a_bad_one(tmp_path: Path) -> None:
                             env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
-    assert line == ("supervisor: error: log_format must be one of text, json, got 'xml' "
+    assert line == (f"{os.path.basename(sys.executable)} -m supervisor: error: log_format must be one of text, json, got 'xml' "
                     "(environment variable SUPERVISOR_LOG_FORMAT)")
     result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--log-format", "yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
