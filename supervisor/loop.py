@@ -33,6 +33,7 @@ from .store import utcnow
 from .timer import precise_timer
 from . import schedule
 from .agenda import Agenda
+from .containment import Containment
 from .timetable import Timetable
 from .worker import WorkerDefinition
 from .worker_status import Run, StartReason, WorkerStatus
@@ -46,7 +47,8 @@ RESULT_LIMIT = 1 << 20  # a result message larger than this is not a result; cut
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
 FULL_PASS_INTERVAL = 60.0  # every worker is looked at this often (cron slots follow a wall clock step)
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# SIGCHLD: a process the supervisor adopted as subreaper ended, or its death orphaned more (containment.py).
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
 class Display(Protocol):
@@ -121,6 +123,8 @@ class Supervisor:
         self._sampled: set[str] = set()  # runs whose usage was measured for the table being drawn
         self.selector = selectors.DefaultSelector()
         self.recording = Recording(recording, self.selector)
+        self.containment = Containment(recording.journal)
+        """What keeps the processes runs start from outliving us: cgroup, subreaper, record of escaped ones."""
         # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
         self.timer = precise_timer() if clock is time.monotonic else None
         if self.timer is not None:
@@ -144,8 +148,10 @@ class Supervisor:
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
 
     def start(self) -> None:
-        """Catch signals (if not yet), and start the recorder and the spawner."""
+        """Catch signals (if not yet), sweep what an earlier supervisor left running, start the recorder and the
+        spawner."""
         self.catch_signals()
+        self.containment.start()
         self.recording.start()
         self.start_spawner()
 
@@ -221,6 +227,8 @@ class Supervisor:
     def handle_signals(self, now: float) -> None:
         """Act on signals recorded since the last pass: TERM and INT stop, a second one stops at once."""
         pending, self.pending_signals = self.pending_signals, []
+        if signal.SIGCHLD in pending:
+            self.containment.reap_orphans(self._helpers())
         for signum in pending:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if self.stopping:
@@ -312,6 +320,7 @@ class Supervisor:
             self._drop_spawner()
         for run in list(self.runs.values()):
             self._close_pipes(run)
+        self.containment.close(self._helpers())
         # Rows of the last runs are written before we exit, unless the database is failing: then the journal
         # keeps them for the next start, and we do not make the stop wait on it.
         self.recording.close(timeout=0.0 if self.recording.failing else min(FLUSH_TIMEOUT, self.recording_settings.write_timeout))
@@ -335,11 +344,16 @@ class Supervisor:
         """Start a spawner that imports every source module except the excluded ones."""
         self.restart_at = None
         self.reported = []
-        link = SpawnerLink(self.sources, self.excluded, self.commands)
+        link = SpawnerLink(self.sources, self.excluded, self.commands, self.containment.spawner_args())
         link.start()
         self.spawner = link
         link.watch(self.selector, "spawner")
         log.debug("spawner started (pid %d)", link.pid)
+
+    def _helpers(self) -> set[int]:
+        """The pids of our helper processes not yet reaped: children of ours, but not orphans to kill."""
+        helpers = (self.spawner, self.recording.recorder)
+        return {helper.pid for helper in helpers if helper is not None and not helper.exited}
 
     def _drop_spawner(self) -> None:
         assert self.spawner is not None
@@ -504,6 +518,8 @@ class Supervisor:
                 signal_group(run.pid, signal.SIGKILL)
             run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
             self.finish_run(run, None, None, None)
+        # What the runs started outside their groups: in the spawner's cgroup, and adopted by us (subreaper).
+        self.containment.spawner_died(self._helpers())
         self._drop_spawner()
         if not self.stopping:
             self.restart_at = now + delay
@@ -910,6 +926,7 @@ class Supervisor:
                     running=len(s.runs),
                     queued=s.queued_since is not None,
                     retry_attempt=s.retry_attempt if s.retry_at is not None else None,
+                    last_failure_at=s.last_failure_at,
                 )
             )
         for module, error in sorted(self.broken.items()):

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import os
 import signal
+from dataclasses import dataclass
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -34,9 +35,10 @@ def die_with_parent(sig: int, expected_parent: int) -> bool:
     return os.getppid() == expected_parent
 
 
-def become_subreaper() -> None:
-    """Adopt orphaned descendants, so a grandchild whose parent died is still ours to find and stop."""
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+def become_subreaper(on: bool = True) -> None:
+    """Adopt orphaned descendants, so a grandchild whose parent died is still ours to find and stop (or, with
+    `on` False, stop adopting them)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, int(on))
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -100,20 +102,48 @@ def write_all(fd: int, data: bytes) -> None:
 
 def children_of(pid: int) -> list[int]:
     """Return the pids whose parent is `pid`, read from /proc (no psutil in the lean spawner)."""
-    found: list[int] = []
+    return [child for child, stat in process_table().items() if stat.ppid == pid]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that place a process in the tree and tell it apart from a later one."""
+
+    ppid: int
+    pgid: int
+    start: int
+    """Start time in clock ticks after boot (field 22): with the pid, names one process even after pid reuse."""
+    zombie: bool
+
+
+def _stat_fields(stat: bytes) -> list[bytes]:
+    # The command name sits in parentheses and may itself hold spaces or ')'; fields follow the last ')',
+    # starting with field 3 (the state).
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def process_table() -> dict[int, ProcStat]:
+    """Read every process's parent, group and start time from /proc in one pass."""
+    table: dict[int, ProcStat] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
+                fields = _stat_fields(f.read())
         except OSError:
-            continue
-        # The command name sits in parentheses and may itself hold spaces or ')'; fields follow the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+            continue  # gone since the listing
+        table[int(entry)] = ProcStat(int(fields[1]), int(fields[2]), int(fields[19]), fields[0] == b"Z")
+    return table
+
+
+def start_time(pid: int) -> int | None:
+    """Return a process's start time (clock ticks after boot, /proc/PID/stat field 22), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(_stat_fields(f.read())[19])
+    except OSError:
+        return None
 
 
 def thread_count() -> int:

@@ -25,7 +25,8 @@ import traceback
 from types import ModuleType
 from typing import Any, NoReturn
 
-from . import discovery
+from . import discovery, escaped
+from .cgroup import join as join_cgroup
 from .child import Streams, run_child
 from .standby import Standby, fork_with_sigterm_blocked
 from .command import CONFIG_ORIGIN, CommandWorker
@@ -80,6 +81,9 @@ class Spawner:
         """False after a standby died unused, until the next run: never a fork loop of children that fail."""
         self.standby_after = 0.0
         """Not before this (monotonic) time: a run just started has the first milliseconds to itself."""
+        self.escape_record: escaped.EscapeRecord | None = None
+        """Where to note the runs' groups and what left them, when no cgroup holds them (escaped.py)."""
+        self.next_survey = 0.0
 
     # -- start-up: imports --------------------------------------------------------------------------------
 
@@ -171,6 +175,9 @@ class Spawner:
         # From now on the supervisor's death arrives as SIGTERM (handled here, so the runs' groups are killed)
         # as well as EOF on the control socket; until now SIGKILL was right, since an import can block signals.
         signal.signal(signal.SIGTERM, self._record_signal)
+        # SIGHUP comes from the kernel when the supervisor dies while we are stopped (SIGSTOP): our process group is
+        # then orphaned. Its default action would end us without killing what the runs started outside their groups.
+        signal.signal(signal.SIGHUP, self._record_signal)
         if not die_with_parent(signal.SIGTERM, self.supervisor_pid):
             self.stopping = True
         selector = selectors.DefaultSelector()
@@ -178,7 +185,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
-            for key, _ in selector.select(self.keep_standby()):
+            for key, _ in selector.select(_earliest(self.keep_standby(), self.survey())):
                 if key.data == "wakeup":
                     _drain(wake_r)
                     self.handle_signals()
@@ -201,6 +208,26 @@ class Spawner:
             print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
         return None
 
+    def survey(self) -> float | None:
+        """While runs go, note their groups and every process that left them in the escape record, at most every
+        SURVEY_INTERVAL; return how long the loop may wait before the next survey (None: none is needed).
+
+        Polled, unlike everything else here: no event tells us that a process changed its session. Only without a
+        cgroup, which holds everything without looking.
+        """
+        record = self.escape_record
+        now = time.monotonic()
+        if record is None or self.stopping or (not self.runs and record.empty):
+            # Idle: the first survey comes SURVEY_INTERVAL after runs start, not in the middle of the first start.
+            self.next_survey = now + escaped.SURVEY_INTERVAL
+            return None
+        if now < self.next_survey:
+            return self.next_survey - now
+        others = {self.standby.pid} if self.standby is not None else set()
+        record.write(*escaped.survey(os.getpid(), set(self.runs), others))
+        self.next_survey = now + escaped.SURVEY_INTERVAL
+        return escaped.SURVEY_INTERVAL
+
     def _record_signal(self, signum: int, frame: object) -> None:
         # Only record; the loop does the work (reaping here would re-enter the loop's own waitpid calls).
         self.pending_signals.append(signum)
@@ -208,7 +235,7 @@ class Spawner:
     def handle_signals(self) -> None:
         """Act on the signals recorded since the last pass."""
         pending, self.pending_signals = self.pending_signals, []
-        if signal.SIGTERM in pending:
+        if signal.SIGTERM in pending or signal.SIGHUP in pending:
             self.stopping = True
         self.reap()
 
@@ -317,7 +344,7 @@ class Spawner:
             )
 
     def shutdown(self) -> None:
-        """Kill every run's group, the standby and every adopted orphan, and reap them all."""
+        """Kill every run's group, the standby and every adopted orphan, reap them all, and empty the escape record."""
         if self.standby is not None:
             self.standby.close()
         signal.alarm(SHUTDOWN_ALARM)
@@ -334,7 +361,7 @@ class Spawner:
             try:
                 pid, status = os.wait()
             except ChildProcessError:
-                return
+                break
             run_id = self.runs.pop(pid, None)
             if run_id is not None:
                 self.pids.pop(run_id, None)
@@ -342,6 +369,14 @@ class Spawner:
                     send(self.control, "exited", run=run_id, pid=pid, status=status, cpu=0.0, maxrss=0)
                 except OSError:
                     pass  # the supervisor is gone
+        if self.escape_record is not None:
+            self.escape_record.write([], [])  # every process it named is dead and reaped
+
+
+def _earliest(*waits: float | None) -> float | None:
+    """The shortest of the waits that are not None (None if all are)."""
+    known = [wait for wait in waits if wait is not None]
+    return min(known) if known else None
 
 
 def _describe_status(status: int) -> str:
@@ -366,11 +401,21 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--supervisor-pid", type=int, required=True)
     parser.add_argument("--source", action="append", default=[])
     parser.add_argument("--exclude", action="append", default=[])
+    parser.add_argument("--cgroup", help="the supervisor's cgroup for our tree (cgroup.py)")
+    parser.add_argument("--escape-record", help="where to note escaped processes without a cgroup (escaped.py)")
     args = parser.parse_args(argv)
     commands = json.loads(os.environ.pop(COMMANDS_ENV, "[]"))
     # Until the loop runs, the supervisor's death must end us outright: an import may hang with signals blocked.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
         os._exit(1)
+    # Before any import: a module may start a process at import, and every run's process must be born inside.
+    in_cgroup = False
+    if args.cgroup:
+        try:
+            join_cgroup(args.cgroup)
+            in_cgroup = True
+        except OSError as exc:
+            print(f"spawner: could not join cgroup {args.cgroup}: {exc}", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle, not ours
     faulthandler.enable(all_threads=True)
     become_subreaper()
@@ -378,11 +423,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     control.setblocking(True)
     os.set_inheritable(control.fileno(), False)
     spawner = Spawner(control, args.supervisor_pid, args.source, set(args.exclude), commands)
+    if args.escape_record and not in_cgroup:
+        spawner.escape_record = escaped.EscapeRecord(args.escape_record)
     try:
         spawner.load_workers()
         spawner.serve()
-    except BrokenPipeError:
-        pass  # the supervisor is gone
+    except ConnectionError:
+        # The supervisor is gone: a report met its closed channel (it was SIGKILLed as a run ended) before its
+        # death's SIGTERM was acted on. Stop as that SIGTERM would have: a bare exit here would leave whatever
+        # the runs started outside their groups to init.
+        spawner.shutdown()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -15,9 +15,16 @@ class SpawnerLink(HelperProcess):
 
     module = "supervisor.spawner"
 
-    def __init__(self, sources: list[str], excluded: set[str], commands: list[dict[str, Any]] | None = None) -> None:
-        """`commands` are the config's command workers, each the keyword arguments of a CommandWorker (JSON-able)."""
-        args: list[str] = []
+    def __init__(
+        self,
+        sources: list[str],
+        excluded: set[str],
+        commands: list[dict[str, Any]] | None = None,
+        containment: list[str] | None = None,
+    ) -> None:
+        """`commands` are the config's command workers, each the keyword arguments of a CommandWorker (JSON-able);
+        `containment` the arguments that place the spawner's tree (Containment.spawner_args)."""
+        args: list[str] = list(containment or [])
         for source in sources:
             args += ["--source", source]
         for module in sorted(excluded):
