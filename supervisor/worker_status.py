@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .capture import Capture
 from .outcome import StopReason, Verdict, WorkerState
@@ -71,6 +71,8 @@ class WorkerStatus:
     consecutive_failures: int = 0
     skipped: int = 0
     last_error: str | None = None
+    last_failure_at: datetime | None = None
+    """When the last failed run ended (wall clock); None when none has failed since this supervisor started."""
     unrecorded_skips: int = 0
     """Slots skipped since the worker's last record; they travel with its next run's record (exactly once)."""
     paused: bool = False
@@ -160,6 +162,8 @@ class WorkerStatus:
             return None
         self.failures += 1
         self.consecutive_failures += 1
+        # The run's wall-clock start plus its monotonic length: the table gives the age of an error once recovered.
+        self.last_failure_at = run.started_at + timedelta(seconds=max(0.0, mono - run.started))
         limit = self.definition.quarantine_after
         if limit is not None and self.consecutive_failures - self.failures_before_resume >= limit and not self.paused:
             self.paused = True

@@ -1,6 +1,7 @@
 """The live table in a real terminal: a worker crashes, the screen shows it, then shows it recover."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def test_live_table_shows_a_crash_and_the_recovery(tmp_path: Path, db: Path) -> 
         recovered = terminal.wait_for(lambda s: "succeeded" in row(s, "crash_once"))
         line = row(recovered, "crash_once")
         assert " 1 " in line  # one success and one failure counted on the row
+        # Recovered: the crash is still shown, as history, with its age (dimmed on the screen).
+        assert re.search(r"\(\d+(\.\d)?s ago\) crashed", line), line
         # What the worker printed (a clear-screen and colours) went to its capture, not to our screen.
         assert "rogue escape codes" not in recovered
         assert "worker-supervisor" in recovered  # the table's title is still on the screen
