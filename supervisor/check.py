@@ -7,7 +7,6 @@ module, not only the first. Every spawner is stopped and reaped before the check
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import selectors
@@ -15,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import unknown_worker_table
 from .dashboard import printable
 from .outcome import signal_name
 from .protocol import Message
@@ -85,18 +85,10 @@ def check(
         findings.workers.append(definition)
     known = [d.name for d in definitions] + findings.invalid_workers
     for name in overrides:
-        if name in known:
-            continue
-        where = f" in {config_path}" if config_path else ""
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        if findings.broken_modules:
+        if name not in known:
             # A worker of a module that did not import is unknown here, so the table may be right after all.
-            modules = ", ".join(findings.broken_modules)
-            findings.add(f"[worker.{name}]{where} names no worker the modules that imported define{hint} "
-                         f"(unless broken module {modules} defines it)", BROKEN)
-        else:
-            findings.add(f"[worker.{name}]{where} names no worker{hint}", CONFIG)
+            problem = unknown_worker_table(name, known, config_path, findings.broken_modules)
+            findings.add(problem, BROKEN if findings.broken_modules else CONFIG)
     if not definitions and not findings.problems:
         findings.add(f"no workers found in {', '.join(sources)}; define one with @worker(...) or a Worker subclass")
     return findings

@@ -171,6 +171,7 @@ def cmd_run(config: Config) -> int:
         import_timeout=config.import_timeout,
         max_children=config.max_children,
         commands=config.commands,
+        config_file=config.config_file,
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     supervisor.stored = prepare(settings)

@@ -327,3 +327,17 @@ def _line_of(text: str, *path: str) -> int:
 def _did_you_mean(key: str, choices: Any) -> str:
     close = difflib.get_close_matches(key, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_worker_table(name: str, known: list[str], config_file: str | None, broken_modules: list[str]) -> str:
+    """Say that the config's `[worker.NAME]` table names no worker among `known` (for `check` and `run` alike).
+
+    With modules that did not import, the worker may be theirs: then it is said so, and it is not certain.
+    """
+    where = f" in {config_file}" if config_file else ""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if broken_modules:
+        return (f"[worker.{name}]{where} names no worker the modules that imported define{hint} "
+                f"(unless broken module {', '.join(broken_modules)} defines it)")
+    return f"[worker.{name}]{where} names no worker{hint}"

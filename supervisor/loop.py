@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 
 from .dashboard import Footer, WorkerView
 from . import records
+from .config import unknown_worker_table
 from .errors import ConfigError
 from .recording import Recording, RecordingSettings
 from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
@@ -76,6 +77,7 @@ class Supervisor:
         max_children: int | None = None,
         commands: list[dict[str, Any]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        config_file: str | None = None,
     ) -> None:
         self.recording_settings = recording
         self.stored = stored or {}
@@ -86,6 +88,8 @@ class Supervisor:
         """A module whose import takes longer than this is taken as hung, recorded broken and left out."""
         self.sources = sources
         self.overrides = overrides or {}
+        self.config_file = config_file
+        """The file the overrides come from, to name in an error."""
         self.commands = commands or []
         """Command workers declared in the config; the spawner makes them (the supervisor runs no worker code)."""
         self.display = display
@@ -429,6 +433,7 @@ class Supervisor:
                 log.error("worker %s in %s is invalid %s", definition.name, definition.module, message)
                 self.broken[definition.name] = message
                 self.recording.record(records.broken(definition.name, definition.module, message, utcnow()))
+        self._refuse_unknown_tables(defined)
         for name in list(self.workers):
             if name not in defined and not self.workers[name].runs:
                 del self.workers[name]
@@ -457,6 +462,19 @@ class Supervisor:
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = True
+
+    def _refuse_unknown_tables(self, defined: dict[str, WorkerDefinition]) -> None:
+        """At the first start, refuse a `[worker.NAME]` table that names no worker, as `check` does: a typo in an
+        override would otherwise never apply. One that a broken module may define is only logged."""
+        known = [*defined, *(name for name in self.broken if name not in self.excluded)]
+        for name in self.overrides:
+            if name in known:
+                continue
+            problem = unknown_worker_table(name, known, self.config_file, sorted(self.excluded))
+            if self.excluded or self.ever_ready:
+                log.error("%s", problem)
+            else:
+                raise ConfigError(problem)
 
     def _new_status(self, definition: WorkerDefinition, now: float, wall: float) -> WorkerStatus:
         """A worker this supervisor has not scheduled yet: carry on its counters and schedule from the record."""

@@ -72,3 +72,26 @@ def test_missing_worker_package_is_one_error_line(tmp_path: Path, start_supervis
     (line,) = supervisor.log().strip().splitlines()[-1:]
     assert line.startswith(f"{os.path.basename(sys.executable)} -m supervisor: error: cannot import worker package 'no_such_package'"), supervisor.log()
     assert "Traceback" not in supervisor.log()
+
+
+def test_issue_11_run_refuses_a_worker_table_that_names_no_worker(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    # `check` rejected the file, `run` ignored the table silently: a typo in a production override never applied.
+    worker_package(tmp_path, ["healthy"])
+    supervisor = start_supervisor(config="[worker.helthy]\ntimeout = 5\n")
+    assert supervisor.wait(60) == 2
+    lines = supervisor.log().strip().splitlines()
+    assert "[worker.helthy]" in lines[-1] and "names no worker" in lines[-1], supervisor.log()
+    assert "did you mean 'healthy'?" in lines[-1] and str(tmp_path / "supervisor.toml") in lines[-1]
+    assert "Traceback" not in supervisor.log()
+    assert record.runs("healthy") == []  # refused before any run
+
+
+def test_issue_11_a_worker_table_for_a_worker_of_a_broken_module_is_no_reason_to_refuse(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    # The broken module may define it: said in the log, and the workers that imported run.
+    worker_package(tmp_path, ["healthy", "import_raises"])
+    supervisor = start_supervisor(config="[worker.import_raises_worker]\ntimeout = 5\n")
+    wait_until(lambda: len(record.runs("healthy")) >= 1, timeout=60, what="a healthy run")
+    assert "[worker.import_raises_worker]" in supervisor.log() and "names no worker" in supervisor.log()
+    assert supervisor.stop() == 0
