@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("a command is required: run, status, history, failures, trigger, pause, resume, check or "
                               "prune (see --help)")
         _settings_before_command(args, PROG)
-        config = load(vars(args), os.environ)
+        config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
             return cmd_control(config, args.command, args.worker, args.wait)
         if args.command in READING_COMMANDS:

@@ -188,8 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None
         )
 
 
-def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
-    """Build the Config: defaults, then the file, then the environment, then flags; raise ConfigError if bad."""
+def load(flags: Mapping[str, Any], environ: Mapping[str, str], uses: Collection[str] | None = None) -> Config:
+    """Build the Config: defaults, then the file, then the environment, then flags; raise ConfigError if bad.
+
+    `uses` names the settings the command uses (all when None): a rule between settings is checked only when the
+    command uses all of them, since the user could not change the one it does not take.
+    """
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     overrides: dict[str, dict[str, Any]] = {}
     commands: list[dict[str, Any]] = []
@@ -202,7 +206,8 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             values[s.name] = _parse(s, environ[s.env], f"environment variable {s.env}")
         if flags.get(s.name) is not None:
             values[s.name] = _parse(s, flags[s.name], f"flag {s.flag}")
-    if values["statement_timeout"] >= values["write_timeout"]:
+    both = uses is None or {"statement_timeout", "write_timeout"} <= set(uses)
+    if both and values["statement_timeout"] >= values["write_timeout"]:
         raise ConfigError(
             f"statement_timeout ({values['statement_timeout']:g}s) must be shorter than write_timeout "
             f"({values['write_timeout']:g}s), or every slow statement would count as a hung database",

@@ -103,3 +103,18 @@ def test_options_before_the_command_apply_to_it(tmp_path: Path, how: str) -> Non
     result = run([*argv, "--workers", "jobs", "status"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"{name}: error: status takes no --workers (see {name} status --help)"]
+
+
+def test_a_reading_commands_statement_timeout_is_not_held_to_runs_write_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "x.db"
+    store = Store(f"sqlite:///{db}")
+    store.open()
+    store.close()
+    # status takes no --write-timeout: a limit that only the recorder of `run` has cannot be held against it.
+    assert main(["status", "--db", f"sqlite:///{db}", "--statement-timeout", "40"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["run", "--db", f"sqlite:///{db}", "--statement-timeout", "40"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "statement_timeout (40s) must be shorter than write_timeout (30s)" in line
