@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from .limits import apply_limits
 from .outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
@@ -139,7 +139,7 @@ def _above_result_fd(fd: int) -> int:
 
 
 def run_child(
-    worker: Worker,
+    worker: Worker | None,
     request: dict[str, object],
     fds: list[int],
     spawner_pid: int,
@@ -161,18 +161,40 @@ def run_child(
 def become_run(
     prepared: Prepared, worker: Worker | None, request: dict[str, object], fds: list[int], signal_mask: set[int]
 ) -> NoReturn:
-    """Take the run's pipes, apply its limits, run the worker and report how it went; never returns."""
-    code = EXIT_BOOT_FAILED
-    result: dict[str, object] | None = None
+    """Take the run's pipes, apply its limits, run the worker and report how it went; never returns.
+
+    A run with `isolation = "exec"` becomes a fresh interpreter here instead (exec_child.py), on the same pipes,
+    in the same process group, with the same pid: everything the supervisor knows of the run stays true.
+    """
     result_fd = fds[0]
-    run_pid = os.getpid()
     try:
         _take_stdio(fds, prepared.keep)
         result_fd = RESULT_FD
+        if _settings(request).get("isolation") == "exec":
+            from .exec_child import become_fresh_interpreter
+
+            become_fresh_interpreter(request, signal_mask)
+    except BaseException as exc:  # noqa: B036 - the bootstrap itself failed: report it as the run's error
+        _finish({"error": _describe(exc, "could not start the worker: ")}, result_fd)
+        os._exit(EXIT_BOOT_FAILED)
+    report_run(prepared, lambda: _named(worker, request), request, signal_mask)
+
+
+def report_run(
+    prepared: Prepared, find_worker: Callable[[], Worker], request: dict[str, object], signal_mask: set[int]
+) -> NoReturn:
+    """With the run's pipes on fds 1-3: find the worker, run it, report how it went on RESULT_FD; never returns.
+
+    `find_worker` is where the worker's code comes from: the spawner's copy (a fork), or an import of its module
+    in this process (a fresh interpreter); what it raises is the run's error, as a failure to start.
+    """
+    code = EXIT_BOOT_FAILED
+    result: dict[str, object] | None = None
+    run_pid = os.getpid()
+    try:
         streams = prepared.streams
         sys.stdin, sys.stdout, sys.stderr = streams.stdin, streams.stdout, streams.stderr
-        if worker is None:
-            raise LookupError(f"no worker named {request['worker']!r} here")
+        worker = find_worker()
         ctx = _context(request, prepared.cancellation, signal_mask)
         try:
             worker.run(ctx)
@@ -186,28 +208,27 @@ def become_run(
     finally:
         try:
             if os.getpid() == run_pid:
-                _finish(result, result_fd)
+                _finish(result, RESULT_FD)
             else:
                 _leave_as_copy(result)
         finally:
             os._exit(code)
 
 
-def _leave_as_copy(result: dict[str, object] | None) -> None:
-    """End a copy of the run that the worker forked and let return from `run()`: say nothing on the result pipe.
+def _named(worker: Worker | None, request: dict[str, object]) -> Worker:
+    if worker is None:
+        raise LookupError(f"no worker named {request['worker']!r} here")
+    return worker
 
-    Only the run's own process reports its result: a second report on the same pipe would make both unreadable,
-    and the run would be recorded as having exited without one. What the copy raised still goes to stderr.
-    """
-    error = result.get("error") if result is not None else None
-    if isinstance(error, dict):
-        print(f"a process forked by the run (pid {os.getpid()}) raised:\n{error.get('traceback', '')}", file=sys.stderr)
-    _finish(None, RESULT_FD)
+
+def _settings(request: dict[str, object]) -> dict[str, object]:
+    settings = request.get("settings")
+    return settings if isinstance(settings, dict) else {}
 
 
 def _context(request: dict[str, object], cancellation: Cancellation, signal_mask: set[int]) -> RunContext:
-    settings = request.get("settings")
-    apply_limits(settings if isinstance(settings, dict) else {})
+    settings = _settings(request)
+    apply_limits(settings)
     # SIGTERM was blocked from the fork on: our handler is in place now, so a stop that came meanwhile is
     # delivered here and sets ctx.cancelled.
     signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
@@ -220,8 +241,8 @@ def _context(request: dict[str, object], cancellation: Cancellation, signal_mask
         log=logging.getLogger(f"worker.{request['worker']}"),
         is_cancelled=cancellation.is_set,
         wait_cancelled=cancellation.wait,
-        database=str(settings["database"]) if isinstance(settings, dict) and settings.get("database") else None,
-        due_at=float(settings["due_at"]) if isinstance(settings, dict) and settings.get("due_at") else None,
+        database=str(settings["database"]) if settings.get("database") else None,
+        due_at=float(settings["due_at"]) if settings.get("due_at") else None,  # type: ignore[arg-type]
     )
 
 
@@ -261,6 +282,18 @@ def _describe(exc: BaseException, prefix: str = "") -> dict[str, str]:
         "message": prefix + clip(str(exc), 4096),
         "traceback": clip("".join(traceback.format_exception(exc))),
     }
+
+
+def _leave_as_copy(result: dict[str, object] | None) -> None:
+    """End a copy of the run that the worker forked and let return from `run()`: say nothing on the result pipe.
+
+    Only the run's own process reports its result: a second report on the same pipe would make both unreadable,
+    and the run would be recorded as having exited without one. What the copy raised still goes to stderr.
+    """
+    error = result.get("error") if result is not None else None
+    if isinstance(error, dict):
+        print(f"a process forked by the run (pid {os.getpid()}) raised:\n{error.get('traceback', '')}", file=sys.stderr)
+    _finish(None, RESULT_FD)
 
 
 def _finish(result: dict[str, object] | None, result_fd: int) -> None:

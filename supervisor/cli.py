@@ -399,6 +399,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    for note in findings.notes:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
     for problem in findings.problems:
         print(f"{PROG}: error: {problem.text}", file=sys.stderr)
     print(f"{len(findings.workers)} valid worker(s) in {', '.join(config.workers)}; {len(findings.problems)} problem(s)")

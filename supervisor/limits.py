@@ -27,11 +27,13 @@ MEMORY_SAMPLE_INTERVAL = 0.2  # seconds between samples of a limited run's memor
 
 
 def run_settings(definition: WorkerDefinition) -> dict[str, Any]:
-    """What the child of a run of `definition` applies itself: its kernel limits and its database URL."""
+    """What the child of a run of `definition` applies itself: its kernel limits, its database URL, and how it
+    gets the worker's code (a fork of the spawner, or a fresh interpreter: exec_child.py)."""
     return {
         "cpu_limit": definition.cpu_limit,
         "open_files": definition.open_files,
         "database": definition.database,
+        "isolation": definition.isolation,
     }
 
 

@@ -15,6 +15,7 @@ import socket
 import time
 
 import psutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
@@ -113,6 +114,11 @@ class Supervisor:
         self.excluded: set[str] = set()
         self.spawner: SpawnerLink | None = None
         self.reported: list[WorkerDefinition] = []
+        self.found_in: dict[str, str] = {}
+        """The module each worker was found in: where a fresh interpreter imports it (isolation = "exec")."""
+        self.threaded: dict[str, list[WorkerDefinition]] = {}
+        """Modules that started threads at import, with their workers: left out of every spawner, their runs
+        are fresh interpreters."""
         self.restart_at: float | None = None
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.stopping = False
@@ -348,7 +354,7 @@ class Supervisor:
         """Start a spawner that imports every source module except the excluded ones."""
         self.restart_at = None
         self.reported = []
-        link = SpawnerLink(self.sources, self.excluded, self.commands, self.containment.spawner_args())
+        link = SpawnerLink(self.sources, self.excluded | set(self.threaded), self.commands, self.containment.spawner_args())
         link.start()
         self.spawner = link
         link.watch(self.selector, "spawner")
@@ -375,7 +381,11 @@ class Supervisor:
             elif op == "spawned":
                 self.handle_spawned(message)
             elif op == "worker":
-                self.reported.append(WorkerDefinition.from_dict(message["definition"]))
+                definition = WorkerDefinition.from_dict(message["definition"])
+                self.reported.append(definition)
+                self.found_in[definition.name] = str(message.get("module", definition.module))
+            elif op == "threaded":
+                self.handle_threaded(message)
             elif op == "broken":
                 self.handle_broken(message)
             elif op == "ready":
@@ -399,6 +409,25 @@ class Supervisor:
             self.recording.record(records.broken(str(worker), module, str(message["error"]), utcnow()))
             return
         self._record_broken_module(module, str(message["error"]), "", None, None, str(message.get("traceback", "")))
+
+    def handle_threaded(self, message: Message) -> None:
+        """A module started threads at import: its workers run in a fresh interpreter each, from now on.
+
+        The spawner reported the module's workers (marked `exec`) and exits; the next one leaves the module out.
+        """
+        module, threads = str(message["module"]), ", ".join(map(str, message.get("threads", [])))
+        found = [d for d in self.reported if self.found_in.get(d.name) == module]
+        self.threaded[module] = found
+        self.reported = [d for d in self.reported if d not in found]
+        log.warning(
+            "module %s started thread(s) %s at import, and a fork would copy them into every run: its %d worker(s) "
+            "run in a fresh interpreter each (isolation = \"exec\"), which costs every run an interpreter's start "
+            "and the module's import (tens of milliseconds instead of about 2); set isolation = \"exec\" on them "
+            "to say it is meant",
+            module,
+            threads or "(unnamed)",
+            len(found),
+        )
 
     def _record_broken_module(
         self,
@@ -425,9 +454,12 @@ class Supervisor:
         assert self.spawner is not None
         now, wall = self.clock(), self.wall_clock()
         defined: dict[str, WorkerDefinition] = {}
-        for definition in self.reported:
+        for definition in [*self.reported, *(d for found in self.threaded.values() for d in found)]:
             try:
-                defined[definition.name] = definition.overridden(self.overrides.get(definition.name))
+                overridden = definition.overridden(self.overrides.get(definition.name))
+                if self.found_in.get(definition.name) in self.threaded:
+                    overridden = replace(overridden, isolation="exec")  # a fork would copy the module's threads
+                defined[definition.name] = overridden
             except ValueError as exc:  # the config's values do not hold together with the code's
                 message = f"with its [worker.{definition.name}] settings: {exc}"
                 log.error("worker %s in %s is invalid %s", definition.name, definition.module, message)
@@ -657,7 +689,7 @@ class Supervisor:
             run.attempt,
             run.deadline,
             [w for _, w in ends],
-            {**run_settings(definition), "due_at": wall - (now - slot)},
+            {**run_settings(definition), "due_at": wall - (now - slot), "module": self.found_in.get(definition.name)},
         )
         for r, _ in ends:
             self.selector.register(r, selectors.EVENT_READ, ("run", run))

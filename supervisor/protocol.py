@@ -6,7 +6,8 @@ process dies, which is how the spawner learns that the supervisor is gone.
 
 Supervisor -> spawner:  spawn {run, worker, attempt, deadline} + [result_w, stdout_w, stderr_w]
                         signal {run, signal}
-Spawner -> supervisor:  importing {module}; broken {module, worker?, error, traceback}; worker {definition};
+Spawner -> supervisor:  importing {module}; broken {module, worker?, error, traceback};
+                        worker {definition, module (where it was found)}; threaded {module, threads};
                         ready {pid}; spawned {run, pid}; spawn_failed {run, error};
                         exited {run, pid, status, cpu, maxrss}
 """

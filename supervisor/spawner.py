@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -121,15 +122,13 @@ class Spawner:
             )
             return None
         if threading.active_count() > threads_before:
+            # The thread runs in this process now, and every fork would copy it mid-flight into a run: this
+            # spawner must go. The module's workers run in a fresh interpreter each (exec_child.py); the next
+            # spawner leaves the module out.
             names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-            send(
-                self.control,
-                "broken",
-                module=name,
-                error=f"started thread(s) {', '.join(names)} at import; a fork server must stay single-threaded",
-                traceback="",
-            )
-            # The thread is running in this process now and would be copied, mid-flight, into every run.
+            for worker in discovery.workers_in(module):
+                self._add(worker, name, isolation="exec")
+            send(self.control, "threaded", module=name, threads=names)
             os._exit(EXIT_RESTART)
         if thread_count() > 1:
             print(f"spawner: {name} left {thread_count() - 1} native thread(s) running", file=sys.stderr)
@@ -137,9 +136,12 @@ class Spawner:
             self._add(worker, name)
         return module
 
-    def _add(self, worker: Worker, module: str) -> None:
+    def _add(self, worker: Worker, module: str, isolation: str | None = None) -> None:
+        """Report a worker found in `module` (where a fresh interpreter finds it again: exec_child.py)."""
         try:
             definition = worker.definition()
+            if isolation is not None:
+                definition = replace(definition, isolation=isolation)
             if definition.name in self.workers:
                 other = self.workers[definition.name].module
                 raise WorkerDefinitionError(f"name {definition.name!r} is already used by a worker in {other}", module)
@@ -148,7 +150,7 @@ class Spawner:
             send(self.control, "broken", module=module, worker=name, error=str(exc), traceback="")
             return
         self.workers[definition.name] = worker
-        send(self.control, "worker", definition=definition.to_dict())
+        send(self.control, "worker", definition=definition.to_dict(), module=module)
 
     def _add_command(self, spec: dict[str, Any], number: int) -> None:
         """Add a command worker the config declares; one that cannot even be built is reported broken."""
@@ -265,7 +267,11 @@ class Spawner:
         """Fork one child for the run in `request`, on the pipe ends that came with it."""
         run_id = str(request["run"])
         worker = self.workers.get(str(request["worker"]))
-        if worker is None or len(fds) != 3:
+        settings = request.get("settings")
+        # A worker of a module this spawner left out (it started threads at import) runs in a fresh interpreter,
+        # which imports its module: this spawner needs no copy of it.
+        fresh = isinstance(settings, dict) and settings.get("isolation") == "exec" and bool(settings.get("module"))
+        if (worker is None and not fresh) or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")

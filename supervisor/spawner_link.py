@@ -41,8 +41,8 @@ class SpawnerLink(HelperProcess):
         if op == "importing":
             self.importing = message["module"]
             self.importing_since = time.monotonic()
-        elif op == "broken" and message.get("module") == self.importing:
-            self.importing = None
+        elif op in ("broken", "threaded") and message.get("module") == self.importing:
+            self.importing = None  # reported: its exit that follows is not a crash to blame it for
         elif op == "ready":
             self.ready = True
             self.importing = None

@@ -25,6 +25,10 @@ from .units import parse_duration, parse_size
 DEFAULT_GRACE = 5.0
 DEFAULT_MAX_RUNNING_WHEN_ALLOWED = 2
 OVERLAP_MODES = ("skip", "queue", "allow")
+ISOLATION_MODES = ("fork", "exec")
+"""How a run's child gets the worker's code: a fork of the spawner, which imported it once (a run starts in
+about 2 ms), or a fresh interpreter that imports it for this run alone (tens of milliseconds more), for modules
+that start threads at import or use libraries that are unsafe after a fork (CUDA, gRPC)."""
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 
 Duration = float | int | timedelta | str
@@ -105,6 +109,7 @@ POLICY: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "cpu_limit": (_duration, None),
     "open_files": (lambda v: _whole(v, least=1), None),
     "database": (_url, None),
+    "isolation": (lambda v: _choice(v, ISOLATION_MODES), "fork"),
 }
 OVERRIDABLE = tuple(POLICY)  # what a config's [worker.NAME] table may change
 SCHEDULE_KEYS = ("interval", "cron")
@@ -155,6 +160,8 @@ class WorkerDefinition:
     """Descriptors each process of the run may hold open (RLIMIT_NOFILE)."""
     database: str | None = None
     """URL of the worker's own database, opened by `ctx.db` / `ctx.transaction()` in the run."""
+    isolation: str = "fork"
+    """`fork`: the run's child is a fork of the spawner; `exec`: a fresh interpreter that imports the module."""
     command: tuple[str, ...] | None = None
     """The argv of an external command worker; None for a Python worker."""
 
@@ -315,6 +322,7 @@ class Worker:
     cpu_limit: Duration | None = None
     open_files: int | None = None
     database: str | None = None
+    isolation: str | None = None
     abstract: ClassVar[bool] = False
 
     def __init__(self, *, name: str | None = None, **settings: Any) -> None:

@@ -64,10 +64,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("isolation", ["fork", "exec"])
 @pytest.mark.parametrize("case", CASES, ids=[c.module for c in CASES])
-def test_outcome_is_recorded_and_supervisor_lives_on(case: Case, tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+def test_outcome_is_recorded_and_supervisor_lives_on(
+    case: Case, isolation: str, tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    # Issue 11: a run in a fresh interpreter (isolation = "exec") ends, and is recorded, as a forked one does.
     worker_package(tmp_path, ["healthy", case.module])
-    supervisor = start_supervisor()
+    supervisor = start_supervisor(config=f'[worker.{case.module}]\nisolation = "{isolation}"\n')
     runs = wait_until(lambda: len(record.runs(case.module)) >= 2 and record.runs(case.module), timeout=60,
                       what=f"two finished runs of {case.module}")
     healthy_before = len(record.runs("healthy"))

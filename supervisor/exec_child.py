@@ -1,0 +1,71 @@
+"""A run in a fresh interpreter (`isolation = "exec"`): the run's child execs Python, which imports the worker's
+module for this run alone and runs it.
+
+Forking the spawner is what makes a run start in about 2 ms, and it is only safe for code that a fork copies
+whole: a module that starts a thread at import (`sentry_sdk.init()`, an OpenTelemetry exporter, a gRPC client)
+would have that thread copied, mid-flight, into every run, and some libraries are unsafe in a forked child
+whatever they do at import (CUDA, gRPC). Such workers run here instead: the spawner still forks the run's child
+(or hands the run to its standby), which takes the run's pipes and closes everything else as every run does,
+then replaces itself with `python -m supervisor.exec_child`. Same pid, same process group, same pipes, same
+parent-death signal, so the supervisor's view of the run (deadlines, memory limit, signals, exit status,
+result) does not change; the price is an interpreter's start and the module's import, on every run.
+
+The request travels in the environment (argv is visible to every user in ps, and a run's database URL may hold
+a password) and is taken out before any worker code runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import NoReturn
+
+from .outcome import EXIT_BOOT_FAILED
+from .worker import Worker
+
+REQUEST_ENV = "SUPERVISOR_RUN_REQUEST"
+
+
+def become_fresh_interpreter(request: dict[str, object], signal_mask: set[int]) -> NoReturn:
+    """In a run's child whose pipes are on fds 1-3 already: exec a fresh interpreter that runs the worker.
+
+    SIGTERM stays blocked across the exec (a signal mask is kept), until the new interpreter has its handler.
+    """
+    from .child import RESULT_FD
+
+    for fd in (0, 1, 2, RESULT_FD):
+        os.set_inheritable(fd, True)
+    payload = {"request": request, "signal_mask": sorted(signal_mask), "spawner_pid": os.getppid()}
+    env = {**os.environ, REQUEST_ENV: json.dumps(payload)}
+    os.execve(sys.executable, [sys.executable, "-m", "supervisor.exec_child"], env)
+
+
+def main() -> NoReturn:
+    """Entry point of `python -m supervisor.exec_child`: only a run's child execs it."""
+    payload = json.loads(os.environ.pop(REQUEST_ENV))
+    from .child import Prepared, report_run
+
+    try:
+        prepared = Prepared(int(payload["spawner_pid"]))
+    except BaseException:  # noqa: B036 - nothing is bound to the run's pipes yet; the exit status tells
+        os._exit(EXIT_BOOT_FAILED)
+    request: dict[str, object] = payload["request"]
+    settings = request.get("settings")
+    module = str(settings.get("module")) if isinstance(settings, dict) else ""
+
+    def import_worker() -> Worker:
+        from . import discovery
+
+        found = discovery.import_module(module)
+        # As the spawner does after its imports: what the module made of logging gives way to the run's stderr.
+        prepared.streams.take_logging()
+        for candidate in discovery.workers_in(found):
+            if candidate.definition().name == request["worker"]:
+                return candidate
+        raise LookupError(f"module {module} defines no worker named {request['worker']!r} any more")
+
+    report_run(prepared, import_worker, request, set(payload["signal_mask"]))
+
+
+if __name__ == "__main__":
+    main()

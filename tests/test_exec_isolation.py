@@ -1,0 +1,172 @@
+"""Runs in a fresh interpreter (`isolation = "exec"`), and modules that start threads at import (issue 11, 2).
+
+A module that starts a thread at import cannot be forked safely, so it was rejected as broken, though real
+modules do it (sentry_sdk.init(), OpenTelemetry exporters, gRPC clients). Its workers now run in a fresh
+interpreter each, which any worker can also ask for. The outcome table under exec isolation is
+tests/test_outcomes.py, parametrised over both isolations; here: that an exec run really is a fresh interpreter
+in the run's own process, that threads at import are fine there, and the limits, cancellation and `lost`.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from helpers import Record, pid_alive, wait_until, worker_package
+from test_limits import FILES, HOG, SPINNERS, assert_stopped_at_memory_limit, failure_of, only_run
+
+INTROSPECT = '''
+import json
+import os
+import sys
+import threading
+
+from supervisor import worker
+
+
+@worker(interval=3600, timeout=30, isolation="exec")
+def fresh(ctx):
+    """Say where it runs, print to both streams, then fail, so that the failure row keeps the output."""
+    seen = {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "ppid": os.getppid(),
+        "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\\0")[0:3],
+        "spawner_loaded": "supervisor.spawner" in sys.modules,
+        "request_in_environment": any(k == "SUPERVISOR_RUN_REQUEST" for k in os.environ),
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "run_id": ctx.run_id,
+        "deadline": ctx.deadline,
+    }
+    seen["cmdline"] = [part.decode() for part in seen["cmdline"]]
+    with open(os.path.join(os.getcwd(), "seen.json"), "w") as f:
+        json.dump(seen, f)
+    print("to stdout from a fresh interpreter", flush=True)
+    ctx.log.info("to the log from a fresh interpreter")
+    raise ValueError("failed on purpose, to keep the output")
+'''
+
+THREADED = '''
+import json
+import os
+import threading
+
+from supervisor import worker
+
+# What an exporter or an error reporter does when it is imported.
+threading.Thread(target=threading.Event().wait, daemon=True, name="exporter").start()
+
+
+@worker(interval=3600, timeout=30)
+def exported(ctx):
+    with open(os.path.join(os.getcwd(), "threads.json"), "w") as f:
+        json.dump([t.name for t in threading.enumerate()], f)
+'''
+
+PATIENT = '''
+from supervisor import worker
+
+
+@worker(interval=3600, timeout=60, grace=20, isolation="exec")
+def patient(ctx):
+    """Wait for the stop, then return: a cancellation reaches a fresh interpreter as it reaches a fork."""
+    if not ctx.sleep(60):
+        print("cancelled, winding down", flush=True)
+'''
+
+
+def spawner_of(supervisor: Any) -> psutil.Process:
+    return wait_until(lambda: next((p for p in psutil.Process(supervisor.pid).children()
+                                    if "supervisor.spawner" in " ".join(p.cmdline())), None),
+                      timeout=60, what="the spawner")
+
+
+def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    worker_package(tmp_path, [], extra={"fresh": INTROSPECT})
+    supervisor = start_supervisor()
+    spawner = spawner_of(supervisor)
+    run = only_run(record, "fresh")
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    # The pid the supervisor knows is the interpreter's: exec kept the process, its group and its parent.
+    assert seen["pid"] == run["pid"] == seen["pgid"]
+    assert seen["ppid"] == spawner.pid
+    assert seen["cmdline"][1:] == ["-m", "supervisor.exec_child"]
+    assert not seen["spawner_loaded"] and not seen["request_in_environment"]
+    assert seen["fds"][:4] == [0, 1, 2, 3] and seen["run_id"] == run["id"] and seen["deadline"] is not None
+    failure = failure_of(record, run)
+    assert run["outcome"] == "error" and failure["message"] == "ValueError: failed on purpose, to keep the output"
+    assert "in fresh" in failure["traceback"]
+    assert "to stdout from a fresh interpreter" in failure["stdout_tail"]
+    assert "to the log from a fresh interpreter" in failure["stderr_tail"]
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_a_module_that_starts_a_thread_at_import_runs_its_workers_by_exec(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    worker_package(tmp_path, [], extra={"exported": THREADED})
+    supervisor = start_supervisor()
+    run = only_run(record, "exported")
+    assert run["outcome"] == "succeeded", (dict(run), supervisor.log())
+    # The thread runs where it belongs: in the run's own interpreter, started by its own import.
+    assert "exporter" in json.loads((tmp_path / "threads.json").read_text())
+    # One warning that says why and what it costs; nothing recorded as broken.
+    warnings = [line for line in supervisor.log().splitlines() if "started thread(s) exporter at import" in line]
+    assert len(warnings) == 1 and "fresh interpreter" in warnings[0] and "milliseconds" in warnings[0], warnings
+    assert record.worker("workers.exported") is None
+    spawner = spawner_of(supervisor)
+    assert spawner.num_threads() == 1 and "workers.exported" in spawner.cmdline()  # left out of the fork server
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_memory_cpu_and_open_files_limits_hold_in_an_exec_run(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    worker_package(tmp_path, [], extra={"hog": HOG, "spinners": SPINNERS, "files": FILES})
+    exec_all = "".join(f'[worker.{name}]\nisolation = "exec"\n' for name in ("hog", "spinner", "hoarder", "modest"))
+    supervisor = start_supervisor(config=exec_all)
+    assert_stopped_at_memory_limit(record, supervisor, "hog")
+    spinner = only_run(record, "spinner")
+    assert spinner["outcome"] == "limit" and spinner["signal"] == signal.SIGXCPU, dict(spinner)
+    hoarder = only_run(record, "hoarder")
+    assert hoarder["outcome"] == "limit", (dict(hoarder), supervisor.log())
+    assert "reached its limit of 32 open files" in failure_of(record, hoarder)["message"]
+    assert only_run(record, "modest")["outcome"] == "succeeded"
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_an_exec_run_sees_its_cancellation(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, [], extra={"patient": PATIENT})
+    supervisor = start_supervisor()
+    wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60, what="a run")
+    wait_until(lambda: "supervisor.exec_child" in " ".join(
+        psutil.Process(record.runs("patient", finished=False)[0]["pid"]).cmdline()), timeout=30,
+        what="the run's interpreter")
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(60) == 0
+    run = only_run(record, "patient")
+    # Within its grace (20 s), by its own return: not killed at the end of it.
+    assert run["outcome"] == "succeeded", dict(run)
+
+
+def test_issue_11_an_exec_run_dies_with_a_killed_supervisor_and_is_recorded_lost(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    worker_package(tmp_path, [], extra={"patient": PATIENT})
+    supervisor = start_supervisor()
+    (run,) = wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60,
+                        what="a run")
+    wait_until(lambda: "supervisor.exec_child" in " ".join(psutil.Process(run["pid"]).cmdline()), timeout=30,
+               what="the run's interpreter")
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait(10)
+    wait_until(lambda: not pid_alive(run["pid"]), timeout=2.0, what="the run's interpreter to die")
+    second = start_supervisor()
+    wait_until(lambda: record.query("select outcome from run where id = ? and outcome = 'lost'", run["id"]),
+               timeout=30, what="the run to be recorded lost")
+    assert second.stop() == 0
