@@ -83,7 +83,9 @@ class EscapeRecord:
         else:
             # Renamed into place, so a reader (the next start) never sees half a record.
             temporary = f"{self.path}.{os.getpid()}"
-            with open(temporary, "w") as f:
+            # Owner-only, as the journal beside it: nothing secret, but nobody else's to read or to plant.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "w") as f:
                 json.dump({"groups": groups, "processes": processes}, f)
             os.replace(temporary, self.path)
         self._written = (groups, processes)
@@ -91,7 +93,11 @@ class EscapeRecord:
 
 def _read(path: str) -> tuple[Noted, Noted]:
     try:
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd) as f:
+            # Only a record we wrote ourselves: a planted one would have us SIGKILL whatever it names.
+            if os.fstat(fd).st_uid != os.geteuid():
+                return [], []
             data = json.load(f)
         return [(int(p), int(s)) for p, s in data["groups"]], [(int(p), int(s)) for p, s in data["processes"]]
     except (OSError, ValueError, KeyError, TypeError):
