@@ -161,6 +161,7 @@ def cmd_run(config: Config) -> int:
         keep_runs=config.keep_runs,
         failure_days=config.failure_days,
         prune_interval=config.prune_interval,
+        database_group=config.database_group,
     )
     display = LiveDashboard(console, utcnow) if console is not None else None
     supervisor = Supervisor(
@@ -184,7 +185,7 @@ def cmd_status(config: Config, watch: bool = False) -> int:
 
     from .dashboard import LiveDashboard, render
     from .dashboard import watch as watch_table
-    from .report import console, last_failures, open_store
+    from .report import console, last_failures, open_store, read_only
     from .store import Store, utcnow
 
     if watch:
@@ -193,10 +194,14 @@ def cmd_status(config: Config, watch: bool = False) -> int:
 
         def read() -> list[Any]:
             try:
+                snapshot = False
                 if store.db.is_closed():
+                    snapshot = bool(read_only(store))
                     store.open()
                 workers = store.workers()
                 failed_at = last_failures(store, workers)
+                if snapshot:
+                    store.close()  # a snapshot never changes: the next frame opens afresh, and sees a new supervisor
                 return [_row_view(row, failed_at.get(row.name)) for row in workers]
             except StoreUnavailable:
                 store.reconnect()  # the next frame tries a fresh connection
@@ -208,7 +213,7 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         finally:
             store.close()
         return 0
-    store = open_store(config.database, int(config.statement_timeout * 1000))
+    store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
         workers = store.workers()
         failed_at = last_failures(store, workers)
@@ -352,7 +357,7 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
     """Print a worker's recent runs, newest first."""
     from . import report
 
-    store = report.open_store(config.database, int(config.statement_timeout * 1000))
+    store = report.open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
         worker = report.require_worker(store, args.worker)
         runs = store.recent_runs(args.worker, args.limit)
@@ -368,7 +373,7 @@ def cmd_failures(config: Config, args: argparse.Namespace) -> int:
 
     if args.failure_id is not None and args.worker is not None:
         raise ConfigError("give a WORKER or --id N, not both (see --help)")
-    store = report.open_store(config.database, int(config.statement_timeout * 1000))
+    store = report.open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
         if args.failure_id is not None:
             row = store.failure(args.failure_id)

@@ -107,6 +107,8 @@ SETTINGS = (
             "--log-format", "SUPERVISOR_LOG_FORMAT", "FORMAT"),
     Setting("import_timeout", _seconds, 60.0, "seconds a worker module may take to import before it is left out",
             "--import-timeout", "SUPERVISOR_IMPORT_TIMEOUT", "SECONDS"),
+    Setting("database_group", _text, None, "group whose members may read a SQLite record (its files become 0640 "
+            "with this group; default: 0600, its owner only)", "--database-group", "SUPERVISOR_DATABASE_GROUP", "GROUP"),
     Setting("journal", _path, None, "file where records wait for the database (default: next to a SQLite "
             "database, else ./worker-supervisor.pending)", "--journal", "SUPERVISOR_JOURNAL", "PATH"),
     Setting("write_timeout", _seconds, 30.0, "seconds the recorder may stay silent with records waiting before "
@@ -134,6 +136,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     import_timeout: float = 60.0
+    database_group: str | None = None
     journal: str | None = None
     write_timeout: float = 30.0
     statement_timeout: float = 10.0

@@ -31,6 +31,7 @@ from .command_watch import CommandWatch
 from .errors import StoreUnavailable
 from .journal import read_records
 from .process import die_with_parent
+from .record_files import share_companions
 from .protocol import receive, send
 from .store import CONNECT_TIMEOUT, Store
 
@@ -105,6 +106,8 @@ class Recorder:
         """Open the connection if it is not open, and watch it for commands."""
         if not self.connected:
             self.store.open()
+            # SQLite (re)made its -wal and -shm with our group; monitoring users read them with the record's.
+            share_companions(self.store.url)
             self.watch.attach()
             self.connected = True
 

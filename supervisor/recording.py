@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from . import record_files
 from .helper import HelperProcess
 from .journal import Journal, replay
 from .outcome import signal_name
@@ -47,14 +48,21 @@ class RecordingSettings:
     keep_runs: int = 1000
     failure_days: float = 30.0
     prune_interval: float = 600.0
+    database_group: str | None = None
+    """Group whose members may read a SQLite record (0640); None keeps it to its owner (0600)."""
 
 
 def prepare(settings: RecordingSettings) -> dict[str, Any]:
     """Before supervising: write what an earlier supervisor left in the journal, mark its unfinished runs lost,
     and read the worker rows (so counters carry on). Raise StoreUnavailable if the database cannot be used:
     starting blind would only pile up records; the journal stays as it is for the next try."""
+    # Said in one line before SQLite's "unable to open database file"; and the record is made private (or
+    # readable by the database group) before SQLite creates it with the umask's permissions.
+    record_files.check_writable(settings.url)
+    record_files.make_private(settings.url, settings.database_group)
     store = Store(settings.url, statement_timeout_ms=int(settings.statement_timeout * 1000))
     store.open()
+    record_files.share_companions(settings.url)
     try:
         replayed = 0
         with store.unavailable_as(f"cannot write the records left in {settings.journal}"):

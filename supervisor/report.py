@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .dashboard import OUTCOME_STYLES, printable, span
+from . import record_files
 from .errors import StoreUnavailable, UnknownWorkerError
 from .outcome import signal_name
 from .store import Store, redact
@@ -35,22 +36,45 @@ def console() -> Console:
     return Console(width=None if wide else PIPED_WIDTH)
 
 
-def open_store(url: str, statement_timeout_ms: int) -> Store:
-    """Open the record for reading; raise StoreUnavailable (one line saying what to do) if it cannot be read."""
+def open_store(url: str, statement_timeout_ms: int, write: bool = True) -> Store:
+    """Open the record (only to read it unless `write`); raise StoreUnavailable (one line saying what to do) if it
+    cannot be read."""
     if urlsplit(url).scheme == "sqlite":
         path = db_url.parse(url)["database"]  # as store.connect() reads it
+        problem = record_files.reading_problem(url)
+        if problem is not None:
+            raise StoreUnavailable(f"cannot read the database: {problem}", redact(url))
         # Opening would create an empty database: for a read-only command a missing file is a mistaken --db.
         if path and path != ":memory:" and not os.path.exists(path):
             raise StoreUnavailable("no database file there; give the one `run` writes with --db or SUPERVISOR_DB",
                                    redact(url))
     store = Store(url, statement_timeout_ms=statement_timeout_ms)
+    reading_only = not write and read_only(store) is not None
     try:
         store.open()
     except StoreUnavailable as exc:
         if not exc.message.startswith("cannot open"):
             raise  # it says what to do already (an unsupported URL, a schema newer than this release)
+        if reading_only and "readonly" in exc.message:
+            # The schema is missing or older than this release's: making or migrating it is a write.
+            raise StoreUnavailable("the database's schema must be created or migrated first, which needs write "
+                                   "access: start `run` once (or run this as the supervisor's user)", exc.where) from exc
         raise StoreUnavailable(f"{exc.message}; check --db or SUPERVISOR_DB, and that the database is up", exc.where) from exc
     return store
+
+
+def read_only(store: Store) -> bool | None:
+    """Make a SQLite store that this process may not write open without writing or creating anything (a
+    monitoring user's `status`); return True if it then reads a snapshot of the file (no supervisor has it open),
+    which a reader that keeps watching must reopen to see anything new, False if it reads through the -wal, and
+    None if it is left as it is (PostgreSQL, or a record this process may write)."""
+    path = record_files.sqlite_file(store.url)
+    if path is None or record_files.may_write(store.url):
+        return None
+    uri = record_files.reading_uri(path)
+    store.db.database = uri
+    store.db.connect_params["uri"] = True
+    return "immutable=1" in uri
 
 
 def require_worker(store: Store, name: str) -> Any:
