@@ -7,7 +7,13 @@ import sys
 from datetime import datetime
 from typing import Any, NoReturn
 
-from . import __version__
+from . import installation
+
+# Before anything else of ours is imported: supervisord's package of the same name may have replaced our files,
+# and that is one line saying so, not an ImportError traceback from the imports below.
+installation.check(installation.program(sys.argv[0]))
+
+from . import __version__  # noqa: E402
 from .config import SETTINGS, Config, add_arguments, journal_path, load
 from .errors import ConfigError, StoreUnavailable, SupervisorError
 
