@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Callable, NoReturn
 
-from .limits import apply_limits
+from .run_limits import apply_limits
 from .outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
 from .process import die_with_parent, reset_signal_handlers, write_all
 from .protocol import clip

@@ -1,14 +1,15 @@
-"""A run's resource limits: the kernel's (CPU time, open files), set in the child, and memory, watched from outside.
+"""A run's resource limits, the supervisor's side: what the child is told to set, memory watched from outside, and
+how a run that hit a limit is told from one that failed otherwise.
 
 CPU time and open files are per-process limits the kernel enforces exactly and for free (setrlimit in the child,
-inherited by what it starts). Memory is watched by the supervisor instead (see MemoryWatch): RLIMIT_AS counts
-address space, not memory, and no rlimit covers a run's descendants together.
+inherited by what it starts: run_limits.py, which the child imports instead of this module and psutil). Memory is
+watched by the supervisor instead (see MemoryWatch): RLIMIT_AS counts address space, not memory, and no rlimit
+covers a run's descendants together.
 """
 from __future__ import annotations
 
 import errno
 import math
-import resource
 import signal
 from typing import Any
 
@@ -17,8 +18,6 @@ import psutil
 from .outcome import Outcome, Verdict
 from .worker import WorkerDefinition
 
-# After the soft CPU limit's SIGXCPU, a run that catches it is killed (SIGKILL) this many CPU seconds later.
-CPU_LIMIT_SLACK = 1
 # wait4 reports a run's precise CPU time, but the kernel enforces RLIMIT_CPU on its tick-sampled clock, which on a
 # busy (virtual) machine runs ahead of it: SIGXCPU at a 1 s limit has come with 0.85 s reported, SIGKILL at a 6 s
 # hard limit with 5.6 s. So a SIGKILL counts as the limit's from this fraction of the limit on.
@@ -35,27 +34,6 @@ def run_settings(definition: WorkerDefinition) -> dict[str, Any]:
         "database": definition.database,
         "isolation": definition.isolation,
     }
-
-
-def apply_limits(settings: dict[str, Any]) -> None:
-    """Set the run's kernel limits on this process (the run's child, before the worker's code runs)."""
-    cpu = settings.get("cpu_limit")
-    if cpu:
-        # Whole seconds is what the kernel counts. Nothing to deduct: fork gives the child CPU counters of its own,
-        # starting at zero (the spawner's CPU is not inherited), so the bootstrap's fraction of a millisecond is
-        # all the run has used. (Adding it before rounding up made every whole limit one second longer.)
-        soft = max(1, math.ceil(float(cpu)))
-        hard = soft + CPU_LIMIT_SLACK
-        # Under a lower hard limit already set (systemd LimitCPU=), raising it would fail the run's start.
-        _, current = resource.getrlimit(resource.RLIMIT_CPU)
-        if current != resource.RLIM_INFINITY:
-            soft, hard = min(soft, current), min(hard, current)
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    files = settings.get("open_files")
-    if files:
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        limit = int(files) if hard == resource.RLIM_INFINITY else min(int(files), hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class MemoryWatch:

@@ -517,7 +517,7 @@ def test_open_files_verdict(limits: dict[str, Any], result: dict[str, object] | 
 # apply_limits changes the process it runs in for good: run it in a child of its own.
 APPLY = """
 import json, resource, sys
-from supervisor.limits import apply_limits
+from supervisor.run_limits import apply_limits
 if len(sys.argv) > 2:
     resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[2]), int(sys.argv[2])))
 apply_limits(json.loads(sys.argv[1]))
