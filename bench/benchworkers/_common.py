@@ -6,6 +6,7 @@ Environment (set by bench/run.py; the supervisor's spawner and APScheduler's poo
   BENCH_WORKERS   how many workers are registered in all
   BENCH_ACTIVE    how many of them run (the rest are due only in an hour and never run at start-up)
   BENCH_INTERVAL  seconds between runs of an active worker
+  BENCH_ISOLATION fork (default) | exec: how the active workers' runs get their code (exec: a fresh interpreter)
 
 A measurement is taken on the first line of the run and written with one unbuffered append (a few
 microseconds after the clock was read, so the write is not part of what is measured).
@@ -68,8 +69,10 @@ def workers() -> list[Worker]:
     active = int(os.environ.get("BENCH_ACTIVE", "0" if scenario == "idle" else "1"))
     interval = float(os.environ.get("BENCH_INTERVAL", "1"))
     found: list[Worker] = []
+    isolation = os.environ.get("BENCH_ISOLATION", "fork")
     for i in range(active):
-        found.append(worker(ACTIVE[scenario], name=f"{scenario}-{i:04d}", interval=interval, timeout=30))
+        found.append(worker(ACTIVE[scenario], name=f"{scenario}-{i:04d}", interval=interval, timeout=30,
+                            isolation=isolation))
     for i in range(total - active):
         found.append(worker(idle, name=f"idle-{i:04d}", interval=IDLE_INTERVAL, run_at_start=False, timeout=30))
     return found
