@@ -79,6 +79,22 @@ def make_private(url: str, group: str | None) -> None:
         _give(each, mode, gid, url)
 
 
+def closed_to_group(url: str, group: str) -> str | None:
+    """Say (one line) if members of `group` cannot enter the database's directory, and how to let them; else None.
+
+    Only said: the directory may be shared with other files (a home directory), so its group and mode are the
+    administrator's to choose."""
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    directory = os.path.abspath(os.path.dirname(path) or ".")
+    st = os.stat(directory)
+    if st.st_mode & stat.S_IXOTH or (st.st_gid == group_id(group) and st.st_mode & stat.S_IXGRP):
+        return None
+    return (f"members of group {group} cannot enter {directory} ({_owner(directory)}), so they cannot read the "
+            f"record: chgrp {group} {directory} && chmod g+x {directory}")
+
+
 def share_companions(url: str) -> None:
     """Give SQLite's -wal and -shm files the database file's permissions and group, as SQLite does when root."""
     path = sqlite_file(url)

@@ -60,10 +60,14 @@ def prepare(settings: RecordingSettings) -> dict[str, Any]:
     # readable by the database group) before SQLite creates it with the umask's permissions.
     record_files.check_writable(settings.url)
     record_files.make_private(settings.url, settings.database_group)
+    if settings.database_group:
+        shut = record_files.closed_to_group(settings.url, settings.database_group)
+        if shut:
+            log.warning("%s", shut)
     store = Store(settings.url, statement_timeout_ms=int(settings.statement_timeout * 1000))
     store.open()
-    record_files.share_companions(settings.url)
     try:
+        record_files.share_companions(settings.url)
         replayed = 0
         with store.unavailable_as(f"cannot write the records left in {settings.journal}"):
             for batch, _end in replay(settings.journal):

@@ -21,7 +21,10 @@ from importlib.machinery import PathFinder
 
 def missing_source(sources: list[str]) -> str | None:
     """Return the first source whose top-level package or module no finder knows (None: all may be found)."""
-    search_path = [os.getcwd(), *sys.path]  # the spawner runs as `python -m` in our cwd: that is its sys.path[0]
+    try:
+        search_path = [os.getcwd(), *sys.path]  # the spawner runs as `python -m` in our cwd: its sys.path[0]
+    except OSError:  # the working directory was removed: the spawner cannot look there either
+        search_path = list(sys.path)
     for source in sources:
         top = source.partition(".")[0]
         if not _findable(top, search_path):

@@ -194,6 +194,20 @@ def test_issue_11_run_in_an_unusable_directory_says_which_directory_and_what_is_
     assert sorted(os.listdir(locked)) == ["workers"]
 
 
+def test_a_directory_the_group_cannot_enter_is_said_at_start(tmp_path: Path, start_supervisor: Any) -> None:
+    group = monitoring_group()
+    home = tmp_path / "state"
+    home.mkdir()
+    home.chmod(0o700)
+    worker_package(tmp_path, ["raises"])
+    db = home / "supervisor.db"
+    supervisor = start_supervisor("--database-group", group.gr_name, url=f"sqlite:///{db}")
+    wait_until(lambda: "cannot enter" in supervisor.log(), what="the warning about the directory")
+    (line,) = [line for line in supervisor.log().splitlines() if "cannot enter" in line]
+    assert f"members of group {group.gr_name} cannot enter {home}" in line and "chmod g+x" in line, line
+    assert supervisor.stop() == 0
+
+
 def test_an_unknown_database_group_is_one_line(tmp_path: Path) -> None:
     worker_package(tmp_path, ["raises"])
     result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--database-group", "no-such-group-here"],
