@@ -85,6 +85,8 @@ class Spawner:
         self.escape_record: escaped.EscapeRecord | None = None
         """Where to note the runs' groups and what left them, when no cgroup holds them (escaped.py)."""
         self.next_survey = 0.0
+        self.survey_wanted = False
+        """A run ended since the last survey: what it left running is ours now, and to be noted even if no run goes."""
 
     # -- start-up: imports --------------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class Spawner:
         """
         record = self.escape_record
         now = time.monotonic()
-        if record is None or self.stopping or (not self.runs and record.empty):
+        if record is None or self.stopping or (not self.runs and record.empty and not self.survey_wanted):
             # Idle: the first survey comes SURVEY_INTERVAL after runs start, not in the middle of the first start.
             self.next_survey = now + escaped.SURVEY_INTERVAL
             return None
@@ -228,6 +230,7 @@ class Spawner:
         others = {self.standby.pid} if self.standby is not None else set()
         record.write(*escaped.survey(os.getpid(), set(self.runs), others))
         self.next_survey = now + escaped.SURVEY_INTERVAL
+        self.survey_wanted = False
         return escaped.SURVEY_INTERVAL
 
     def _record_signal(self, signum: int, frame: object) -> None:
@@ -336,6 +339,7 @@ class Spawner:
                     self.standby, self.standby_wanted = None, False
                 continue  # otherwise an orphaned grandchild we adopted as subreaper; nothing to report
             del self.pids[run_id]
+            self.survey_wanted = True
             # The run is over: whatever it left running in its group goes with it. The group id cannot have
             # been reused while any member is alive, so this reaches only the run's own leftovers.
             signal_group(pid, signal.SIGKILL)

@@ -1,8 +1,9 @@
 """Issue 11: a process a run starts in a session of its own dies with the supervisor tree, whatever part dies first.
 
-Each test runs the `escaper` worker, whose run starts a process with `start_new_session=True` (out of the run's
-process group, so the group kill that stops a run misses it) and waits. Then part of the tree is SIGKILLed, and
-the escaped process must be dead within 2 s. Each runs twice: with the supervisor's cgroup (where the kernel lets
+Most tests run the `escaper` worker, whose run starts a process with `start_new_session=True` (out of the run's
+process group, so the group kill that stops a run misses it) and waits; the others `daemonizer`, whose run
+leaves a daemon behind (double fork) and ends. Then part of the tree is SIGKILLed, and the escaped process must be
+dead within 2 s, or, when nothing of the tree is left to act, once the next supervisor has started. Each runs twice: with the supervisor's cgroup (where the kernel lets
 us make one) and without (SUPERVISOR_CGROUP=0: the subreaper and the record of escaped processes alone).
 
 An escaped process that outlives a failing test is init's child, not ours, so the `escaped` fixture kills it.
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-from helpers import SupervisorProcess, wait_until, worker_package
+from helpers import Record, SupervisorProcess, wait_until, worker_package
 from supervisor.cgroup import PREFIX, Cgroup, own_directory, sweep_stale
 
 DEADLINE = 2.0  # seconds from the kill by which nothing the run started may be alive
@@ -80,6 +81,52 @@ def start_escaping_run(tmp_path: Path, start_supervisor: Any, escaped: list[psut
     assert os.getsid(process.pid) == process.pid != os.getpgid(run.pid) == run.pid
     assert process.pid in {p.pid for p in supervisor.descendants()}, run_id
     return supervisor, spawner, run, process
+
+
+def start_daemonizing_run(tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], record: Record) -> tuple[
+        SupervisorProcess, psutil.Process, psutil.Process]:
+    """Start a supervisor whose run left a daemon and ended; return (supervisor, spawner, daemon)."""
+    worker_package(tmp_path, ["daemonizer"])
+    supervisor = start_supervisor()
+    pid_file = wait_until(lambda: list(tmp_path.glob("daemon-*.pid")), timeout=60, what="the daemon")[0]
+    daemon = psutil.Process(int(pid_file.read_text()))
+    escaped.append(daemon)
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawner" in p.cmdline()]
+    # The middle process exits at once: the spawner, as subreaper, adopts the daemon.
+    wait_until(lambda: daemon.ppid() == spawner.pid, timeout=10, what="the spawner to adopt the daemon")
+    wait_until(lambda: record.outcomes("daemonizer") == ["succeeded"], timeout=30, what="the run's end")
+    return supervisor, spawner, daemon
+
+
+def kill_both_then_start_again(tmp_path: Path, start_supervisor: Any, containment: str, supervisor: SupervisorProcess,
+                               spawner: psutil.Process, process: psutil.Process) -> None:
+    """SIGKILL the supervisor and its spawner at once, then check the next start sweeps `process`."""
+    if containment == "no-cgroup":
+        # Without a cgroup, only what the spawner noted can be swept: wait until its survey has.
+        wait_until(lambda: process.pid in noted(tmp_path), timeout=10, what="the spawner to note the escaped process")
+    # Both at once, as the OOM killer or `kill -9` of the tree would: stopped first, so that neither acts on the
+    # other's death (the supervisor would adopt and kill it; the spawner would shut down on its SIGTERM).
+    supervisor.signal(signal.SIGSTOP)
+    spawner.kill()
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait(10)
+    wait_until(lambda: not alive(spawner), timeout=DEADLINE, what="the spawner to die")
+    # Nothing of the tree is left to act: this is what the next start is for. (With no cgroup and no subreaper
+    # above, the escaped process is init's now.)
+    assert alive(process)
+    left_behind = cgroups_of(supervisor.pid)
+    assert len(left_behind) == (1 if containment == "cgroup" else 0)
+
+    second = start_supervisor()
+    # The sweep is part of the second supervisor's start-up, before its spawner starts.
+    wait_until(lambda: "spawner ready" in second.log(), timeout=60, what="the second supervisor's spawner")
+    assert not alive(process)
+    # Any supervisor that starts beside it sweeps a cgroup whose owner is gone (that of a test running meanwhile
+    # may come first), but only this one reads this journal's record.
+    assert not any(path.exists() for path in left_behind)
+    if containment == "no-cgroup":
+        assert "left running" in second.log()
+    assert second.stop() == 0
 
 
 def cgroups_of(pid: int) -> list[Path]:
@@ -143,32 +190,28 @@ def test_issue_11_what_a_double_sigkill_leaves_is_swept_by_the_next_start(
     tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], containment: str
 ) -> None:
     supervisor, spawner, run, process = start_escaping_run(tmp_path, start_supervisor, escaped)
-    if containment == "no-cgroup":
-        # Without a cgroup, only what the spawner noted can be swept: wait until its survey has.
-        wait_until(lambda: process.pid in noted(tmp_path), timeout=10, what="the spawner to note the escaped process")
-    # Both at once, as the OOM killer or `kill -9` of the tree would: stopped first, so that neither acts on the
-    # other's death (the supervisor would adopt and kill it; the spawner would shut down on its SIGTERM).
-    supervisor.signal(signal.SIGSTOP)
-    spawner.kill()
-    supervisor.signal(signal.SIGKILL)
-    supervisor.wait(10)
-    wait_until(lambda: not alive(run), timeout=DEADLINE, what="the run to die (its parent-death signal)")
-    # Nothing of the tree is left to act: this is what the next start is for. (With no cgroup and no subreaper
-    # above, the escaped process is init's now.)
-    assert alive(process)
-    left_behind = cgroups_of(supervisor.pid)
-    assert len(left_behind) == (1 if containment == "cgroup" else 0)
+    kill_both_then_start_again(tmp_path, start_supervisor, containment, supervisor, spawner, process)
+    assert not alive(run)  # its parent-death signal
 
-    second = start_supervisor()
-    # The sweep is part of the second supervisor's start-up, before its spawner starts.
-    wait_until(lambda: "spawner ready" in second.log(), timeout=60, what="the second supervisor's spawner")
-    assert not alive(process)
-    # Any supervisor that starts beside it sweeps a cgroup whose owner is gone (that of a test running meanwhile
-    # may come first), but only this one reads this journal's record.
-    assert not any(path.exists() for path in left_behind)
-    if containment == "no-cgroup":
-        assert "left running" in second.log()
-    assert second.stop() == 0
+
+def test_issue_11_a_daemon_a_finished_run_left_dies_with_a_killed_spawner(
+    tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], containment: str, record: Record
+) -> None:
+    supervisor, spawner, daemon = start_daemonizing_run(tmp_path, start_supervisor, escaped, record)
+    spawner.kill()
+    killed_at = time.monotonic()
+    wait_until(lambda: not alive(daemon), timeout=DEADLINE, what="the daemon to die")
+    assert time.monotonic() - killed_at < DEADLINE
+    wait_until(lambda: gone(daemon), timeout=10, what="the daemon to be reaped")
+    assert supervisor.stop() == 0
+
+
+def test_issue_11_a_daemon_a_finished_run_left_is_swept_after_a_double_sigkill(
+    tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], containment: str, record: Record
+) -> None:
+    # With no run going, the spawner still notes what the ended run left it (no-cgroup).
+    supervisor, spawner, daemon = start_daemonizing_run(tmp_path, start_supervisor, escaped, record)
+    kill_both_then_start_again(tmp_path, start_supervisor, containment, supervisor, spawner, daemon)
 
 
 def test_issue_11_a_spawner_meeting_its_dead_supervisors_channel_still_shuts_down(
