@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import time
 
@@ -59,7 +60,7 @@ def own_directory() -> str:
 
 def _unescape(path: str) -> str:
     """Undo mountinfo's octal escapes (a space is \\040)."""
-    return path.encode().decode("unicode_escape") if "\\" in path else path
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), path)
 
 
 class Cgroup:
@@ -70,7 +71,8 @@ class Cgroup:
 
     @classmethod
     def create(cls, pid: int | None = None) -> tuple[Cgroup | None, str]:
-        """Make the cgroup of supervisor `pid` (ours by default) beside us; return it, or None and why not."""
+        """Make the cgroup of supervisor `pid` (ours by default) under the one we are in; return it, or None and why
+        not."""
         if os.environ.get(ENV) == "0":
             return None, f"{ENV}=0"
         pid = os.getpid() if pid is None else pid
@@ -97,34 +99,25 @@ class Cgroup:
     def remove(self, timeout: float = 0.0) -> bool:
         """Remove the (killed) cgroup once it is empty, waiting up to `timeout`; return whether it is gone.
 
-        Killed processes leave it as they die, a few milliseconds later; `cgroup.events` is polled by the
-        kernel's notification (POLLPRI on a change), not by a timer.
+        Killed processes leave it as they die, a few milliseconds later; `cgroup.events` says when the last one
+        has, and poll() wakes on its change (POLLPRI), so the wait is on the kernel's word, not a timer.
         """
         deadline = time.monotonic() + timeout
-        events_path = os.path.join(self.path, "cgroup.events")
         try:
-            events = os.open(events_path, os.O_RDONLY | os.O_CLOEXEC)
+            events = os.open(os.path.join(self.path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return True
         try:
             poller = select.poll()
             poller.register(events, select.POLLPRI)
             while True:
-                try:
-                    os.rmdir(self.path)
-                    return True
-                except FileNotFoundError:
-                    return True
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        return False
-                # Read to re-arm: the kernel signals the next change of the file after the last read.
-                populated = b"populated 1" in os.pread(events, 4096, 0)
+                # Reading arms the notification: poll() reports the first change after the last read.
+                if b"populated 1" not in os.pread(events, 4096, 0):
+                    return _remove_tree(self.path)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                if populated:
-                    poller.poll(left * 1000)
+                poller.poll(left * 1000)
         finally:
             os.close(events)
 
@@ -135,6 +128,18 @@ class Cgroup:
                 return [int(pid) for pid in f.read().split()]
         except OSError:
             return []
+
+
+def _remove_tree(path: str) -> bool:
+    """Remove an empty cgroup and any it holds (a run may have made its own), innermost first."""
+    try:
+        for directory, _subdirectories, _files in os.walk(path, topdown=False):
+            os.rmdir(directory)  # a cgroup's files go with its directory
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def join(path: str) -> None:
