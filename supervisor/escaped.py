@@ -26,7 +26,7 @@ import signal
 
 from .process import ProcStat, process_table
 
-SURVEY_INTERVAL = 0.5  # seconds between the spawner's surveys while runs go (a survey reads /proc: ~1 ms)
+SURVEY_INTERVAL = 0.5  # seconds between the spawner's surveys while runs go (one reads /proc: 2 ms for 100 processes)
 
 Noted = list[tuple[int, int]]
 """(pid, start time) pairs."""
