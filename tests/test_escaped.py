@@ -3,8 +3,9 @@
 Most tests run the `escaper` worker, whose run starts a process with `start_new_session=True` (out of the run's
 process group, so the group kill that stops a run misses it) and waits; the others `daemonizer`, whose run
 leaves a daemon behind (double fork) and ends. Then part of the tree is SIGKILLed, and the escaped process must be
-dead within 2 s, or, when nothing of the tree is left to act, once the next supervisor has started. Each runs twice: with the supervisor's cgroup (where the kernel lets
-us make one) and without (SUPERVISOR_CGROUP=0: the subreaper and the record of escaped processes alone).
+dead within 2 s, or, when nothing of the tree is left to act, once the next supervisor has started. Each runs
+twice: with the supervisor's cgroup (where the kernel lets us make one) and without (SUPERVISOR_CGROUP=0: the
+subreaper and the record of escaped processes alone).
 
 An escaped process that outlives a failing test is init's child, not ours, so the `escaped` fixture kills it.
 """
@@ -83,8 +84,8 @@ def start_escaping_run(tmp_path: Path, start_supervisor: Any, escaped: list[psut
     return supervisor, spawner, run, process
 
 
-def start_daemonizing_run(tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], record: Record) -> tuple[
-        SupervisorProcess, psutil.Process, psutil.Process]:
+def start_daemonizing_run(tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process],
+                          record: Record) -> tuple[SupervisorProcess, psutil.Process, psutil.Process]:
     """Start a supervisor whose run left a daemon and ended; return (supervisor, spawner, daemon)."""
     worker_package(tmp_path, ["daemonizer"])
     supervisor = start_supervisor()
@@ -137,9 +138,10 @@ def cgroups_of(pid: int) -> list[Path]:
 def noted(tmp_path: Path) -> set[int]:
     """The pids the record of escaped processes names (see escaped.py)."""
     try:
-        return {pid for pid, _start in json.loads((tmp_path / "supervisor.db.pending.escaped").read_text())["processes"]}
+        data = json.loads((tmp_path / "supervisor.db.pending.escaped").read_text())
     except (FileNotFoundError, ValueError):
         return set()
+    return {pid for pid, _start in data["processes"]}
 
 
 def check_contained(containment: str, supervisor: SupervisorProcess, spawner: psutil.Process) -> None:
@@ -156,7 +158,8 @@ def test_issue_11_a_killed_spawner_takes_what_its_runs_started_along(
     check_contained(containment, supervisor, spawner)
     spawner.kill()
     killed_at = time.monotonic()
-    wait_until(lambda: not alive(process) and not alive(run), timeout=DEADLINE, what="the run and its escaped process to die")
+    wait_until(lambda: not alive(process) and not alive(run), timeout=DEADLINE,
+               what="the run and its escaped process to die")
     assert time.monotonic() - killed_at < DEADLINE
     # The supervisor (its subreaper now) reaped it: no zombie piles up over a long run of spawner deaths.
     wait_until(lambda: gone(process), timeout=10, what="the escaped process to be reaped")
