@@ -168,7 +168,7 @@ def become_run(
     """
     result_fd = fds[0]
     try:
-        _take_stdio(fds, prepared.keep)
+        take_stdio(fds, prepared.keep)
         result_fd = RESULT_FD
         if _settings(request).get("isolation") == "exec":
             from .exec_child import become_fresh_interpreter
@@ -246,7 +246,7 @@ def _context(request: dict[str, object], cancellation: Cancellation, signal_mask
     )
 
 
-def _take_stdio(fds: list[int], keep: set[int]) -> None:
+def take_stdio(fds: list[int], keep: set[int]) -> None:
     """Put our pipes on fds 1, 2 and 3 and close every other descriptor but `keep` (stdin is /dev/null already)."""
     result_w, stdout_w, stderr_w = fds
     os.dup2(stdout_w, 1)

@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .outcome import EXIT_BOOT_FAILED
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .child import Prepared
 
 REQUEST_ENV = "SUPERVISOR_RUN_REQUEST"
 
@@ -40,8 +43,16 @@ def become_fresh_interpreter(request: dict[str, object], signal_mask: set[int]) 
     os.execve(sys.executable, [sys.executable, "-m", "supervisor.exec_child"], env)
 
 
+def become_fresh_standby(link: int, spawner_pid: int, signal_mask: set[int]) -> NoReturn:
+    """In a standby child forked for exec runs: exec a fresh interpreter that waits on `link` for its run."""
+    os.set_inheritable(link, True)
+    payload = {"standby_link": link, "signal_mask": sorted(signal_mask), "spawner_pid": spawner_pid}
+    env = {**os.environ, REQUEST_ENV: json.dumps(payload)}
+    os.execve(sys.executable, [sys.executable, "-m", "supervisor.exec_child"], env)
+
+
 def main() -> NoReturn:
-    """Entry point of `python -m supervisor.exec_child`: only a run's child execs it."""
+    """Entry point of `python -m supervisor.exec_child`: only a run's child, or a fresh standby, execs it."""
     payload = json.loads(os.environ.pop(REQUEST_ENV))
     from .child import Prepared, report_run
 
@@ -49,7 +60,7 @@ def main() -> NoReturn:
         prepared = Prepared(int(payload["spawner_pid"]))
     except BaseException:  # noqa: B036 - nothing is bound to the run's pipes yet; the exit status tells
         os._exit(EXIT_BOOT_FAILED)
-    request: dict[str, object] = payload["request"]
+    request: dict[str, object] = payload["request"] if "request" in payload else _wait_for_run(prepared, payload)
     settings = request.get("settings")
     module = str(settings.get("module")) if isinstance(settings, dict) else ""
 
@@ -65,6 +76,25 @@ def main() -> NoReturn:
         raise LookupError(f"module {module} defines no worker named {request['worker']!r} any more")
 
     report_run(prepared, import_worker, request, set(payload["signal_mask"]))
+
+
+def _wait_for_run(prepared: Prepared, payload: dict[str, object]) -> dict[str, object]:
+    """As a fresh standby: wait for the run's request and pipes, and take the pipes as a forked run's child does."""
+    import socket
+
+    from .child import take_stdio
+    from .protocol import receive
+
+    link = socket.socket(fileno=int(payload["standby_link"]))  # type: ignore[call-overload]
+    os.set_inheritable(link.fileno(), False)
+    try:
+        request, fds = receive(link)
+    except BaseException:  # noqa: B036 - before any run is ours there is nobody to tell; the spawner sees us die
+        os._exit(EXIT_BOOT_FAILED)
+    if request is None or len(fds) != 3:
+        os._exit(0)  # let go unused (the spawner stops, or drops us)
+    take_stdio(fds, prepared.keep)  # closes the link too: it has served its one run
+    return request
 
 
 if __name__ == "__main__":

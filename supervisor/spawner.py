@@ -80,6 +80,10 @@ class Spawner:
         self.standby: Standby | None = None
         self.standby_wanted = True
         """False after a standby died unused, until the next run: never a fork loop of children that fail."""
+        self.fresh_standby: Standby | None = None
+        """A standby that is a fresh interpreter already, for runs with isolation = "exec" (see standby.py)."""
+        self.fresh_wanted = False
+        """True from the first exec run on (until a fresh standby dies unused): a spawner with none keeps none."""
         self.standby_after = 0.0
         """Not before this (monotonic) time: a run just started has the first milliseconds to itself."""
         self.escape_record: escaped.EscapeRecord | None = None
@@ -189,7 +193,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
-            for key, _ in selector.select(_earliest(self.keep_standby(), self.survey())):
+            for key, _ in selector.select(_earliest(self.keep_standby(), self.keep_fresh_standby(), self.survey())):
                 if key.data == "wakeup":
                     _drain(wake_r)
                     self.handle_signals()
@@ -212,6 +216,21 @@ class Spawner:
             print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
         return None
 
+    def keep_fresh_standby(self) -> float | None:
+        """Start the next exec run's interpreter ahead of its request, once exec runs are asked for; return how
+        long the loop may wait before it is time to (None: no need to wake for it)."""
+        if self.fresh_standby is not None or not self.fresh_wanted or self.stopping:
+            return None
+        wait = self.standby_after - time.monotonic()
+        if wait > 0:
+            return wait
+        try:
+            self.fresh_standby = Standby(self.workers, self._streams(), fresh=True)
+        except OSError as exc:
+            self.fresh_wanted = False
+            print(f"spawner: could not fork a fresh standby: {exc}", file=sys.stderr)
+        return None
+
     def survey(self) -> float | None:
         """While runs go, note their groups and every process that left them in the escape record, at most every
         SURVEY_INTERVAL; return how long the loop may wait before the next survey (None: none is needed).
@@ -227,7 +246,7 @@ class Spawner:
             return None
         if now < self.next_survey:
             return self.next_survey - now
-        others = {self.standby.pid} if self.standby is not None else set()
+        others = {standby.pid for standby in (self.standby, self.fresh_standby) if standby is not None}
         record.write(*escaped.survey(os.getpid(), set(self.runs), others))
         self.next_survey = now + escaped.SURVEY_INTERVAL
         self.survey_wanted = False
@@ -279,11 +298,14 @@ class Spawner:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
             return
-        self.standby_wanted = True
+        if fresh or isinstance(settings, dict) and settings.get("isolation") == "exec":
+            fresh, self.fresh_wanted = True, True
+        else:
+            self.standby_wanted = True
         # Forking the next standby at once would compete for the CPU with this run's start (and, for a run that
         # crashes at once, delay reaping it by the fork): wait until the run is a few milliseconds old.
         self.standby_after = time.monotonic() + STANDBY_DELAY
-        pid = self._hand_to_standby(request, fds)
+        pid = self._hand_to_standby(request, fds, fresh)
         if pid is None:
             try:
                 pid = fork_with_sigterm_blocked(
@@ -307,9 +329,17 @@ class Spawner:
             self.streams = Streams()
         return self.streams
 
-    def _hand_to_standby(self, request: dict[str, object], fds: list[int]) -> int | None:
-        """Give the run to the standby child; return its pid, or None if there is none that can take it."""
-        standby, self.standby = self.standby, None
+    def _hand_to_standby(self, request: dict[str, object], fds: list[int], fresh: bool) -> int | None:
+        """Give the run to the standby child of its kind; return its pid, or None if there is none that can take it.
+
+        A fork standby could take an exec run too (it execs once it has the run), but a fresh one is faster.
+        """
+        if fresh:
+            standby, self.fresh_standby = self.fresh_standby, None
+            if standby is None:
+                standby, self.standby = self.standby, None
+        else:
+            standby, self.standby = self.standby, None
         if standby is None:
             return None
         if standby.hand_over(request, fds):
@@ -337,6 +367,10 @@ class Spawner:
                     print(f"spawner: standby child {pid} ended unused ({_describe_status(status)})", file=sys.stderr)
                     self.standby.close()
                     self.standby, self.standby_wanted = None, False
+                elif self.fresh_standby is not None and pid == self.fresh_standby.pid:
+                    print(f"spawner: fresh standby {pid} ended unused ({_describe_status(status)})", file=sys.stderr)
+                    self.fresh_standby.close()
+                    self.fresh_standby, self.fresh_wanted = None, False
                 continue  # otherwise an orphaned grandchild we adopted as subreaper; nothing to report
             del self.pids[run_id]
             self.survey_wanted = True
@@ -355,8 +389,9 @@ class Spawner:
 
     def shutdown(self) -> None:
         """Kill every run's group, the standby and every adopted orphan, reap them all, and empty the escape record."""
-        if self.standby is not None:
-            self.standby.close()
+        for standby in (self.standby, self.fresh_standby):
+            if standby is not None:
+                standby.close()
         signal.alarm(SHUTDOWN_ALARM)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for pid in list(self.runs):

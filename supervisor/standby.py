@@ -54,14 +54,21 @@ def fork_with_sigterm_blocked(child: Callable[[set[int]], NoReturn]) -> int:
 
 
 class Standby:
-    """The spawner's side of one standby child."""
+    """The spawner's side of one standby child.
 
-    def __init__(self, workers: dict[str, Worker], streams: Streams) -> None:
+    A `fresh` one is for runs in a fresh interpreter (`isolation = "exec"`): it execs at once and waits as a new
+    interpreter (exec_child.py), so that such a run pays for its module's import but not for the interpreter's
+    start, as a process pool that starts its next process ahead of time does.
+    """
+
+    def __init__(self, workers: dict[str, Worker], streams: Streams, fresh: bool = False) -> None:
         ours, theirs = channel()
         spawner_pid = os.getpid()
 
         def wait_for_run(mask: set[int]) -> NoReturn:
             ours.close()
+            if fresh:
+                _wait_in_fresh_interpreter(theirs, spawner_pid, mask)
             _serve_one_run(workers, streams, theirs, spawner_pid, mask)
 
         try:
@@ -99,3 +106,13 @@ def _serve_one_run(
     if request is None or len(fds) != 3:
         os._exit(0)  # let go unused (the spawner stops, or drops us)
     become_run(prepared, workers.get(str(request["worker"])), request, fds, mask)
+
+
+def _wait_in_fresh_interpreter(link: socket.socket, spawner_pid: int, mask: set[int]) -> NoReturn:
+    """In a fresh standby child: become a new interpreter that waits on `link` for its run (exec_child.py)."""
+    try:
+        from .exec_child import become_fresh_standby
+
+        become_fresh_standby(link.fileno(), spawner_pid, mask)
+    except BaseException:  # noqa: B036 - before any run is ours there is nobody to tell; the spawner sees us die
+        os._exit(EXIT_BOOT_FAILED)

@@ -170,3 +170,31 @@ def test_issue_11_an_exec_run_dies_with_a_killed_supervisor_and_is_recorded_lost
     wait_until(lambda: record.query("select outcome from run where id = ? and outcome = 'lost'", run["id"]),
                timeout=30, what="the run to be recorded lost")
     assert second.stop() == 0
+
+
+EVERY_SECOND_EXEC = 'from supervisor import worker\n\n@worker(interval=1, isolation="exec")\ndef tick(ctx):\n    pass\n'
+
+
+def test_issue_11_exec_runs_after_the_first_start_in_an_interpreter_started_ahead(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    # Like the fork standby, a fresh interpreter waits for the next exec run, so that a run pays for its module's
+    # import but not for the interpreter's start.
+    worker_package(tmp_path, [], extra={"tick": EVERY_SECOND_EXEC})
+    supervisor = start_supervisor()
+    wait_until(lambda: record.runs("tick"), timeout=60, what="the first run")
+    spawner = spawner_of(supervisor)
+
+    def fresh_standby() -> psutil.Process | None:
+        run_pids = {r["pid"] for r in record.query("select pid from run where pid is not null")}
+        waiting = [p for p in spawner.children()
+                   if p.pid not in run_pids and "supervisor.exec_child" in " ".join(p.cmdline())]
+        return waiting[0] if len(waiting) == 1 else None
+
+    standby = wait_until(fresh_standby, timeout=30, what="an interpreter waiting for the next exec run")
+    assert standby.status() == psutil.STATUS_SLEEPING and standby.num_threads() == 1
+    run = wait_until(lambda: [r for r in record.runs("tick") if r["pid"] == standby.pid and r["finished_at"]],
+                     timeout=30, what="a run in that interpreter")[0]
+    assert run["outcome"] == "succeeded"
+    assert supervisor.stop() == 0
+    assert not pid_alive(standby.pid)
