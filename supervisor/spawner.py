@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from . import discovery, escaped
 from .cgroup import join as join_cgroup
 from .child import Streams, run_child
-from .standby import Standby, fork_with_sigterm_blocked
+from .standby import StandbySlot, fork_with_sigterm_blocked
 from .command import CONFIG_ORIGIN, CommandWorker
 from .errors import WorkerDefinitionError
 from .process import (
@@ -77,13 +77,10 @@ class Spawner:
         self.stopping = False
         self.streams: Streams | None = None
         """The runs' stdio and log handler, made once after the imports (see child.Streams)."""
-        self.standby: Standby | None = None
-        self.standby_wanted = True
-        """False after a standby died unused, until the next run: never a fork loop of children that fail."""
-        self.fresh_standby: Standby | None = None
-        """A standby that is a fresh interpreter already, for runs with isolation = "exec" (see standby.py)."""
-        self.fresh_wanted = False
-        """True from the first exec run on (until a fresh standby dies unused): a spawner with none keeps none."""
+        self.standby = StandbySlot(fresh=False, wanted=True)
+        self.fresh_standby = StandbySlot(fresh=True, wanted=False)
+        """A fresh interpreter waiting for the next run with isolation = "exec" (see standby.py): wanted from the
+        first such run on, so that a spawner that has none keeps none."""
         self.standby_after = 0.0
         """Not before this (monotonic) time: a run just started has the first milliseconds to itself."""
         self.escape_record: escaped.EscapeRecord | None = None
@@ -193,7 +190,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
-            for key, _ in selector.select(_earliest(self.keep_standby(), self.keep_fresh_standby(), self.survey())):
+            for key, _ in selector.select(_earliest(self.keep_standbys(), self.survey())):
                 if key.data == "wakeup":
                     _drain(wake_r)
                     self.handle_signals()
@@ -201,35 +198,14 @@ class Spawner:
                     self.handle_control()
         self.shutdown()
 
-    def keep_standby(self) -> float | None:
-        """Fork the next run's child ahead of its request, unless one waits already; return how long the loop may
-        wait before it is time to (None: no need to wake for it)."""
-        if self.standby is not None or not self.standby_wanted or self.stopping:
+    def keep_standbys(self) -> float | None:
+        """Fork the next runs' children ahead of their requests, unless they wait already; return how long the loop
+        may wait before it is time to (None: no need to wake for it)."""
+        if self.stopping:
             return None
-        wait = self.standby_after - time.monotonic()
-        if wait > 0:
-            return wait
-        try:
-            self.standby = Standby(self.workers, self._streams())
-        except OSError as exc:
-            self.standby_wanted = False  # the next request forks its child directly, and says why if it fails
-            print(f"spawner: could not fork a standby child: {exc}", file=sys.stderr)
-        return None
-
-    def keep_fresh_standby(self) -> float | None:
-        """Start the next exec run's interpreter ahead of its request, once exec runs are asked for; return how
-        long the loop may wait before it is time to (None: no need to wake for it)."""
-        if self.fresh_standby is not None or not self.fresh_wanted or self.stopping:
-            return None
-        wait = self.standby_after - time.monotonic()
-        if wait > 0:
-            return wait
-        try:
-            self.fresh_standby = Standby(self.workers, self._streams(), fresh=True)
-        except OSError as exc:
-            self.fresh_wanted = False
-            print(f"spawner: could not fork a fresh standby: {exc}", file=sys.stderr)
-        return None
+        streams = self._streams()
+        return _earliest(*(slot.keep(self.workers, streams, self.standby_after)
+                           for slot in (self.standby, self.fresh_standby)))
 
     def survey(self) -> float | None:
         """While runs go, note their groups and every process that left them in the escape record, at most every
@@ -246,7 +222,7 @@ class Spawner:
             return None
         if now < self.next_survey:
             return self.next_survey - now
-        others = {standby.pid for standby in (self.standby, self.fresh_standby) if standby is not None}
+        others = {slot.child.pid for slot in (self.standby, self.fresh_standby) if slot.child is not None}
         record.write(*escaped.survey(os.getpid(), set(self.runs), others))
         self.next_survey = now + escaped.SURVEY_INTERVAL
         self.survey_wanted = False
@@ -298,10 +274,8 @@ class Spawner:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
             return
-        if fresh or isinstance(settings, dict) and settings.get("isolation") == "exec":
-            fresh, self.fresh_wanted = True, True
-        else:
-            self.standby_wanted = True
+        fresh = fresh or isinstance(settings, dict) and settings.get("isolation") == "exec"
+        (self.fresh_standby if fresh else self.standby).wanted = True
         # Forking the next standby at once would compete for the CPU with this run's start (and, for a run that
         # crashes at once, delay reaping it by the fork): wait until the run is a few milliseconds old.
         self.standby_after = time.monotonic() + STANDBY_DELAY
@@ -334,12 +308,7 @@ class Spawner:
 
         A fork standby could take an exec run too (it execs once it has the run), but a fresh one is faster.
         """
-        if fresh:
-            standby, self.fresh_standby = self.fresh_standby, None
-            if standby is None:
-                standby, self.standby = self.standby, None
-        else:
-            standby, self.standby = self.standby, None
+        standby = (self.fresh_standby.take() or self.standby.take()) if fresh else self.standby.take()
         if standby is None:
             return None
         if standby.hand_over(request, fds):
@@ -363,14 +332,8 @@ class Spawner:
                 return
             run_id = self.runs.pop(pid, None)
             if run_id is None:
-                if self.standby is not None and pid == self.standby.pid:
-                    print(f"spawner: standby child {pid} ended unused ({_describe_status(status)})", file=sys.stderr)
-                    self.standby.close()
-                    self.standby, self.standby_wanted = None, False
-                elif self.fresh_standby is not None and pid == self.fresh_standby.pid:
-                    print(f"spawner: fresh standby {pid} ended unused ({_describe_status(status)})", file=sys.stderr)
-                    self.fresh_standby.close()
-                    self.fresh_standby, self.fresh_wanted = None, False
+                if not self.standby.ended(pid, _describe_status(status)):
+                    self.fresh_standby.ended(pid, _describe_status(status))
                 continue  # otherwise an orphaned grandchild we adopted as subreaper; nothing to report
             del self.pids[run_id]
             self.survey_wanted = True
@@ -389,9 +352,8 @@ class Spawner:
 
     def shutdown(self) -> None:
         """Kill every run's group, the standby and every adopted orphan, reap them all, and empty the escape record."""
-        for standby in (self.standby, self.fresh_standby):
-            if standby is not None:
-                standby.close()
+        self.standby.close()
+        self.fresh_standby.close()
         signal.alarm(SHUTDOWN_ALARM)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         for pid in list(self.runs):

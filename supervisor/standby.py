@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Callable, NoReturn
 
 from .child import Prepared, Streams, become_run
@@ -92,6 +93,51 @@ class Standby:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+
+
+class StandbySlot:
+    """Where the spawner keeps its standby of one kind (forked, or a fresh interpreter), and whether it wants one."""
+
+    def __init__(self, fresh: bool, wanted: bool) -> None:
+        self.fresh = fresh
+        self.wanted = wanted
+        """False after a standby died unused, until the next run of its kind: never a loop of children that fail."""
+        self.child: Standby | None = None
+        self.name = "fresh standby" if fresh else "standby child"
+
+    def keep(self, workers: dict[str, Worker], streams: Streams, after: float) -> float | None:
+        """Start the standby if one is wanted and none waits, not before `after` (monotonic); return how long the
+        spawner's loop may wait before it is time to (None: no need to wake for it)."""
+        if self.child is not None or not self.wanted:
+            return None
+        wait = after - time.monotonic()
+        if wait > 0:
+            return wait
+        try:
+            self.child = Standby(workers, streams, fresh=self.fresh)
+        except OSError as exc:
+            self.wanted = False  # the next request forks its child directly, and says why if it fails
+            print(f"spawner: could not fork a {self.name}: {exc}", file=sys.stderr)
+        return None
+
+    def take(self) -> Standby | None:
+        """Take the waiting standby, if any, for a run."""
+        child, self.child = self.child, None
+        return child
+
+    def ended(self, pid: int, how: str) -> bool:
+        """Tell whether `pid` (reaped) was this slot's standby, which then died unused: let it go, want no other."""
+        if self.child is None or pid != self.child.pid:
+            return False
+        print(f"spawner: {self.name} {pid} ended unused ({how})", file=sys.stderr)
+        self.child.close()
+        self.child, self.wanted = None, False
+        return True
+
+    def close(self) -> None:
+        """Let the waiting standby go (it reads EOF and exits)."""
+        if self.child is not None:
+            self.child.close()
 
 
 def _serve_one_run(
