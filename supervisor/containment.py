@@ -7,8 +7,9 @@ takes it out of the run's process group, which is how runs are stopped. What cat
   a child subreaper too, adopts what the spawner held, kills it and reaps it (`reap_orphans`);
 - the supervisor dies: the spawner gets SIGTERM (its parent-death signal) and kills its runs' groups and
   everything it adopted (spawner.shutdown);
-- both die at once: nothing of the tree is left to act; the next start kills the cgroup they left, or, without
-  a cgroup, what the spawner noted in the record of escaped processes (escaped.py).
+- both die at once: nothing of the tree is left to act, but the guard (guard.py), a child of the supervisor
+  outside the runs' tree that outlives it, kills the cgroup they left, or, without a cgroup, what the spawner
+  noted in the record of escaped processes (escaped.py); and should the guard be gone too, the next start does.
 
 The supervisor reaps by pid, never with waitpid(-1): its helpers' exit statuses belong to their handles (a
 pidfd and waitpid(pid), helper.py), and a wait for any child would steal them.
@@ -19,9 +20,10 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 
-from . import escaped
+from . import escaped, guard
 from .cgroup import Cgroup, sweep_stale
 from .process import become_subreaper, process_table
 
@@ -37,6 +39,8 @@ class Containment:
         self.record = escaped.record_path(journal)
         self.cgroup: Cgroup | None = None
         self.subreaper = False
+        self.guard: int | None = None
+        """The pid of our guard (guard.py), until we end it."""
 
     def start(self) -> None:
         """Sweep what an earlier supervisor left running, become a subreaper, and make the spawner's cgroup."""
@@ -51,6 +55,25 @@ class Containment:
             log.info("no cgroup for the runs (%s); the subreaper and %s stand in", why, self.record)
         else:
             log.debug("runs go in cgroup %s", self.cgroup.path)
+        if os.environ.get(guard.ENV) != "0":
+            self.guard = self._start_guard()
+
+    def _start_guard(self) -> int:
+        """Start the guard: in a group of its own (a Ctrl-C is ours to act on), with nothing of ours but stderr."""
+        argv = [sys.executable, "-m", "supervisor.guard", "--supervisor-pid", str(os.getpid()),
+                "--escape-record", self.record]
+        if self.cgroup is not None:
+            argv += ["--cgroup", self.cgroup.path]
+        return os.posix_spawn(
+            sys.executable,
+            argv,
+            dict(os.environ),
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
+            setpgroup=0,
+            setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE),
+            setsigmask=(),
+        )
 
     def spawner_args(self) -> list[str]:
         """The spawner's arguments: the cgroup to join, and where to note escaped processes without one."""
@@ -74,6 +97,8 @@ class Containment:
         """
         if not self.subreaper:
             return []
+        if self.guard is not None:
+            helpers = helpers | {self.guard}
         me, own_group = os.getpid(), os.getpgrp()
         left: list[int] = []
         for pid, stat in process_table().items():
@@ -115,6 +140,18 @@ class Containment:
         if self.subreaper:
             become_subreaper(False)
             self.subreaper = False
+        self._end_guard()
+
+    def _end_guard(self) -> None:
+        """Our end is a clean one: the guard has nothing left to do. End it and reap it."""
+        if self.guard is None:
+            return
+        try:
+            os.kill(self.guard, signal.SIGTERM)
+            os.waitpid(self.guard, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.guard = None
 
 
 def _wait_any(pids: list[int], timeout: float) -> bool:

@@ -3,8 +3,8 @@
 Most tests run the `escaper` worker, whose run starts a process with `start_new_session=True` (out of the run's
 process group, so the group kill that stops a run misses it) and waits; the others `daemonizer`, whose run
 leaves a daemon behind (double fork) and ends. Then part of the tree is SIGKILLed, and the escaped process must be
-dead within 2 s, or, when nothing of the tree is left to act, once the next supervisor has started. Each runs
-twice: with the supervisor's cgroup (where the kernel lets us make one) and without (SUPERVISOR_CGROUP=0: the
+dead within 2 s: when nothing of the tree is left to act, by the guard, or without the guard once the next
+supervisor has started. Each runs twice: with the supervisor's cgroup (where the kernel lets us make one) and without (SUPERVISOR_CGROUP=0: the
 subreaper and the record of escaped processes alone).
 
 An escaped process that outlives a failing test is init's child, not ours, so the `escaped` fixture kills it.
@@ -29,7 +29,9 @@ DEADLINE = 2.0  # seconds from the kill by which nothing the run started may be 
 
 @pytest.fixture(params=["cgroup", "no-cgroup"])
 def containment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run with the supervisor's cgroup (skipped where none can be made) or with the cgroup turned off."""
+    """Run with the supervisor's cgroup (skipped where none can be made) or with the cgroup turned off; without
+    the guard (guard.py) unless a test asks for it, so that each other layer is tested on its own."""
+    monkeypatch.setenv("SUPERVISOR_GUARD", "0")
     if request.param == "cgroup":
         probe, why = Cgroup.create()
         if probe is None:
@@ -234,3 +236,46 @@ def test_issue_11_a_spawner_meeting_its_dead_supervisors_channel_still_shuts_dow
     wait_until(lambda: not alive(process) and not alive(spawner), timeout=DEADLINE,
                what="the spawner and the escaped process to die")
     assert time.monotonic() - killed_at < DEADLINE
+
+
+def kill_both(tmp_path: Path, containment: str, supervisor: SupervisorProcess, spawner: psutil.Process,
+              process: psutil.Process) -> float:
+    """SIGKILL the supervisor and its spawner at once; return when."""
+    if containment == "no-cgroup":
+        # Without a cgroup, only what the spawner noted can be killed: wait until its survey has.
+        wait_until(lambda: process.pid in noted(tmp_path), timeout=10, what="the spawner to note the escaped process")
+    supervisor.signal(signal.SIGSTOP)  # so that neither acts on the other's death (see kill_both_then_start_again)
+    spawner.kill()
+    supervisor.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    supervisor.wait(10)
+    return killed_at
+
+
+@pytest.mark.parametrize("leaves", ["escaper", "daemonizer"])
+def test_issue_11_the_guard_takes_what_the_runs_started_along_when_both_are_sigkilled(
+    tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process], containment: str, record: Record,
+    monkeypatch: pytest.MonkeyPatch, leaves: str
+) -> None:
+    # Nothing of the tree is left to act, but the guard outlives it, and does at once what the next start would.
+    monkeypatch.delenv("SUPERVISOR_GUARD")
+    if leaves == "escaper":
+        supervisor, spawner, _run, process = start_escaping_run(tmp_path, start_supervisor, escaped)
+    else:
+        supervisor, spawner, process = start_daemonizing_run(tmp_path, start_supervisor, escaped, record)
+    (guard,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.guard" in p.cmdline()]
+    assert os.getpgid(guard.pid) == guard.pid and guard.num_threads() == 1
+    killed_at = kill_both(tmp_path, containment, supervisor, spawner, process)
+    wait_until(lambda: not alive(process), timeout=DEADLINE, what="the escaped process to die")
+    assert time.monotonic() - killed_at < DEADLINE
+    wait_until(lambda: not alive(guard), timeout=10, what="the guard to end once its work is done")
+    assert not any(path.exists() for path in cgroups_of(supervisor.pid))
+
+
+def test_issue_11_a_clean_stop_ends_the_guard(tmp_path: Path, start_supervisor: Any, escaped: list[psutil.Process],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUPERVISOR_GUARD", raising=False)
+    supervisor, _spawner, _run, process = start_escaping_run(tmp_path, start_supervisor, escaped)
+    (guard,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.guard" in p.cmdline()]
+    assert supervisor.stop() == 0
+    assert not alive(guard) and not alive(process)
