@@ -25,6 +25,7 @@ import time
 
 from . import escaped, guard
 from .cgroup import Cgroup, sweep_stale
+from .errors import HelperStartError
 from .process import become_subreaper, process_table
 
 log = logging.getLogger("supervisor.containment")
@@ -64,16 +65,19 @@ class Containment:
                 "--escape-record", self.record]
         if self.cgroup is not None:
             argv += ["--cgroup", self.cgroup.path]
-        return os.posix_spawn(
-            sys.executable,
-            argv,
-            dict(os.environ),
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
-            setpgroup=0,
-            setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE),
-            setsigmask=(),
-        )
+        try:
+            return os.posix_spawn(
+                sys.executable,
+                argv,
+                dict(os.environ),
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
+                setpgroup=0,
+                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE),
+                setsigmask=(),
+            )
+        except OSError as exc:  # as for every helper: one line, not a traceback (helper.py)
+            raise HelperStartError(f"cannot start supervisor.guard: {exc.strerror or exc}", sys.executable) from exc
 
     def spawner_args(self) -> list[str]:
         """The spawner's arguments: the cgroup to join, and where to note escaped processes without one."""

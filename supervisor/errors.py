@@ -34,6 +34,12 @@ class StoreUnavailable(SupervisorError):
     exit_code = 1
 
 
+class HelperStartError(SupervisorError):
+    """A helper process (spawner, recorder) cannot be started at all; `where` is the interpreter it runs."""
+
+    exit_code = 1
+
+
 class UnknownWorkerError(SupervisorError):
     """A command names a worker the database does not know; `where` is the database URL without the password."""
 

@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 from .capture import Capture
+from .errors import HelperStartError
 from .process import decode_status, open_pipe, read_available, set_nonblocking
 from .protocol import Message, channel, encode, receive, send_now
 
@@ -66,6 +67,11 @@ class HelperProcess:
                 setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE),
                 setsigmask=(),
             )
+        except OSError as exc:
+            # The interpreter cannot be run by this user, or the system is out of processes: say so in one line.
+            self.control.close()
+            os.close(out_r)
+            raise HelperStartError(f"cannot start {self.module}: {exc.strerror or exc}", sys.executable) from exc
         finally:
             theirs.close()
             os.close(out_w)

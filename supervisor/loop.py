@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 from .dashboard import Footer, WorkerView
 from . import records
 from .config import unknown_worker_table
-from .errors import ConfigError
+from .errors import ConfigError, HelperStartError
 from .recording import Recording, RecordingSettings
 from .outcome import Outcome, StopReason, Verdict, WorkerState, classify, signal_name
 from .process import decode_status, open_pipe, read_available, set_nonblocking, signal_group
@@ -582,7 +582,12 @@ class Supervisor:
             return
         if self.spawner is None:
             if self.restart_at is not None and now >= self.restart_at:
-                self.start_spawner()
+                try:
+                    self.start_spawner()
+                except HelperStartError as exc:  # out of processes (a run's fork bomb): try again, later and later
+                    log.error("%s; trying again in %.1fs", exc, self.restart_delay)
+                    self.restart_at = now + self.restart_delay
+                    self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
             return
         if not self.spawner.ready:
             if now >= self.spawner.import_deadline(self.import_timeout) and not self.spawner.killed:

@@ -18,6 +18,7 @@ from typing import Any
 
 
 from . import record_files
+from .errors import HelperStartError
 from .helper import HelperProcess
 from .journal import Journal, replay
 from .outcome import signal_name
@@ -182,7 +183,12 @@ class Recording:
             self._notify()
         if self.recorder is None:
             if self.restart_at is not None and now >= self.restart_at:
-                self.start()
+                try:
+                    self.start()
+                except HelperStartError as exc:  # out of processes: the journal keeps the records meanwhile
+                    log.error("%s; trying again in %.1fs", exc, self.restart_delay)
+                    self.restart_at = now + self.restart_delay
+                    self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
             return
         if self.ends and not self.recorder.killed and now - self.recorder.last_heard > self.settings.write_timeout:
             log.error(

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from helpers import Record, wait_until, worker_package
 
@@ -98,3 +101,62 @@ def test_issue_11_a_worker_table_for_a_worker_of_a_broken_module_is_no_reason_to
     wait_until(lambda: len(record.runs("healthy")) >= 1, timeout=60, what="a healthy run")
     assert "[worker.import_raises_worker]" in supervisor.log() and "names no worker" in supervisor.log()
     assert supervisor.stop() == 0
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_issue_11_a_helper_that_cannot_be_started_is_one_error_line(tmp_path: Path, command: str) -> None:
+    # A user who may not execute the interpreter (here: a copy without its execute bits) got a PermissionError
+    # traceback out of posix_spawn when `check` or `run` started the spawner or the recorder.
+    worker_package(tmp_path, ["healthy"])
+    unusable = tmp_path / "python"
+    unusable.write_bytes(b"")
+    unusable.chmod(0o644)
+    args = ["run", "--db", f"sqlite:///{tmp_path}/x.db"] if command == "run" else ["check"]
+    program = (f"import sys\nsys.executable = {str(unusable)!r}\nfrom supervisor.cli import main\n"
+               f"sys.exit(main({[*args, '--workers', 'workers']!r}))\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "cannot start" in line and "Permission denied" in line and str(unusable) in line, done.stderr
+
+
+def test_issue_11_a_spawner_that_cannot_be_restarted_is_tried_again_not_the_supervisors_end(
+    tmp_path: Path, record: Record
+) -> None:
+    # Out of processes (a run's fork bomb), or an interpreter gone: the restart of a dead spawner failed, and the
+    # exception ended the supervisor. Here the interpreter is made unusable (SIGUSR1) while the spawner is killed.
+    worker_package(tmp_path, ["healthy"])
+    unusable = tmp_path / "python"
+    unusable.write_bytes(b"")
+    unusable.chmod(0o644)
+    program = (
+        "import signal, sys\n"
+        "usable = sys.executable\n"
+        f"signal.signal(signal.SIGUSR1, lambda *_: setattr(sys, 'executable', {str(unusable)!r}))\n"
+        "signal.signal(signal.SIGUSR2, lambda *_: setattr(sys, 'executable', usable))\n"
+        "from supervisor.cli import main\n"
+        f"sys.exit(main(['run', '--db', 'sqlite:///{tmp_path}/supervisor.db', '--workers', 'workers']))\n"
+    )
+    log_path = tmp_path / "supervisor.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", program], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_until(lambda: "spawner ready" in log_path.read_text(), timeout=60, what="the spawner")
+        (spawner,) = [p for p in psutil.Process(process.pid).children() if "supervisor.spawner" in p.cmdline()]
+        process.send_signal(signal.SIGUSR1)
+        spawner.kill()
+        wait_until(lambda: log_path.read_text().count("cannot start supervisor.spawner: Permission denied") >= 2,
+                   timeout=30, what="two failed restarts")
+        assert process.poll() is None, log_path.read_text()
+        process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: log_path.read_text().count("spawner ready") == 2, timeout=60, what="the restarted spawner")
+        before = len(record.runs("healthy"))
+        wait_until(lambda: len(record.runs("healthy")) >= before + 2, timeout=30, what="runs after the restart")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
