@@ -134,6 +134,10 @@ def test_issue_11_a_monitoring_group_reads_the_record_with_no_write_access(
         assert modes(home) == before, when  # reading created or changed nothing
 
     read_all("while the supervisor runs")
+    # A monitoring user may not send commands, and is told so in one line (it was SQLite's "attempt to write a
+    # readonly database" and a hint to check the URL).
+    line = one_error_line(as_nobody("trigger", "raises", "--db", url, cwd=home, groups=[group.gr_gid]), 1)
+    assert "writes to the database" in line and "may only read" in line, line
     # A user outside the group is told what stops it, in one line.
     line = one_error_line(as_nobody("status", "--db", url, cwd=home, groups=[]), 1, "supervisor.db")
     assert "permission denied" in line.lower(), line
