@@ -48,6 +48,10 @@ def open_store(url: str, statement_timeout_ms: int, write: bool = True) -> Store
         if path and path != ":memory:" and not os.path.exists(path):
             raise StoreUnavailable("no database file there; give the one `run` writes with --db or SUPERVISOR_DB",
                                    redact(url))
+        if write and not record_files.may_write(url):
+            # A monitoring user (database_group) may read the record, not send commands through it.
+            raise StoreUnavailable("this command writes to the database, and this user may only read it (status, "
+                                   "history and failures only read); run it as the supervisor's user", redact(url))
     store = Store(url, statement_timeout_ms=statement_timeout_ms)
     reading_only = not write and read_only(store) is not None
     try:
@@ -59,10 +63,6 @@ def open_store(url: str, statement_timeout_ms: int, write: bool = True) -> Store
             # The schema is missing or older than this release's: making or migrating it is a write.
             raise StoreUnavailable("the database's schema must be created or migrated first, which needs write "
                                    "access: start `run` once (or run this as the supervisor's user)", exc.where) from exc
-        if write and "readonly" in exc.message:
-            # A monitoring user (database_group) may read the record, not send commands through it.
-            raise StoreUnavailable("this command writes to the database, and this user may only read it (status, "
-                                   "history and failures only read); run it as the supervisor's user", exc.where) from exc
         raise StoreUnavailable(f"{exc.message}; check --db or SUPERVISOR_DB, and that the database is up", exc.where) from exc
     return store
 
