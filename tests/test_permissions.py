@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -161,20 +162,36 @@ def test_a_reader_without_write_access_is_told_to_let_run_make_the_schema(shared
     assert sorted(os.listdir(home)) == ["supervisor.db"]
 
 
+def interpreter_for_nobody(cwd: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter `nobody` may start again from within itself (as `check` starts a spawner), and the
+    environment that lets it import our package and its dependencies.
+
+    This one's, if nobody may execute it; else (a virtualenv whose python links into root's home, as here) the
+    system's python of the same version, given our checkout and the virtualenv's site-packages on its path.
+    """
+    probe = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True)"
+    if as_nobody_python(probe, cwd=cwd).returncode == 0:
+        return sys.executable, environment()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if system is None:
+        pytest.skip(f"nobody may not execute {sys.executable}, and there is no system {version}")
+    import supervisor
+
+    paths = [os.path.dirname(os.path.dirname(supervisor.__file__)), *sysconfig.get_paths().values()]
+    return system, {**environment(), "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
 def test_issue_11_check_needs_no_write_access(tmp_path: Path, shared: Path) -> None:
     # `check` imports the workers in a spawner, a fresh interpreter: nobody must be able to start one.
-    probe = as_nobody_python("import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True)",
-                             cwd=tmp_path)
-    if probe.returncode != 0:
-        # Here the virtualenv's python links into root's home: nobody's exec of it is refused (see
-        # test_broken_modules: that refusal is one error line, not a traceback).
-        pytest.skip(f"nobody may not execute {sys.executable} (it links to {os.path.realpath(sys.executable)}), "
-                    "so it can start no spawner")
+    python, env = interpreter_for_nobody(tmp_path)
     home = shared / "state"
     home.mkdir()
     home.chmod(0o755)
     worker_package(home, ["raises"])
-    result = as_nobody("check", "--workers", "workers", cwd=home, groups=[])
+    result = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", python,
+                             "-m", "supervisor", "check", "--workers", "workers"],
+                            cwd=home, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "raises" in result.stdout and sorted(os.listdir(home)) == ["workers"]
 
