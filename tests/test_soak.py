@@ -41,10 +41,12 @@ def test_hundreds_of_runs_agree_with_counters_and_leak_nothing(tmp_path: Path, d
             if baseline_fds is None:
                 baseline_fds = fds
             assert fds == baseline_fds
-            # Our children are the spawner and the recorder; the spawner has no more children than runs in flight
+            # Our children are the spawner, the recorder and the guard; the spawner has no more children than runs
+            # in flight
             # (no zombies pile up).
             spawner = psutil.Process(supervisor.spawner.pid)
-            assert {p.pid for p in me.children()} == {spawner.pid, supervisor.recording.recorder.pid}
+            helpers = {spawner.pid, supervisor.recording.recorder.pid, supervisor.containment.guard}
+            assert {p.pid for p in me.children()} == helpers - {None}
             assert len(spawner.children()) <= len(supervisor.runs) + 1  # +1: an exit not yet reported
             if not rss_at_quarter and done >= TARGET_RUNS // 4:
                 rss_at_quarter = me.memory_info().rss
