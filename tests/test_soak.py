@@ -42,8 +42,7 @@ def test_hundreds_of_runs_agree_with_counters_and_leak_nothing(tmp_path: Path, d
                 baseline_fds = fds
             assert fds == baseline_fds
             # Our children are the spawner, the recorder and the guard; the spawner has no more children than runs
-            # in flight
-            # (no zombies pile up).
+            # in flight (no zombies pile up).
             spawner = psutil.Process(supervisor.spawner.pid)
             helpers = {spawner.pid, supervisor.recording.recorder.pid, supervisor.containment.guard}
             assert {p.pid for p in me.children()} == helpers - {None}
