@@ -17,9 +17,8 @@ from typing import Any
 from .config import unknown_worker_table
 from .dashboard import printable
 from .outcome import signal_name
-from .protocol import Message
+from .protocol import EXIT_RESTART, Message
 from .schedule import describe as describe_schedule, format_duration
-from .spawner import EXIT_RESTART
 from .spawner_link import SpawnerLink
 from .worker import WorkerDefinition
 

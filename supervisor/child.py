@@ -27,10 +27,9 @@ from typing import Callable, NoReturn
 from .run_limits import apply_limits
 from .outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
 from .process import die_with_parent, reset_signal_handlers, write_all
-from .protocol import clip
+from .protocol import RESULT_FD, clip
 from .worker import RunContext, Worker
 
-RESULT_FD = 3
 # Signals the spawner handles itself; a run must start with their default actions.
 INHERITED_HANDLERS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGALRM)
 

@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .child import RESULT_FD
 from .errors import WorkerDefinitionError
 from .process import die_with_parent
+from .protocol import RESULT_FD
 from .worker import RunContext, Worker, WorkerDefinition
 
 SHELL = "/bin/sh"

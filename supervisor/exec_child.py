@@ -34,7 +34,7 @@ def become_fresh_interpreter(request: dict[str, object], signal_mask: set[int]) 
 
     SIGTERM stays blocked across the exec (a signal mask is kept), until the new interpreter has its handler.
     """
-    from .child import RESULT_FD
+    from .protocol import RESULT_FD
 
     for fd in (0, 1, 2, RESULT_FD):
         os.set_inheritable(fd, True)

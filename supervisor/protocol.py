@@ -18,6 +18,18 @@ import json
 import socket
 from typing import Any
 
+# The few numbers and names both sides must agree on live here, so that neither side imports the other's code
+# for them (the supervisor must not load the spawner's modules: tests/test_boundaries.py).
+EXIT_RESTART = 75
+"""The spawner exits with this after reporting a module it must not keep (one that started a thread at import):
+the supervisor starts a fresh spawner without it."""
+COMMANDS_ENV = "SUPERVISOR_SPAWNER_COMMANDS"
+"""The config's command workers travel to the spawner in the environment, not on its command line: their `env`
+may hold secrets, and argv is visible to every user in ps. The spawner takes the variable out before any worker
+code runs."""
+RESULT_FD = 3
+"""Where a run's child finds its result pipe (stdout and stderr are on 1 and 2)."""
+
 # Large enough for any message we send (tracebacks are capped well below); SEQPACKET truncates, never splits.
 MAX_MESSAGE = 256 * 1024
 MAX_TEXT = 64 * 1024

@@ -39,17 +39,11 @@ from .process import (
     signal_group,
     thread_count,
 )
-from .protocol import clip, receive, send
+from .protocol import COMMANDS_ENV, EXIT_RESTART, clip, receive, send
 from .worker import Worker
 
-# The spawner exits with this after reporting a module it must not keep (one that started a thread):
-# the supervisor starts a fresh spawner without it.
-EXIT_RESTART = 75
 # If the final reaping at shutdown takes longer than this, SIGALRM's default action ends the spawner anyway.
 SHUTDOWN_ALARM = 10
-# The config's command workers travel in the environment, not on the command line: their `env` may hold secrets,
-# and argv is visible to every user in ps. The spawner takes the variable out before any worker code runs.
-COMMANDS_ENV = "SUPERVISOR_SPAWNER_COMMANDS"
 STANDBY_DELAY = 0.01  # seconds after a run starts before the next standby child is forked
 
 

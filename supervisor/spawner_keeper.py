@@ -19,9 +19,8 @@ from .config import unknown_worker_table
 from .containment import Containment
 from .errors import ConfigError
 from .outcome import signal_name
-from .protocol import Message
+from .protocol import EXIT_RESTART, Message
 from .recording import Recording
-from .spawner import EXIT_RESTART
 from .spawner_link import SpawnerLink
 from .store import utcnow
 from .worker import WorkerDefinition

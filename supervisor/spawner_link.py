@@ -6,8 +6,7 @@ import time
 from typing import Any
 
 from .helper import HelperProcess
-from .protocol import Message
-from .spawner import COMMANDS_ENV
+from .protocol import COMMANDS_ENV, Message
 
 
 class SpawnerLink(HelperProcess):

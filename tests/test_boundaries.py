@@ -213,10 +213,6 @@ def test_the_supervisor_never_imports_worker_code(isolation: str, request: pytes
     assert_no_crossings(crossings("the supervisor", supervised.supervisor.modules, {WORKER_PACKAGE: WORKER_CODE_WHY}))
 
 
-@pytest.mark.xfail(strict=True, reason="known crossing (issue 12): the supervisor's side imports supervisor.spawner "
-                   "for two constants, EXIT_RESTART (loop.py, or spawner_keeper.py after the split; check.py) and "
-                   "COMMANDS_ENV (spawner_link.py), and with it discovery, standby and child; remove this mark once "
-                   "those constants live in a module both sides share")
 def test_the_supervisor_imports_nothing_only_the_spawner_needs(forked: Supervised) -> None:
     assert_no_crossings(crossings("the supervisor", forked.supervisor.modules, SPAWNER_ONLY))
 

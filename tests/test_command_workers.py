@@ -23,7 +23,7 @@ from helpers import Record, pid_alive, wait_until, worker_package
 from supervisor import WorkerDefinitionError
 from supervisor.check import check, describe
 from supervisor.command import CommandWorker
-from supervisor.spawner import COMMANDS_ENV
+from supervisor.protocol import COMMANDS_ENV
 from supervisor.spawner_link import SpawnerLink
 
 INTERVAL = 0.3
