@@ -1,6 +1,6 @@
 """The floors: what the operating system, Python and the database cost at least, from a parent of the spawner's size.
 
-Run by bench/run.py as its own process, which imports what the spawner imports (supervisor.spawner and the
+Run by bench/run.py as its own process, which imports what the spawner imports (supervisor.spawn.spawner and the
 worker module, through the same discovery), so that every fork here copies the same page tables as the
 spawner's forks. Prints one JSON object.
 
@@ -25,8 +25,8 @@ import uuid
 
 from typing import Any
 
-import supervisor.spawner  # noqa: F401  (what the spawner imports, so the parent is the spawner's size)
-from supervisor import discovery
+import supervisor.spawn.spawner  # noqa: F401  (what the spawner imports, so the parent is the spawner's size)
+from supervisor.spawn import discovery
 
 PACK = struct.Struct("d")
 # Peewee is imported only for the row floors: the spawner never imports it, and the fork floor's parent
@@ -40,7 +40,7 @@ def open_database(url: str) -> None:
     global database, Row
     import peewee
 
-    from supervisor.store import connect
+    from supervisor.record.store import connect
 
     database = connect(url)
 

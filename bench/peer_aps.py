@@ -58,7 +58,7 @@ class FailureRecorder(logging.Handler):
         super().__init__(logging.ERROR)
         import peewee
 
-        from supervisor.store import connect
+        from supervisor.record.store import connect
 
         self.db = connect(url)
 

@@ -29,7 +29,7 @@ above 1× means more runs per second.
   the same machine): `os.fork()` to the child's first line, from a parent that imported the same modules through the
   same discovery as the spawner (its RSS is shown in the size rows); the child then sends a small result over
   a pipe and is reaped (the whole cycle is the "fork + pipe + reap" floor row). The supervisor can come in
-  under this floor: its spawner forks each run's child ahead of time (a standby child, supervisor/standby.py),
+  under this floor: its spawner forks each run's child ahead of time (a standby child, supervisor/spawn/standby.py),
   so a run's start pays for a message, not a fork; the fork's cost moves off the start, not out of the
   run's CPU (see throughput).
   *Peer*: one-off APScheduler jobs, each given its due time, in a scheduler with the same number of jobs;

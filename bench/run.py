@@ -239,11 +239,11 @@ class Supervised:
 
     @property
     def spawner(self) -> psutil.Process:
-        return self.helper("supervisor.spawner")
+        return self.helper("supervisor.spawn.spawner")
 
     @property
     def recorder(self) -> psutil.Process:
-        return self.helper("supervisor.recorder")
+        return self.helper("supervisor.record.recorder")
 
     def check_alive(self) -> None:
         assert self.proc is not None

@@ -18,10 +18,10 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from supervisor.dashboard import render  # noqa: E402
-from supervisor.loop import Supervisor  # noqa: E402
-from supervisor.recording import RecordingSettings, prepare  # noqa: E402
-from supervisor.store import utcnow  # noqa: E402
+from supervisor.operate.dashboard import render  # noqa: E402
+from supervisor.supervise.loop import Supervisor  # noqa: E402
+from supervisor.record.recording import RecordingSettings, prepare  # noqa: E402
+from supervisor.record.store import utcnow  # noqa: E402
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # CommandWorker brings the run's exec machinery with it: loaded only by the modules that declare one.
     if name == "CommandWorker":
-        from .command import CommandWorker
+        from .spawn.command import CommandWorker
 
         return CommandWorker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

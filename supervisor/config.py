@@ -312,7 +312,7 @@ def _worker_tables(
 
 def _check_command_worker(name: str, table: dict[str, Any], where: str) -> None:
     """Check a command worker as the spawner will build it (command, env, user and group, schedule together)."""
-    from .command import CONFIG_ORIGIN, CommandWorker  # our own code, not a worker's: safe in the supervisor
+    from .spawn.command import CONFIG_ORIGIN, CommandWorker  # our own code, not a worker's: safe in the supervisor
 
     try:
         CommandWorker(name=name, origin=CONFIG_ORIGIN, **table).definition()

@@ -272,7 +272,7 @@ class RunContext:
         spawner or a sibling run, and goes away with the run.
         """
         if self._database is None:
-            from .run_database import open_run_database  # imported on first use: most runs never need peewee
+            from .spawn.run_database import open_run_database  # imported on first use: most runs never need peewee
 
             self._database = open_run_database(self.database_url, self.worker)
         return self._database
@@ -283,7 +283,7 @@ class RunContext:
         An exception inside the block rolls it back; a crash (a segfault, a SIGKILL) ends the process with the
         transaction open, and the database discards it.
         """
-        from .run_database import transaction
+        from .spawn.run_database import transaction
 
         return transaction(self.db)
 

@@ -1,4 +1,4 @@
-"""A frozen copy of the schema at version 1 (supervisor/store.py as of commit b794938), for migration tests.
+"""A frozen copy of the schema at version 1 (supervisor/record/store.py as of commit b794938), for migration tests.
 
 The models are bound to a proxy of their own, so creating a version-1 database never touches the Store's.
 Do not change these models: they are what databases written by version 1 hold.

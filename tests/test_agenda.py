@@ -1,9 +1,9 @@
-"""Tests of supervisor/agenda.py: one live time per worker, handed over in order, stale entries never surfacing."""
+"""Tests of supervisor/supervise/agenda.py: one live time per worker, handed over in order, stale entries never surfacing."""
 from __future__ import annotations
 
 import random
 
-from supervisor.agenda import Agenda
+from supervisor.supervise.agenda import Agenda
 
 
 def test_due_hands_over_in_time_order_and_only_what_is_due() -> None:

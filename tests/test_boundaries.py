@@ -9,7 +9,7 @@ working, so nothing else would notice; here every process dumps `sorted(sys.modu
   time plus what the child imported itself: one dump shows both.
 - An exec run is a fresh interpreter (exec_child): its modules are what exec_child and the child code imported,
   plus the worker module's own imports, which are only json, os, sys and `supervisor` (dump_modules.py).
-- The supervisor and the read-only commands run through a driver that calls `supervisor.cli.main` and dumps
+- The supervisor and the read-only commands run through a driver that calls `supervisor.operate.cli.main` and dumps
   its modules once main has returned.
 """
 from __future__ import annotations
@@ -54,17 +54,17 @@ WORKER_CODE_WHY = "the supervisor never imports worker code: a module that segfa
 # Modules that only the spawner and the runs' children need: neither the supervisor nor a read-only command may
 # import them (they import or run worker code, and carry the fork server's state).
 SPAWNER_ONLY: dict[str, str] = {
-    "supervisor.spawner": "the fork server itself (it runs as `python -m`, so in its own process it is __main__)",
-    "supervisor.discovery": "imports the worker modules",
-    "supervisor.standby": "the spawner's children forked ahead of their runs",
-    "supervisor.child": "a run's child: runs the worker",
-    "supervisor.exec_child": "an exec run's fresh interpreter: imports and runs the worker",
+    "supervisor.spawn.spawner": "the fork server itself (it runs as `python -m`, so in its own process it is __main__)",
+    "supervisor.spawn.discovery": "imports the worker modules",
+    "supervisor.spawn.standby": "the spawner's children forked ahead of their runs",
+    "supervisor.spawn.child": "a run's child: runs the worker",
+    "supervisor.spawn.exec_child": "an exec run's fresh interpreter: imports and runs the worker",
 }
 
 # How the processes that run as `python -m MODULE` show in their sys.argv[0] (MODULE's path, with or without
 # /__main__.py): the dumps check they came from the process they claim to.
-SPAWNER_MAIN = "supervisor/spawner"
-EXEC_CHILD_MAIN = "supervisor/exec_child"
+SPAWNER_MAIN = "supervisor/spawn/spawner"
+EXEC_CHILD_MAIN = "supervisor/spawn/exec_child"
 
 # The operators' commands that only read the record.
 READ_ONLY_COMMANDS: dict[str, list[str]] = {
@@ -75,10 +75,10 @@ READ_ONLY_COMMANDS: dict[str, list[str]] = {
 
 # -- The processes and their dumps.
 
-# Runs `supervisor.cli.main(argv[2:])` and, once it has returned, dumps this process's modules to argv[1].
+# Runs `supervisor.operate.cli.main(argv[2:])` and, once it has returned, dumps this process's modules to argv[1].
 DRIVER = """
 import json, os, sys
-from supervisor import cli
+from supervisor.operate import cli
 code = cli.main(sys.argv[2:])
 with open(sys.argv[1] + ".tmp", "w") as f:
     json.dump({"code": code, "modules": sorted(sys.modules), "argv": sys.argv}, f)

@@ -44,7 +44,7 @@ def test_modules_that_segfault_thread_or_raise_at_import(tmp_path: Path, record:
     assert "this module cannot be imported" in failure["traceback"]
 
     # The spawner now running is single-threaded too, and imported none of the broken (or threaded) modules.
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawner" in " ".join(p.cmdline())]
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawn.spawner" in " ".join(p.cmdline())]
     assert spawner.num_threads() == 1
     assert {"workers.import_segfault", "workers.import_thread", "workers.import_raises"} <= set(spawner.cmdline())
     assert supervisor.stop() == 0
@@ -112,7 +112,7 @@ def test_issue_11_a_helper_that_cannot_be_started_is_one_error_line(tmp_path: Pa
     unusable.write_bytes(b"")
     unusable.chmod(0o644)
     args = ["run", "--db", f"sqlite:///{tmp_path}/x.db"] if command == "run" else ["check"]
-    program = (f"import sys\nsys.executable = {str(unusable)!r}\nfrom supervisor.cli import main\n"
+    program = (f"import sys\nsys.executable = {str(unusable)!r}\nfrom supervisor.operate.cli import main\n"
                f"sys.exit(main({[*args, '--workers', 'workers']!r}))\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, (done.stdout, done.stderr)
@@ -135,19 +135,19 @@ def test_issue_11_a_spawner_that_cannot_be_restarted_is_tried_again_not_the_supe
         "usable = sys.executable\n"
         f"signal.signal(signal.SIGUSR1, lambda *_: setattr(sys, 'executable', {str(unusable)!r}))\n"
         "signal.signal(signal.SIGUSR2, lambda *_: setattr(sys, 'executable', usable))\n"
-        "from supervisor.cli import main\n"
+        "from supervisor.operate.cli import main\n"
         f"sys.exit(main(['run', '--db', 'sqlite:///{tmp_path}/supervisor.db', '--workers', 'workers']))\n"
     )
-    log_path = tmp_path / "supervisor.log"
+    log_path = tmp_path / "supervisor.operate.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-c", program], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_until(lambda: "spawner ready" in log_path.read_text(), timeout=60, what="the spawner")
-        (spawner,) = [p for p in psutil.Process(process.pid).children() if "supervisor.spawner" in p.cmdline()]
+        (spawner,) = [p for p in psutil.Process(process.pid).children() if "supervisor.spawn.spawner" in p.cmdline()]
         process.send_signal(signal.SIGUSR1)
         spawner.kill()
-        wait_until(lambda: log_path.read_text().count("cannot start supervisor.spawner: Permission denied") >= 2,
+        wait_until(lambda: log_path.read_text().count("cannot start supervisor.spawn.spawner: Permission denied") >= 2,
                    timeout=30, what="two failed restarts")
         assert process.poll() is None, log_path.read_text()
         process.send_signal(signal.SIGUSR2)

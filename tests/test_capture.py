@@ -1,9 +1,9 @@
-"""Tests of supervisor/capture.py: head + tail of a stream in bounded memory, with an exact dropped count."""
+"""Tests of supervisor/supervise/capture.py: head + tail of a stream in bounded memory, with an exact dropped count."""
 from __future__ import annotations
 
 import re
 
-from supervisor.capture import HEAD_BYTES, TAIL_BYTES, Capture
+from supervisor.supervise.capture import HEAD_BYTES, TAIL_BYTES, Capture
 
 CHUNK = 64 * 1024
 

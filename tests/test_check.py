@@ -1,6 +1,6 @@
 """`supervisor check`: the config and the worker modules, validated by importing them in a spawner, never here.
 
-Some tests call supervisor.check.check() in this process, so the autouse no_leaks fixture sees any spawner or
+Some tests call supervisor.operate.check.check() in this process, so the autouse no_leaks fixture sees any spawner or
 descriptor it leaves behind and sys.modules shows whether worker code was imported here; the others run the
 command itself and look at its lines and exit code.
 """
@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from helpers import worker_package
-from supervisor.check import check
+from supervisor.operate.check import check
 
 GOOD = textwrap.dedent(
     """
@@ -72,7 +72,7 @@ def spawners_of(pid: int) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "supervisor.spawner" in cmdline and "--supervisor-pid" in cmdline and str(pid) in cmdline:
+        if "supervisor.spawn.spawner" in cmdline and "--supervisor-pid" in cmdline and str(pid) in cmdline:
             found.append(process)
     return found
 

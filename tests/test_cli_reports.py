@@ -2,7 +2,7 @@
 PostgreSQL), and the one-line errors of every reading command: unknown worker, bad flag, unreadable config,
 unreachable database.
 
-The record is filled by applying records (supervisor/records.py) through a Store, as the recorder does.
+The record is filled by applying records (supervisor/record/records.py) through a Store, as the recorder does.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from dbtools import query
-from supervisor import records
+from supervisor.record import records
 from supervisor.outcome import Outcome, Verdict
-from supervisor.records import Record
-from supervisor.store import Store, utcnow
+from supervisor.record.records import Record
+from supervisor.record.store import Store, utcnow
 from supervisor.worker import WorkerDefinition
 
 NODE = socket.gethostname()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main
+from supervisor.operate.cli import main
 from supervisor.config import SETTINGS
-from supervisor.store import Store
+from supervisor.record.store import Store
 
 SCRIPT = str(Path(sys.executable).parent / "worker-supervisor")
 # As Python 3.14's argparse names a module run with -m: the interpreter's name as typed on a PATH, then the module.

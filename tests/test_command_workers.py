@@ -21,10 +21,10 @@ import pytest
 
 from helpers import Record, pid_alive, wait_until, worker_package
 from supervisor import WorkerDefinitionError
-from supervisor.check import check, describe
-from supervisor.command import CommandWorker
+from supervisor.operate.check import check, describe
+from supervisor.spawn.command import CommandWorker
 from supervisor.protocol import COMMANDS_ENV
-from supervisor.spawner_link import SpawnerLink
+from supervisor.supervise.spawner_link import SpawnerLink
 
 INTERVAL = 0.3
 
@@ -33,7 +33,7 @@ def command_module(**spec: Any) -> str:
     """Source of a worker module that registers one CommandWorker built from `spec`."""
     return (
         "from supervisor import register\n"
-        "from supervisor.command import CommandWorker\n\n"
+        "from supervisor.spawn.command import CommandWorker\n\n"
         f"register(CommandWorker(**{spec!r}))\n"
     )
 
@@ -217,7 +217,7 @@ def test_a_command_runs_as_another_user(tmp_path: Path, record: Record, start_su
 
 PDEATHSIG_AFTER_SWITCH = """
 import ctypes, os, signal
-from supervisor.command import resolve_identity
+from supervisor.spawn.command import resolve_identity
 from supervisor.process import die_with_parent
 
 die_with_parent(signal.SIGKILL, os.getppid())
@@ -238,7 +238,7 @@ def test_switching_user_keeps_the_parent_death_signal() -> None:
 
 CANCELLED_BEFORE_EXEC = """
 import logging, os
-from supervisor.command import CommandWorker
+from supervisor.spawn.command import CommandWorker
 from supervisor.worker import RunContext
 
 os.dup2(os.open(os.devnull, os.O_WRONLY), 3)  # where a run's result pipe is
@@ -353,7 +353,7 @@ def test_check_reports_the_configs_command_workers(in_tmp: Path) -> None:
         "invalid worker: user 'no-such-user-cw' does not exist (worker 'bad-user' in config)",
         "invalid worker 'command #3' in config: a command worker needs a name (command ['true'] in config)",
         "invalid worker 'python_one' in config: name 'python_one' is already used by a worker in cw_pkg.jobs (config)",
-        "invalid worker: supervisor.command.CommandWorker() got multiple values for keyword argument 'origin' "
+        "invalid worker: supervisor.spawn.command.CommandWorker() got multiple values for keyword argument 'origin' "
         "(worker 'clash' in config)",
     ]
     assert findings.invalid_workers == ["bad-user", "command #3", "python_one", "clash"]

@@ -1,4 +1,4 @@
-"""Tests of supervisor/config.py (`load`: defaults < file < environment < flags) and supervisor/cli.py (`main`)."""
+"""Tests of supervisor/config.py (`load`: defaults < file < environment < flags) and supervisor/operate/cli.py (`main`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.cli import main
+from supervisor.operate.cli import main
 from supervisor.config import Config, load
 from supervisor.errors import ConfigError
-from supervisor.store import Store
+from supervisor.record.store import Store
 
 NO_FLAGS: dict[str, Any] = {"config": None, "database": None, "workers": None, "log_level": None, "import_timeout": None}
 

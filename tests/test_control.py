@@ -99,7 +99,7 @@ def test_pause_survives_a_restart_and_unknown_workers_are_one_line(tmp_path: Pat
 def recorder_of(supervisor: SupervisorProcess) -> psutil.Process:
     def find() -> psutil.Process | None:
         for child in psutil.Process(supervisor.process.pid).children():
-            if "supervisor.recorder" in " ".join(child.cmdline()):
+            if "supervisor.record.recorder" in " ".join(child.cmdline()):
                 return child
         return None
 
@@ -173,7 +173,7 @@ def check_every_trigger_is_taken_up_promptly(tmp_path: Path, url: str, start_sup
     # Issue 11 (4a): of 304 triggers, one waited 5.0 s (SQLite's safety look) before the supervisor took it up: a
     # wakeup was missed. Sent one after another, as fast as they are answered, through the same Store the command
     # line uses, right after start-up too (where one of the misses was), on a loaded machine (where they show).
-    from supervisor.report import open_store
+    from supervisor.operate.report import open_store
 
     worker_package(tmp_path, [], extra={"rare": RARE})
     supervisor = start_supervisor(url=url)
@@ -247,7 +247,7 @@ def test_issue_11_a_command_nobody_takes_up_is_withdrawn_and_never_fires_later(
     assert withdrawn["done_at"] is not None and withdrawn["result"].startswith("withdrawn")
 
     # One left by a command line that was killed before it could withdraw it expires instead.
-    from supervisor.report import open_store
+    from supervisor.operate.report import open_store
 
     store = open_store(url, 10_000)
     try:

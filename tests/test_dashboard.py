@@ -1,4 +1,4 @@
-"""Tests of supervisor/dashboard.py: the workers table, its footer, its fitting a small terminal, its formatting."""
+"""Tests of supervisor/operate/dashboard.py: the workers table, its footer, its fitting a small terminal, its formatting."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from supervisor.dashboard import ERROR_MIN_WIDTH, ERROR_WIDTH, ago, printable, relevance, render, rows_for_height, size, span, until
-from supervisor.dashboard import Footer, LiveDashboard, WorkerView, count, uptime, watch
+from supervisor.operate.dashboard import ERROR_MIN_WIDTH, ERROR_WIDTH, ago, printable, relevance, render, rows_for_height, size, span, until
+from supervisor.operate.dashboard import Footer, LiveDashboard, WorkerView, count, uptime, watch
 from supervisor.errors import StoreUnavailable
 
 NOW = datetime(2024, 5, 1, 12, 0, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg2  # noqa: F401 - installed beside psycopg 3 on purpose (setup.cfg, dev extra)
 
-from supervisor.database import connect
+from supervisor.record.database import connect
 
 
 def test_issue_11_the_record_connects_with_psycopg_3_when_psycopg2_is_installed_too(pg_url: str) -> None:
@@ -27,7 +27,7 @@ def test_issue_11_the_record_connects_with_psycopg_3_when_psycopg2_is_installed_
 
 
 def test_issue_11_a_run_s_own_postgres_database_uses_psycopg_3_too(pg_url: str) -> None:
-    from supervisor.run_database import open_run_database
+    from supervisor.spawn.run_database import open_run_database
 
     db = open_run_database(pg_url, "job")
     try:
@@ -41,7 +41,7 @@ def test_issue_11_without_psycopg_3_the_error_names_the_postgres_extra(tmp_path:
     # blocked before peewee is imported (peewee reads what is importable when it is first imported).
     program = (
         "import sys; sys.modules['psycopg'] = None\n"
-        "from supervisor.cli import main\n"
+        "from supervisor.operate.cli import main\n"
         "sys.exit(main(['status', '--db', 'postgresql://app:s3cret@127.0.0.1:5432/app']))\n"
     )
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60)

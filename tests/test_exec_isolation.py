@@ -35,7 +35,7 @@ def fresh(ctx):
         "pgid": os.getpgid(0),
         "ppid": os.getppid(),
         "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\\0")[0:3],
-        "spawner_loaded": "supervisor.spawner" in sys.modules,
+        "spawner_loaded": "supervisor.spawn.spawner" in sys.modules,
         "request_in_environment": any(k == "SUPERVISOR_RUN_REQUEST" for k in os.environ),
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "run_id": ctx.run_id,
@@ -80,7 +80,7 @@ def patient(ctx):
 
 def spawner_of(supervisor: Any) -> psutil.Process:
     return wait_until(lambda: next((p for p in psutil.Process(supervisor.pid).children()
-                                    if "supervisor.spawner" in " ".join(p.cmdline())), None),
+                                    if "supervisor.spawn.spawner" in " ".join(p.cmdline())), None),
                       timeout=60, what="the spawner")
 
 
@@ -95,7 +95,7 @@ def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
     # The pid the supervisor knows is the interpreter's: exec kept the process, its group and its parent.
     assert seen["pid"] == run["pid"] == seen["pgid"]
     assert seen["ppid"] == spawner.pid
-    assert seen["cmdline"][1:] == ["-m", "supervisor.exec_child"]
+    assert seen["cmdline"][1:] == ["-m", "supervisor.spawn.exec_child"]
     assert not seen["spawner_loaded"] and not seen["request_in_environment"]
     assert seen["fds"][:4] == [0, 1, 2, 3] and seen["run_id"] == run["id"] and seen["deadline"] is not None
     failure = failure_of(record, run)
@@ -144,7 +144,7 @@ def test_issue_11_an_exec_run_sees_its_cancellation(tmp_path: Path, record: Reco
     worker_package(tmp_path, [], extra={"patient": PATIENT})
     supervisor = start_supervisor()
     wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60, what="a run")
-    wait_until(lambda: "supervisor.exec_child" in " ".join(
+    wait_until(lambda: "supervisor.spawn.exec_child" in " ".join(
         psutil.Process(record.runs("patient", finished=False)[0]["pid"]).cmdline()), timeout=30,
         what="the run's interpreter")
     supervisor.signal(signal.SIGTERM)
@@ -161,7 +161,7 @@ def test_issue_11_an_exec_run_dies_with_a_killed_supervisor_and_is_recorded_lost
     supervisor = start_supervisor()
     (run,) = wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60,
                         what="a run")
-    wait_until(lambda: "supervisor.exec_child" in " ".join(psutil.Process(run["pid"]).cmdline()), timeout=30,
+    wait_until(lambda: "supervisor.spawn.exec_child" in " ".join(psutil.Process(run["pid"]).cmdline()), timeout=30,
                what="the run's interpreter")
     supervisor.signal(signal.SIGKILL)
     supervisor.wait(10)
@@ -188,7 +188,7 @@ def test_issue_11_exec_runs_after_the_first_start_in_an_interpreter_started_ahea
     def fresh_standby() -> psutil.Process | None:
         run_pids = {r["pid"] for r in record.query("select pid from run where pid is not null")}
         waiting = [p for p in spawner.children()
-                   if p.pid not in run_pids and "supervisor.exec_child" in " ".join(p.cmdline())]
+                   if p.pid not in run_pids and "supervisor.spawn.exec_child" in " ".join(p.cmdline())]
         return waiting[0] if len(waiting) == 1 else None
 
     standby = wait_until(fresh_standby, timeout=30, what="an interpreter waiting for the next exec run")

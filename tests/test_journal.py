@@ -1,4 +1,4 @@
-"""Tests of supervisor/journal.py (the local file records wait in) and recording.prepare (start-up replays what
+"""Tests of supervisor/record/journal.py (the local file records wait in) and recording.prepare (start-up replays what
 an earlier supervisor left there into the database, once), on real files and real databases."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any, Iterator
 import pytest
 
 from dbtools import query
-from supervisor import records
+from supervisor.record import records
 from supervisor.errors import StoreUnavailable
-from supervisor.journal import READ_CHUNK, Journal, read_records, replay
+from supervisor.record.journal import READ_CHUNK, Journal, read_records, replay
 from supervisor.outcome import Outcome, Verdict
-from supervisor.recording import RecordingSettings, prepare
-from supervisor.records import Record
-from supervisor.store import Store, utcnow
+from supervisor.record.recording import RecordingSettings, prepare
+from supervisor.record.records import Record
+from supervisor.record.store import Store, utcnow
 from supervisor.worker import WorkerDefinition
 
 NODE = socket.gethostname()

@@ -80,7 +80,7 @@ def test_a_killed_spawner_is_replaced_and_its_runs_recorded(tmp_path: Path, reco
     supervisor = start_supervisor()
     (run,) = wait_until(lambda: running(record, "slow"), timeout=60, what="a slow run in progress")
     # Runs are the spawner's children, not the supervisor's, so its direct children are the spawner and recorder.
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawner" in p.cmdline()]
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawn.spawner" in p.cmdline()]
     spawner.kill()
     # The run died with its spawner, is recorded as killed, and a new spawner carries on with both workers.
     final = wait_until(lambda: [r for r in record.runs("slow") if r["id"] == run["id"]], timeout=30, what="the run's row")[0]

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from helpers import Record, SupervisorProcess, pid_alive, wait_until, worker_package
-from supervisor.limits import MemoryWatch, cpu_limit_verdict, open_files_verdict
+from supervisor.supervise.limits import MemoryWatch, cpu_limit_verdict, open_files_verdict
 from supervisor.outcome import Outcome
 from supervisor.worker import WorkerDefinition
 
@@ -431,7 +431,7 @@ def test_tree_memory_charges_memory_shared_within_the_run() -> None:
 # become `nobody` (as a setuid program started by a run is out of reach of an unprivileged supervisor).
 UNREADABLE = """
 import os, subprocess, sys
-from supervisor.limits import MemoryWatch
+from supervisor.supervise.limits import MemoryWatch
 HOLD = "import ctypes, sys; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); held = bytearray(b'\\\\x01') * 30_000_000; print('up', flush=True); sys.stdin.readline()"
 target = subprocess.Popen([sys.executable, "-c", HOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 try:
@@ -517,7 +517,7 @@ def test_open_files_verdict(limits: dict[str, Any], result: dict[str, object] | 
 # apply_limits changes the process it runs in for good: run it in a child of its own.
 APPLY = """
 import json, resource, sys
-from supervisor.run_limits import apply_limits
+from supervisor.spawn.run_limits import apply_limits
 if len(sys.argv) > 2:
     resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[2]), int(sys.argv[2])))
 apply_limits(json.loads(sys.argv[1]))

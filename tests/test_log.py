@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from helpers import wait_until, worker_package
-from supervisor import log
+from supervisor.operate import log
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_the_wheel_ships_py_typed_so_type_checkers_read_our_annotations(tmp_path
     (wheel,) = (tmp_path / "wheel").glob("worker_supervisor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "supervisor/py.typed" in names, names
-    assert "supervisor/cli.py" in names
+    assert "supervisor/operate/cli.py" in names
 
 
 def make_dry_run(target: str, tmp_path: Path) -> list[str]:

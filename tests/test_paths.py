@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from supervisor.config import load
-from supervisor.store import Store
+from supervisor.record.store import Store
 
 NO_FLAGS = {"config": None, "database": None, "journal": None}
 
@@ -61,7 +61,7 @@ def test_a_workers_package_the_spawner_would_find_is_not_refused(tmp_path: Path)
     (tmp_path / "nsjobs").mkdir()  # a namespace package: a directory with no __init__.py
     script = (
         "import sys\n"
-        "from supervisor.sources import missing_source\n"
+        "from supervisor.operate.sources import missing_source\n"
         "names = ['pathjobs.sub', 'cwdjobs', 'nsjobs', 'json', 'os.path', 'rich']\n"
         "print(missing_source(names), missing_source(['no_such_package_at_all']))\n"
         "print(sorted(set(sys.modules) & {'pathjobs', 'cwdjobs', 'nsjobs', 'rich'}))\n"
@@ -131,7 +131,7 @@ def test_issue_11_run_from_another_directory_writes_beside_its_config_file(tmp_p
 def _record(path: Path, worker: str) -> None:
     from datetime import datetime
 
-    from supervisor import records
+    from supervisor.record import records
     from supervisor.worker import WorkerDefinition
 
     store = Store(f"sqlite:///{path}")

@@ -6,7 +6,7 @@ import sys
 import time
 
 from helpers import wait_until
-from supervisor.usage import ResourceSampler
+from supervisor.supervise.usage import ResourceSampler
 
 # A child that holds 64 MB, starts a grandchild that spins, and says when both are up.
 TREE = """

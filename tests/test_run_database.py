@@ -19,7 +19,7 @@ import pytest
 from dbtools import create_database, drop_database, is_postgres, query, query_or_empty, sqlite_path
 from helpers import wait_until, worker_package
 from supervisor.errors import StoreUnavailable, WorkerDefinitionError
-from supervisor.run_database import open_run_database, transaction
+from supervisor.spawn.run_database import open_run_database, transaction
 
 RUN_TIMEOUT = 60.0
 

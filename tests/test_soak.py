@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from helpers import Record, worker_package
-from supervisor.loop import Supervisor
-from supervisor.recording import RecordingSettings, prepare
+from supervisor.supervise.loop import Supervisor
+from supervisor.record.recording import RecordingSettings, prepare
 
 WORKERS = ["healthy", "segfault", "raises", "exit3", "sigkill_self"]
 TARGET_RUNS = 1000

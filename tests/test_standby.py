@@ -18,7 +18,7 @@ EVERY_SECOND = "from supervisor import worker\n\n@worker(interval=1)\ndef tick(c
 def spawner_of(supervisor: Any) -> psutil.Process:
     def find() -> psutil.Process | None:
         for child in psutil.Process(supervisor.pid).children():
-            if "supervisor.spawner" in child.cmdline():
+            if "supervisor.spawn.spawner" in child.cmdline():
                 return child
         return None
 

@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from supervisor import records
+from supervisor.record import records
 from supervisor.outcome import Outcome, Verdict
-from supervisor.records import Record
-from supervisor.store import Store, utcnow
+from supervisor.record.records import Record
+from supervisor.record.store import Store, utcnow
 from supervisor.worker import WorkerDefinition
 
 NODE = socket.gethostname()

@@ -1,4 +1,4 @@
-"""Tests of supervisor/store.py on real databases, SQLite and PostgreSQL alike: schema and migration, records and
+"""Tests of supervisor/record/store.py on real databases, SQLite and PostgreSQL alike: schema and migration, records and
 their idempotency, counters under concurrent writers, lost runs, retention, and reading while another writes.
 
 Every storage test takes `store_url` (conftest.py), so it runs once per backend. Rows are checked through a
@@ -23,11 +23,11 @@ from playhouse import db_url
 
 import schema_v1
 from dbtools import column_names, indexes, is_postgres, query, scalar, table_names, when
-from supervisor import records
+from supervisor.record import records
 from supervisor.errors import StoreUnavailable
 from supervisor.outcome import Outcome, Verdict
-from supervisor.records import Record
-from supervisor.store import ERROR_MESSAGE_LIMIT, SCHEMA_VERSION, Store, redact, utcnow
+from supervisor.record.records import Record
+from supervisor.record.store import ERROR_MESSAGE_LIMIT, SCHEMA_VERSION, Store, redact, utcnow
 from supervisor.worker import WorkerDefinition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -696,8 +696,8 @@ def _unfinished_run(url: str, worker: str, supervisor_pid: int, at: datetime, no
 DIES_DURING_A_RUN = textwrap.dedent(
     """
     import os, socket, sys
-    from supervisor import records
-    from supervisor.store import Store, utcnow
+    from supervisor.record import records
+    from supervisor.record.store import Store, utcnow
     from supervisor.worker import WorkerDefinition
     store = Store(sys.argv[1])
     store.open()
@@ -872,9 +872,9 @@ WRITER = textwrap.dedent(
     """
     import json, os, socket, sys, uuid
     import peewee
-    from supervisor import records
+    from supervisor.record import records
     from supervisor.outcome import Outcome, Verdict
-    from supervisor.store import Store, utcnow
+    from supervisor.record.store import Store, utcnow
 
     url, index, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     node, me = socket.gethostname(), os.getpid()
@@ -966,9 +966,9 @@ def test_counters_are_exact_with_several_writers(store: Store, store_url: str) -
 STEADY_WRITER = textwrap.dedent(
     """
     import json, os, select, socket, sys, uuid
-    from supervisor import records
+    from supervisor.record import records
     from supervisor.outcome import Outcome, Verdict
-    from supervisor.store import Store, utcnow
+    from supervisor.record.store import Store, utcnow
 
     url = sys.argv[1]
     node, me = socket.gethostname(), os.getpid()

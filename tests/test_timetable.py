@@ -1,4 +1,4 @@
-"""Tests of supervisor/timetable.py and the cron half of schedule.py, on invented clocks: no waiting for real time.
+"""Tests of supervisor/supervise/timetable.py and the cron half of schedule.py, on invented clocks: no waiting for real time.
 
 Wall times are built in the zone under test and turned into Unix times; the monotonic clock is an arbitrary
 number that moves with the wall clock (MONO_AT_START at the first wall time), as it does on a real machine.
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from supervisor.schedule import check_cron, cron_after, cron_slots_until, describe, format_duration, zone
-from supervisor.timetable import Timetable, retry_delay
+from supervisor.supervise.timetable import Timetable, retry_delay
 from supervisor.worker import WorkerDefinition
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,4 +1,4 @@
-"""Tests of supervisor/worker.py (declaring workers) and supervisor/discovery.py (finding them in modules)."""
+"""Tests of supervisor/worker.py (declaring workers) and supervisor/spawn/discovery.py (finding them in modules)."""
 from __future__ import annotations
 
 import importlib
@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import pytest
 
 from supervisor import FunctionWorker, RunContext, Worker, WorkerDefinition, WorkerDefinitionError, register, worker
-from supervisor.discovery import submodules, workers_in
+from supervisor.spawn.discovery import submodules, workers_in
 from supervisor.worker import DEFAULT_GRACE, registered_in
 
 

@@ -1,0 +1,421 @@
+"""The command line: `python -m supervisor` and `worker-supervisor`. Turns SupervisorError into one line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+from . import installation
+
+# Before anything else of ours is imported: supervisord's package of the same name may have replaced our files,
+# and that is one line saying so, not an ImportError traceback from the imports below.
+installation.check(installation.program(sys.argv[0]))
+
+from .. import __version__  # noqa: E402
+from ..config import SETTINGS, Config, add_arguments, journal_path, load
+from ..errors import ConfigError, StoreUnavailable, SupervisorError
+
+INSTALLED_NAME = "worker-supervisor"
+PROG = INSTALLED_NAME
+"""The name this process was run by (see `program_name`), for usage lines, errors and hints; set by `main`."""
+CONTROL_ACTIONS = {
+    "trigger": "run a worker now, once (through the database: works for a supervisor on another host)",
+    "pause": "stop scheduling a worker until it is resumed (a run in progress finishes)",
+    "resume": "schedule a paused worker again",
+}
+
+
+# The settings each command uses (run: every one). A command's --help lists only its own, and a flag another
+# command takes is an error rather than silently ignored. --config is every command's.
+DATABASE_SETTINGS = ("database", "statement_timeout")
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "run": tuple(s.name for s in SETTINGS),
+    "status": DATABASE_SETTINGS,
+    **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
+    "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
+    "history": DATABASE_SETTINGS,
+    "failures": DATABASE_SETTINGS,
+    "check": ("workers", "import_timeout"),  # it never opens the database
+}
+BEFORE = "before_command_"
+"""Prefix of where a setting given before the command is parsed to, until `main` hands it to the command."""
+SHOWN_BEFORE = ("config", "database")
+"""The options the top-level --help lists (the common case, `--db URL status`); the others work there too."""
+
+
+def program_name(argv0: str) -> str:
+    """The name the user ran us by: the console script's (or a link's to it), else `python -m supervisor`.
+
+    Usage lines and errors then show a command the user can type: `supervisor` alone is not on the PATH.
+    """
+    name = os.path.basename(argv0)
+    if name == "__main__.py":  # python -m supervisor: as Python 3.14's argparse says it
+        return f"{os.path.basename(sys.executable) or 'python'} -m supervisor"
+    return name or INSTALLED_NAME
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see --help)")
+
+
+def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
+    """Return the parser for every command."""
+    parser = _Parser(prog=prog, description="Run periodic workers, each run in its own forked child. A command's "
+                     f"options may also come before it ({prog} --db URL status); `{prog} COMMAND --help` lists them.")
+    parser.add_argument("--version", action="version", version=f"worker-supervisor {__version__}")
+    add_arguments(parser, default=argparse.SUPPRESS, prefix=BEFORE, shown=SHOWN_BEFORE)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser("run", help="supervise the workers (live table on a terminal, log lines otherwise)")
+    _add_settings(run)
+    status = commands.add_parser("status", help="print the workers table from the database: once, or every second "
+                                 "with --watch")
+    _add_settings(status)
+    status.add_argument("--watch", action="store_true",
+                        help="redraw the table every second, from the database, until Ctrl-C")
+    for action, text in CONTROL_ACTIONS.items():
+        control = commands.add_parser(action, help=text)
+        control.add_argument("worker", metavar="WORKER")
+        control.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                             help="how long to wait for a running supervisor to take it up (default 5)")
+        _add_settings(control)
+    prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
+    _add_settings(prune)
+    _add_reading_commands(commands)
+    return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Add --config and the flags of the settings the command (the parser's last word) uses."""
+    # Left out of the namespace when not given (SUPPRESS), so they do not overwrite the same flags given before the
+    # command; load() takes a missing flag as not given.
+    add_arguments(parser, COMMAND_SETTINGS[parser.prog.rsplit(" ", 1)[-1]], default=argparse.SUPPRESS)
+
+
+def _settings_before_command(args: argparse.Namespace, prog: str) -> None:
+    """Hand the settings given before the command to it; those given after it win. Raise ConfigError for one
+    the command does not take."""
+    given = {name[len(BEFORE):]: value for name, value in vars(args).items() if name.startswith(BEFORE)}
+    for name, value in given.items():
+        delattr(args, BEFORE + name)
+        if name != "config" and name not in COMMAND_SETTINGS[args.command]:
+            flag = next(s.flag for s in SETTINGS if s.name == name)
+            raise ConfigError(f"{args.command} takes no {flag} (see {prog} {args.command} --help)")
+        if not hasattr(args, name):
+            setattr(args, name, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (2 for bad usage or config, 1 for failures at run time).
+
+    From the command line (no `argv`), usage lines and errors name the program as it was typed; called with
+    `argv`, sys.argv[0] is some other program's, and the installed name is used.
+    """
+    global PROG
+    PROG = program_name(sys.argv[0]) if argv is None else INSTALLED_NAME
+    try:
+        args = build_parser(PROG).parse_args(argv)
+        if args.command is None:
+            raise ConfigError("a command is required: run, status, history, failures, trigger, pause, resume, check or "
+                              "prune (see --help)")
+        _settings_before_command(args, PROG)
+        config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
+        if args.command in CONTROL_ACTIONS:
+            return cmd_control(config, args.command, args.worker, args.wait)
+        if args.command in READING_COMMANDS:
+            return READING_COMMANDS[args.command](config, args)
+        if args.command == "status":
+            return cmd_status(config, watch=args.watch)
+        command = {"run": cmd_run, "prune": cmd_prune}[args.command]
+        return command(config)
+    except SupervisorError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(config: Config) -> int:
+    """Supervise until SIGTERM or SIGINT."""
+    from rich.console import Console
+
+    from . import log
+    from .dashboard import LiveDashboard
+    from ..supervise.loop import Supervisor
+    from ..process import ensure_standard_fds
+    from ..record.recording import RecordingSettings, prepare
+    from .sources import missing_source
+    from ..record.store import utcnow
+
+    ensure_standard_fds()
+    # Before the database and the journal are created: a run that cannot start must leave no files behind.
+    missing = missing_source(config.workers)
+    if missing is not None:
+        raise ConfigError(f"cannot import worker package {missing!r} from {os.getcwd()}", "--workers / workers setting")
+    interactive = sys.stdout.isatty()
+    console = Console() if interactive else None
+    log.setup(config.log_level, console, config.log_format)
+    settings = RecordingSettings(
+        url=config.database,
+        journal=journal_path(config),
+        write_timeout=config.write_timeout,
+        statement_timeout=config.statement_timeout,
+        keep_runs=config.keep_runs,
+        failure_days=config.failure_days,
+        prune_interval=config.prune_interval,
+        database_group=config.database_group,
+    )
+    display = LiveDashboard(console, utcnow) if console is not None else None
+    supervisor = Supervisor(
+        settings,
+        config.workers,
+        config.overrides,
+        display,
+        import_timeout=config.import_timeout,
+        max_children=config.max_children,
+        commands=config.commands,
+        config_file=config.config_file,
+    )
+    supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
+    supervisor.stored = prepare(settings)
+    return supervisor.run()
+
+
+def cmd_status(config: Config, watch: bool = False) -> int:
+    """Print the workers table from the database: once, or with `watch` every second until Ctrl-C."""
+    from rich.console import Console
+
+    from .dashboard import LiveDashboard, render
+    from .dashboard import watch as watch_table
+    from .report import console, last_failures, open_store, read_only
+    from ..record.store import Store, utcnow
+
+    if watch:
+        # libpq's shortest connect timeout: a watched database that vanishes holds a frame 2 seconds, not 5.
+        store = Store(config.database, connect_timeout=2, statement_timeout_ms=int(config.statement_timeout * 1000))
+
+        def read() -> list[Any]:
+            try:
+                snapshot = False
+                if store.db.is_closed():
+                    snapshot = bool(read_only(store))
+                    store.open()
+                workers = store.workers()
+                failed_at = last_failures(store, workers)
+                if snapshot:
+                    store.close()  # a snapshot never changes: the next frame opens afresh, and sees a new supervisor
+                return [_row_view(row, failed_at.get(row.name)) for row in workers]
+            except StoreUnavailable:
+                store.reconnect()  # the next frame tries a fresh connection
+                raise
+
+        try:
+            # The database keeps no CPU or memory of a run: no columns for them (the loop's own table has them).
+            watch_table(read, LiveDashboard(Console(), utcnow, usage=False))
+        finally:
+            store.close()
+        return 0
+    store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
+    try:
+        workers = store.workers()
+        failed_at = last_failures(store, workers)
+        rows: list[Any] = [_row_view(row, failed_at.get(row.name)) for row in workers]
+    finally:
+        store.close()
+    console().print(render(rows, utcnow(), usage=False))
+    return 0
+
+
+def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
+    """Trigger, pause or resume a worker through the database, and say what the supervisor did."""
+    import time
+
+    from .report import open_store, require_worker
+
+    store = open_store(config.database, int(config.statement_timeout * 1000))
+    try:
+        row = require_worker(store, worker)
+        settled = _already_settled(action, row)
+        if settled is not None:
+            print(f"{action} {worker}: {settled}")
+            return 0
+        command = store.send_command(worker, action)
+        # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            result = store.command_result(command)
+            if result is not None:
+                print(f"{action} {worker}: {result}")
+                return 0
+            time.sleep(0.05)
+        # Taken back, so that no supervisor acts on it later: a trigger that fires hours after it was asked
+        # for, at the next start, is a surprise, not a service. A supervisor may have taken it up meanwhile.
+        result = store.withdraw_command(command, f"no running supervisor took it up within {wait:g}s")
+    finally:
+        store.close()
+    if result is not None:
+        print(f"{action} {worker}: {result}")
+        return 0
+    if action == "trigger":
+        raise SupervisorError(f"no running supervisor took up the trigger of {worker!r} within {wait:g}s; withdrawn")
+    state = "paused" if action == "pause" else "not paused"
+    print(f"{action} {worker}: recorded; no running supervisor took it up within {wait:g}s, one that starts will find "
+          f"it {state}")
+    return 0
+
+
+def _already_settled(action: str, row: Any) -> str | None:
+    """What to answer at once, without bothering a supervisor: a broken worker cannot be triggered (raises), a
+    paused one is not paused again, a running one not resumed; None when the command should go."""
+    if action == "trigger" and row.status == "broken":
+        raise SupervisorError(f"{row.name!r} is broken and cannot run: {row.last_error}; `check` shows why in full")
+    if action == "pause" and row.paused:
+        return f"already paused (quarantined: {row.pause_reason})" if row.pause_reason else "already paused"
+    if action == "resume" and not row.paused:
+        return "not paused"
+    return None
+
+
+def cmd_prune(config: Config) -> int:
+    """Delete runs and failures past retention, in small batches, and say how many."""
+    from .report import open_store
+
+    store = open_store(config.database, int(config.statement_timeout * 1000))
+    try:
+        with store.unavailable_as("prune failed"):
+            runs, failures = store.prune(config.keep_runs, config.failure_days)
+    finally:
+        store.close()
+    print(f"pruned {runs} run(s) and {failures} failure(s) (keeping {config.keep_runs} runs per worker, "
+          f"failures for {config.failure_days:g} days)")
+    return 0
+
+
+def _row_view(row: Any, last_failure_at: datetime | None = None) -> Any:
+    """Turn a worker row of the database into a row of the table (`last_failure_at` from the failure table)."""
+    from .dashboard import ACTIVE_STATES, WorkerView
+
+    state = row.status
+    if state == "idle" and getattr(row, "paused", False):
+        # A pause is kept beside the status; a run in progress still shows as running.
+        state = "quarantined" if getattr(row, "pause_reason", None) else "paused"
+    active = state in ACTIVE_STATES
+    return WorkerView(
+        name=row.name,
+        state=state,
+        pid=row.pid,
+        last_outcome=row.last_outcome,
+        last_run_at=row.last_run_at,
+        duration=row.last_duration,
+        next_run_at=row.next_run_at,
+        successes=row.success_count,
+        failures=row.failure_count,
+        last_error=row.last_error,
+        # The row keeps no start of its own for the run in progress: last_run_at is that run's start.
+        running_since=row.last_run_at if active else None,
+        timeout=row.timeout,
+        consecutive_failures=row.consecutive_failures or 0,
+        schedule=getattr(row, "schedule", None),
+        last_failure_at=last_failure_at,
+    )
+
+
+# -- reading and checking: history, failures, check ---------------------------------------------------------------
+
+LIMIT_DEFAULT = 20
+MAX_ID = 2**31 - 1  # PostgreSQL's integer: a larger --id is a usage error, not a database error
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
+    if not 1 <= number <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number up to {MAX_ID}, got {text!r}")
+    return number
+
+
+def _add_reading_commands(commands: Any) -> None:
+    """Add history, failures and check: they read the record or the workers and change nothing."""
+    history = commands.add_parser("history", help="recent runs of one worker, newest first, from the database")
+    history.add_argument("worker", metavar="WORKER")
+    history.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
+                         help=f"how many runs (default {LIMIT_DEFAULT})")
+    _add_settings(history)
+    failures = commands.add_parser("failures", help="recent failures (of one worker), or one in full with --id")
+    failures.add_argument("worker", metavar="WORKER", nargs="?", help="only this worker's failures")
+    failures.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
+                          help=f"how many failures (default {LIMIT_DEFAULT})")
+    failures.add_argument("--id", dest="failure_id", type=_positive, metavar="N",
+                          help="show this failure in full: traceback, stderr and stdout tails")
+    _add_settings(failures)
+    check = commands.add_parser("check", help="validate the config and import the workers (in a spawner), "
+                                "without running anything")
+    _add_settings(check)
+
+
+def cmd_history(config: Config, args: argparse.Namespace) -> int:
+    """Print a worker's recent runs, newest first."""
+    from . import report
+
+    store = report.open_store(config.database, int(config.statement_timeout * 1000), write=False)
+    try:
+        worker = report.require_worker(store, args.worker)
+        runs = store.recent_runs(args.worker, args.limit)
+    finally:
+        store.close()
+    report.console().print(report.history(args.worker, runs, worker.status))
+    return 0
+
+
+def cmd_failures(config: Config, args: argparse.Namespace) -> int:
+    """Print the recent failures (of one worker), or one failure in full."""
+    from . import report
+
+    if args.failure_id is not None and args.worker is not None:
+        raise ConfigError("give a WORKER or --id N, not both (see --help)")
+    store = report.open_store(config.database, int(config.statement_timeout * 1000), write=False)
+    try:
+        if args.failure_id is not None:
+            row = store.failure(args.failure_id)
+            if row is None:
+                raise SupervisorError(
+                    f"no failure with id {args.failure_id} in the database (pruned, or never was); "
+                    f"`{PROG} failures` lists them", store.where,
+                )
+            view = report.failure(row)
+        else:
+            if args.worker is not None:
+                report.require_worker(store, args.worker)
+            view = report.failures(store.recent_failures(args.worker, args.limit), args.worker)
+    finally:
+        store.close()
+    report.console().print(view)
+    return 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """Validate the config and the workers it names, importing them only in a spawner; never the database."""
+    from .check import check, describe
+    from ..process import ensure_standard_fds
+
+    ensure_standard_fds()
+    findings = check(config.workers, config.import_timeout, config.overrides, config.config_file, config.commands)
+    lines = [describe(d, d.name in findings.overridden) for d in findings.workers]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    for note in findings.notes:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    for problem in findings.problems:
+        print(f"{PROG}: error: {problem.text}", file=sys.stderr)
+    print(f"{len(findings.workers)} valid worker(s) in {', '.join(config.workers)}; {len(findings.problems)} problem(s)")
+    return findings.exit_code
+
+
+READING_COMMANDS = {"history": cmd_history, "failures": cmd_failures, "check": cmd_check}

@@ -1,0 +1,435 @@
+"""The supervisor loop: wait for the next event or deadline, then hand each to the part that deals with it.
+
+One thread, blocking in one place: `selector.select(timeout=until the next deadline)` over a wakeup pipe that
+signal handlers write to, a timerfd, the spawner's channel, output and pidfd, the recorder's, and every running
+child's result, stdout and stderr pipes. Signal handlers only record the signal; everything else happens here,
+in order. What is done lives elsewhere, each in a module named for it: a run's life (runs.py), which worker runs
+when (scheduling.py), the spawner's life (spawner_keeper.py), operators' commands (operator_commands.py), the
+table's rows (table_rows.py), the record (recording.py), and keeping what runs start from outliving us
+(containment.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Any, Callable, Protocol
+
+from ..record import records
+from .containment import Containment
+from ..operate.dashboard import Footer, WorkerView
+from ..errors import HelperStartError
+from .operator_commands import OperatorCommands
+from ..outcome import Outcome, StopReason, Verdict, signal_name
+from ..process import read_available, signal_group
+from ..protocol import Message
+from ..record.recording import Recording, RecordingSettings
+from .runs import RunKeeper
+from .scheduling import Scheduler
+from .spawner_keeper import SpawnerKeeper
+from .spawner_link import SpawnerLink
+from ..record.store import utcnow
+from .table_rows import TableRows
+from .timer import precise_timer
+from .worker_status import Run, WorkerStatus
+
+log = logging.getLogger("supervisor")
+
+SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
+FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records
+EPOLL_RESOLUTION = 0.001  # epoll's timeout counts whole milliseconds
+# SIGCHLD: a process the supervisor adopted as subreaper ended, or its death orphaned more (containment.py).
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+class Display(Protocol):
+    """Where the supervisor shows its workers: the live table on a terminal, nothing otherwise."""
+
+    refresh_interval: float
+
+    def update(self, views: list[WorkerView], footer: Footer) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Supervisor:
+    """Run every worker the spawner reports on its schedule, each run in its own child, and record each end."""
+
+    def __init__(
+        self,
+        recording: RecordingSettings,
+        sources: list[str],
+        overrides: dict[str, dict[str, Any]] | None = None,
+        display: Display | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        import_timeout: float = 60.0,
+        stored: dict[str, Any] | None = None,
+        max_children: int | None = None,
+        commands: list[dict[str, Any]] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        config_file: str | None = None,
+    ) -> None:
+        self.recording_settings = recording
+        self.display = display
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.stopping = False
+        self.finished = False
+        self.exit_code = 0
+        self.pending_signals: list[int] = []
+        self._signals_caught = False
+        self.next_refresh = 0.0
+        self.started_at = utcnow()
+        self.selector = selectors.DefaultSelector()
+        self.recording = Recording(recording, self.selector)
+        self.containment = Containment(recording.journal)
+        """What keeps the processes runs start from outliving us: cgroup, subreapers, guard, record of escapes."""
+        self.scheduler = Scheduler(stored or {}, clock, wall_clock, max_children)
+        self.run_keeper = RunKeeper(self.recording, self.selector, self.scheduler.workers, socket.gethostname(), clock)
+        self.keeper = SpawnerKeeper(sources, overrides or {}, commands or [], config_file, import_timeout,
+                                    self.recording, self.selector, self.containment, self.scheduler.mark_broken)
+        self.commands = OperatorCommands(self.scheduler, self.keeper.broken, self.recording,
+                                         f"by {self.run_keeper.node}, pid {self.run_keeper.pid}", clock, wall_clock)
+        self.table = TableRows(wall_clock)
+        # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
+        self.timer = precise_timer() if clock is time.monotonic else None
+        if self.timer is not None:
+            self.selector.register(self.timer.fd, selectors.EVENT_READ, ("timer", None))
+
+    @property
+    def workers(self) -> dict[str, WorkerStatus]:
+        """Every worker's status, by name."""
+        return self.scheduler.workers
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        """The runs in progress, by id."""
+        return self.run_keeper.runs
+
+    @property
+    def stored(self) -> dict[str, Any]:
+        """Worker rows read at start-up, so counters and schedules carry on from the record."""
+        return self.scheduler.stored
+
+    @stored.setter
+    def stored(self, rows: dict[str, Any]) -> None:
+        self.scheduler.stored = rows
+
+    @property
+    def spawner(self) -> SpawnerLink | None:
+        """The spawner, while there is one."""
+        return self.keeper.link
+
+    # -- life -------------------------------------------------------------------------------------------------
+
+    def catch_signals(self) -> None:
+        """From now on, SIGTERM, SIGINT and SIGHUP are recorded for the loop, which acts on them once it runs.
+
+        Called as early as possible (before start-up's database work), so that a stop requested while the
+        supervisor starts is a clean stop, not the default action's abrupt end.
+        """
+        if self._signals_caught:
+            return
+        self._signals_caught = True
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._record_signal)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
+
+    def start(self) -> None:
+        """Catch signals (if not yet), sweep what an earlier supervisor left running, start the recorder and the
+        spawner."""
+        self.catch_signals()
+        self.containment.start()
+        self.recording.start()
+        self.keeper.start()
+
+    def run(self) -> int:
+        """Supervise until a SIGTERM or SIGINT has stopped every run; return the exit code."""
+        self.start()
+        try:
+            while not self.finished:
+                self.run_once()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        # Only record: logging, signalling runs and writing rows happen in the loop (see run_once).
+        self.pending_signals.append(signum)
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """Wait for the next event or deadline (at most `timeout` seconds), then handle everything due."""
+        now = self.clock()
+        wait = self.next_wakeup(now)
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
+        timeout = wait
+        if self.timer is not None:
+            # The timer wakes us on time; epoll's own timeout is only a backstop, a millisecond behind it.
+            self.timer.arm(wait if wait else None)
+            timeout = None if wait is None else wait and wait + EPOLL_RESOLUTION
+        for key, events in self.selector.select(timeout):
+            kind, target = key.data
+            if target == "message" and events & selectors.EVENT_WRITE:
+                self.flush_to(kind)
+                if not events & selectors.EVENT_READ:
+                    continue
+            if kind == "wakeup":
+                read_available(self._wake_r)
+            elif kind == "timer":
+                assert self.timer is not None
+                self.timer.clear()
+            elif kind == "spawner":
+                if self.spawner is None:
+                    # Its death was handled earlier in this same pass (the pidfd's event came first), which
+                    # read what was left on its channel and pipe: these events are stale.
+                    continue
+                {"message": self.handle_messages, "output": self.keeper.read_output, "exit": self.handle_spawner_exit}[
+                    target
+                ]()
+            elif kind == "run":
+                self.run_keeper.read_pipe(target, key.fd)
+            elif kind == "recorder":
+                self.recording.handle(target)
+                for command in self.recording.take_commands():
+                    self.commands.handle(command, self.stopping)
+        now = self.clock()
+        self.handle_signals(now)
+        self.run_keeper.enforce_deadlines(self.spawner, now)
+        self.run_keeper.enforce_memory_limits(self.spawner, now)
+        self.start_due_runs(now)
+        self.recording.check(now)
+        self.maybe_finish(now)
+        self.refresh(now)
+        for helper in (self.spawner, self.recording.recorder):
+            if helper is not None:
+                helper.sync_interest(self.selector)
+
+    def flush_to(self, helper: str) -> None:
+        """The channel to a helper has room again: send what waits for it."""
+        if helper == "spawner" and self.spawner is not None:
+            self.spawner.flush()
+        elif helper == "recorder":
+            self.recording.flush()
+
+    def handle_signals(self, now: float) -> None:
+        """Act on signals recorded since the last pass: TERM and INT stop, a second one stops at once."""
+        pending, self.pending_signals = self.pending_signals, []
+        if signal.SIGCHLD in pending:
+            self.containment.reap_orphans(self._helpers())
+        for signum in pending:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping:
+                    log.warning("%s again: killing %d run(s) now", signal_name(signum), len(self.runs))
+                    self.run_keeper.kill_all_now(now)
+                else:
+                    log.info("%s: stopping; %d run(s) in progress", signal_name(signum), len(self.runs))
+                    self.begin_shutdown(now)
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload yet")
+
+    def begin_shutdown(self, now: float) -> None:
+        """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
+        self.stopping = True
+        for run in self.runs.values():
+            if run.stop_reason is None:
+                assert self.spawner is not None
+                self.run_keeper.stop(self.spawner, run, StopReason.SHUTDOWN, now)
+
+    def maybe_finish(self, now: float) -> None:
+        """Once stopping and no run is left, close the spawner and end the loop."""
+        if not self.stopping or self.runs or self.finished:
+            return
+        if self.spawner is not None and not self.spawner.exited:
+            if self.spawner.ready:
+                self.spawner.close_channel()
+            else:
+                self.spawner.kill()  # still importing: it reads no requests, and an import may never return
+            self._await_spawner_exit(self.spawner)
+        self.finished = True
+
+    def _await_spawner_exit(self, spawner: SpawnerLink) -> None:
+        ready = selectors.DefaultSelector()
+        ready.register(spawner.pidfd, selectors.EVENT_READ)
+        if not ready.select(SPAWNER_EXIT_TIMEOUT):
+            log.error("spawner (pid %d) did not exit in %gs; killing it", spawner.pid, SPAWNER_EXIT_TIMEOUT)
+            spawner.kill()
+        ready.close()
+        spawner.reap()
+
+    def close(self) -> None:
+        """Release every descriptor and handler, and write what is still queued."""
+        if self.spawner is not None:
+            if not self.spawner.exited:
+                self.spawner.kill()
+                self.spawner.reap()
+            self.keeper.drop()
+        for run in list(self.runs.values()):
+            self.run_keeper.close_pipes(run)
+        self.containment.close(self._helpers())
+        # Rows of the last runs are written before we exit, unless the database is failing: then the journal
+        # keeps them for the next start, and we do not make the stop wait on it.
+        self.recording.close(timeout=0.0 if self.recording.failing else min(FLUSH_TIMEOUT, self.recording_settings.write_timeout))
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.selector.unregister(self._wake_r)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self.timer is not None:
+            self.selector.unregister(self.timer.fd)
+            self.timer.close()
+        self.selector.close()
+        if self.display is not None:
+            self.display.update(self.views(), self.footer())
+            self.display.stop()
+
+    def _helpers(self) -> set[int]:
+        """The pids of our helper processes not yet reaped: children of ours, but not orphans to kill."""
+        helpers = (self.spawner, self.recording.recorder)
+        return {helper.pid for helper in helpers if helper is not None and not helper.exited}
+
+    # -- the spawner's reports ----------------------------------------------------------------------------------
+
+    def handle_messages(self) -> None:
+        """Hand every report waiting from the spawner to the part it is for."""
+        assert self.spawner is not None
+        for message in self.spawner.messages():
+            op = message["op"]
+            if op == "exited":
+                self.handle_exited(message)
+            elif op == "spawned":
+                self.run_keeper.spawned(message)
+            elif op == "worker":
+                self.keeper.take_worker(message)
+            elif op == "threaded":
+                self.keeper.take_threaded(message)
+            elif op == "broken":
+                self.keeper.take_broken(message)
+            elif op == "ready":
+                self.handle_ready()
+            elif op == "spawn_failed":
+                run = self.runs.get(message["run"])
+                if run is not None:
+                    self.finish_run(run, Verdict(Outcome.ERROR, f"could not start: {message['error']}"), None, None)
+        if self.spawner.channel_closed:
+            self.spawner.unwatch(self.selector, self.spawner.control)
+
+    def handle_ready(self) -> None:
+        """Take the spawner's worker list: keep known workers' schedules, place new ones (from the record)."""
+        defined = self.keeper.defined()
+        next_runs = self.scheduler.place(defined, self.clock(), self.wall_clock())
+        broken = [name for name in self.keeper.broken if name not in defined]
+        self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
+        self.keeper.ready(defined)
+
+    def handle_spawner_exit(self) -> None:
+        """The spawner died: record the module it was importing, or the runs it took down, and start another."""
+        self.handle_messages()  # reports it sent before dying come first
+        self.keeper.read_output()
+        self.keeper.exited(self.stopping, self.clock())
+        for run in list(self.runs.values()):
+            # Runs die with their spawner (PDEATHSIG); anything left in their groups goes now.
+            if run.pid is not None:
+                signal_group(run.pid, signal.SIGKILL)
+            run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
+            self.finish_run(run, None, None, None)
+        # What the runs started outside their groups: in the spawner's cgroup, and adopted by us (subreaper).
+        self.containment.spawner_died(self._helpers())
+        self.keeper.drop()
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+
+    def start_due_runs(self, now: float) -> None:
+        """Start every run that is owed (oldest first, within the cap on children); restart a dead spawner."""
+        if self.stopping:
+            return
+        if self.spawner is None:
+            if self.keeper.restart_due(now):
+                try:
+                    self.keeper.start()
+                except HelperStartError as exc:  # out of processes (a run's fork bomb): try again, later and later
+                    log.error("%s; trying again in %.1fs", exc, self.keeper.restart_delay)
+                    self.keeper.retry_later(now)
+            return
+        if not self.spawner.ready:
+            deadline = self.keeper.import_deadline()
+            if deadline is not None and now >= deadline:
+                self.keeper.give_up_on_import()
+            return
+        wall = self.wall_clock()
+        for due in self.scheduler.take_due(now, wall, len(self.runs)):
+            name = due.status.definition.name
+            self.run_keeper.start(self.spawner, due.status, now, wall, due.attempt, due.slot,
+                                  self.keeper.found_in.get(name))
+            self.scheduler.attend(due.status, now)
+
+    def handle_exited(self, message: Message) -> None:
+        """A run's child was reaped: drain its pipes, classify it and record it."""
+        run = self.runs.get(message["run"])
+        if run is None:
+            return
+        self.finish_run(
+            run,
+            None,
+            int(message["status"]),
+            (float(message.get("cpu", 0.0)), int(message.get("maxrss", 0))),
+        )
+
+    def finish_run(
+        self, run: Run, verdict: Verdict | None, status: int | None, usage: tuple[float, int] | None
+    ) -> None:
+        """Classify the ended run (unless `verdict` is given), bring its worker up to date, and record it."""
+        end = self.run_keeper.end(run, verdict, status, usage)
+        ended = self.scheduler.run_ended(run, end.verdict, end.duration, self.clock(), self.stopping)
+        self.run_keeper.record_end(end, ended)
+        worker = self.workers.get(run.definition.name)
+        if worker is not None and ended.decided:
+            log.warning("%s: %s", run.definition.name, ended.decided)
+            if worker.quarantined:
+                self.recording.record(records.worker_paused(worker.definition.name, True, utcnow(), worker.pause_reason))
+
+    # -- time and the table ----------------------------------------------------------------------------------
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Return how long the loop may sleep before something is due (None: until an event)."""
+        times: list[float] = []
+        if self.spawner is None:
+            if self.keeper.restart_at is not None and not self.stopping:
+                times.append(self.keeper.restart_at)
+        elif not self.spawner.ready:
+            deadline = self.keeper.import_deadline()
+            if deadline is not None:
+                times.append(deadline)
+        elif not self.stopping:
+            times += self.scheduler.next_times(now, len(self.runs))
+        times += self.run_keeper.next_times()
+        recording = self.recording.next_deadline()
+        if recording is not None:
+            times.append(recording)
+        if self.display is not None:
+            times.append(self.next_refresh)
+        if self.stopping and not self.runs:
+            return 0.0
+        return max(0.0, min(times) - now) if times else None
+
+    def refresh(self, now: float) -> None:
+        """Redraw the table, at most `refresh_interval` apart."""
+        if self.display is None or now < self.next_refresh:
+            return
+        self.next_refresh = now + self.display.refresh_interval
+        self.display.update(self.views(now), self.footer())
+
+    def views(self, now: float | None = None) -> list[WorkerView]:
+        """Return the table's rows: every worker, then every broken module."""
+        now = self.clock() if now is None else now
+        return self.table.views(self.workers, self.keeper.broken, self.stopping, now)
+
+    def footer(self) -> Footer:
+        """The line under the table: records waiting, the database's health, uptime."""
+        return Footer(self.recording.pending, self.recording.failing, self.started_at)

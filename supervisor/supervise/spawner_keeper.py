@@ -1,0 +1,248 @@
+"""The spawner's life, as the supervisor keeps it: start it, take its reports of modules and workers, and start
+another when it dies, leaving out the module that took it down.
+
+The spawner imports the worker modules (the supervisor never does) and reports each worker's definition, each
+module that is broken or starts threads at import, then `ready`. This module turns those reports into the worker
+list the scheduler places (`defined`), records what is broken, and decides how a dead spawner is replaced: at
+once without the module it was importing, or after a backoff that doubles while it keeps dying.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+from dataclasses import replace
+from typing import Any, Callable
+
+from ..record import records
+from ..config import unknown_worker_table
+from .containment import Containment
+from ..errors import ConfigError
+from ..outcome import signal_name
+from ..protocol import EXIT_RESTART, Message
+from ..record.recording import Recording
+from .spawner_link import SpawnerLink
+from ..record.store import utcnow
+from ..worker import WorkerDefinition
+
+log = logging.getLogger("supervisor")
+
+RESTART_BACKOFF_FIRST = 0.5
+RESTART_BACKOFF_MAX = 30.0
+
+
+class SpawnerKeeper:
+    """The current spawner (None while there is none), and what its reports taught us about the workers."""
+
+    def __init__(
+        self,
+        sources: list[str],
+        overrides: dict[str, dict[str, Any]],
+        commands: list[dict[str, Any]],
+        config_file: str | None,
+        import_timeout: float,
+        recording: Recording,
+        selector: selectors.BaseSelector,
+        containment: Containment,
+        on_broken_module: Callable[[str, str], None],
+    ) -> None:
+        self.sources = sources
+        self.overrides = overrides
+        self.commands = commands
+        """Command workers declared in the config; the spawner makes them (the supervisor runs no worker code)."""
+        self.config_file = config_file
+        """The file the overrides come from, to name in an error."""
+        self.import_timeout = import_timeout
+        """A module whose import takes longer than this is taken as hung, recorded broken and left out."""
+        self.recording = recording
+        self.selector = selector
+        self.containment = containment
+        self.on_broken_module = on_broken_module
+        """Told each module that is broken now, and why (the scheduler shows its workers broken)."""
+        self.link: SpawnerLink | None = None
+        self.broken: dict[str, str] = {}  # module (or worker) -> why
+        self.excluded: set[str] = set()
+        self.reported: list[WorkerDefinition] = []
+        self.found_in: dict[str, str] = {}
+        """The module each worker was found in: where a fresh interpreter imports it (isolation = "exec")."""
+        self.threaded: dict[str, list[WorkerDefinition]] = {}
+        """Modules that started threads at import, with their workers: left out of every spawner, their runs
+        are fresh interpreters."""
+        self.restart_at: float | None = None
+        self.restart_delay = RESTART_BACKOFF_FIRST
+        self.ever_ready = False
+
+    # -- start and end ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a spawner that imports every source module except the excluded (and threaded) ones."""
+        self.restart_at = None
+        self.reported = []
+        link = SpawnerLink(self.sources, self.excluded | set(self.threaded), self.commands,
+                           self.containment.spawner_args())
+        link.start()
+        self.link = link
+        link.watch(self.selector, "spawner")
+        log.debug("spawner started (pid %d)", link.pid)
+
+    def drop(self) -> None:
+        """Let go of the spawner (exited and reaped, or about to be)."""
+        assert self.link is not None
+        self.link.unwatch(self.selector)
+        self.link.close()
+        self.link = None
+
+    def restart_due(self, now: float) -> bool:
+        """Whether there is no spawner and it is time to start another."""
+        return self.link is None and self.restart_at is not None and now >= self.restart_at
+
+    def retry_later(self, now: float) -> None:
+        """A start failed: try again after the backoff, which doubles."""
+        self.restart_at = now + self.restart_delay
+        self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+
+    def exited(self, stopping: bool, now: float) -> None:
+        """The spawner died and is reaped: record the module it was importing, if any, and say when the next one
+        starts (the caller ends the runs it took down, then `drop`s it)."""
+        assert self.link is not None
+        link = self.link
+        exit_code, signum = link.reap()
+        how = f"killed by {signal_name(signum)}" if signum is not None else f"exited with status {exit_code}"
+        delay = 0.0
+        if stopping:
+            pass  # it was told to go
+        elif link.importing is not None:
+            module = link.importing
+            message = f"crashed the spawner while importing ({how})"
+            # The culprit is left out, so the next spawner makes progress: no backoff needed.
+            self.record_broken_module(module, message, link.output.text(), exit_code, signum)
+        elif not link.ready and exit_code == EXIT_RESTART:
+            pass  # it reported a module that must be left out (a thread at import) and asked to restart
+        else:
+            log.error("spawner (pid %d) %s; starting another in %.1fs", link.pid, how, self.restart_delay)
+            delay = self.restart_delay
+            self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+        if not stopping:
+            self.restart_at = now + delay
+
+    def import_deadline(self) -> float | None:
+        """When the import in progress is taken as hung (None: the spawner is ready, killed, or not there)."""
+        if self.link is None or self.link.ready or self.link.killed:
+            return None
+        return self.link.import_deadline(self.import_timeout)
+
+    def give_up_on_import(self) -> None:
+        """The import in progress took too long: record its module broken and kill the spawner."""
+        assert self.link is not None
+        module = self.link.importing
+        if module is not None:
+            message = f"import did not finish within {self.import_timeout:g}s"
+            self.record_broken_module(module, message, self.link.output.text(), None, None)
+            self.link.importing = None  # recorded; its death is not a crash to record again
+        else:
+            log.error("spawner (pid %d) did not become ready within %gs", self.link.pid, self.import_timeout)
+        self.link.kill()
+
+    def read_output(self) -> None:
+        """Log what the spawner or module code printed, line by line."""
+        assert self.link is not None
+        self.link.log_output(self.selector, log, logging.INFO, "spawner")
+
+    # -- its reports ------------------------------------------------------------------------------------------------
+
+    def take_worker(self, message: Message) -> None:
+        """A worker the spawner found."""
+        definition = WorkerDefinition.from_dict(message["definition"])
+        self.reported.append(definition)
+        self.found_in[definition.name] = str(message.get("module", definition.module))
+
+    def take_broken(self, message: Message) -> None:
+        """Record a module that failed to import, or a worker whose definition is invalid."""
+        module = str(message["module"])
+        worker = message.get("worker")
+        if message.get("missing") and not self.ever_ready:
+            raise ConfigError(f"cannot import worker package {module!r} from {os.getcwd()}", "--workers / workers setting")
+        if worker is not None:
+            log.error("worker %s in %s is invalid: %s", worker, module, message["error"])
+            self.broken[str(worker)] = str(message["error"])
+            self.recording.record(records.broken(str(worker), module, str(message["error"]), utcnow()))
+            return
+        self.record_broken_module(module, str(message["error"]), "", None, None, str(message.get("traceback", "")))
+
+    def take_threaded(self, message: Message) -> None:
+        """A module started threads at import: its workers run in a fresh interpreter each, from now on.
+
+        The spawner reported the module's workers (marked `exec`) and exits; the next one leaves the module out.
+        """
+        module, threads = str(message["module"]), ", ".join(map(str, message.get("threads", [])))
+        found = [d for d in self.reported if self.found_in.get(d.name) == module]
+        self.threaded[module] = found
+        self.reported = [d for d in self.reported if d not in found]
+        log.warning(
+            "module %s started thread(s) %s at import, and a fork would copy them into every run: its %d worker(s) "
+            "run in a fresh interpreter each (isolation = \"exec\"), which costs every run an interpreter's start "
+            "and the module's import (tens of milliseconds instead of about 2); set isolation = \"exec\" on them "
+            "to say it is meant",
+            module,
+            threads or "(unnamed)",
+            len(found),
+        )
+
+    def record_broken_module(
+        self,
+        module: str,
+        error: str,
+        stderr: str,
+        exit_code: int | None,
+        signum: int | None,
+        traceback: str = "",
+    ) -> None:
+        """Leave a module out of every later spawner, record it, and show its workers as broken."""
+        log.error("module %s is broken: %s", module, error)
+        self.broken[module] = error
+        self.excluded.add(module)
+        self.recording.record(records.broken(module, module, error, utcnow(), traceback, stderr, exit_code, signum))
+        self.on_broken_module(module, error)
+
+    def defined(self) -> dict[str, WorkerDefinition]:
+        """The spawner is ready: its workers with the config's overrides; record those the overrides make invalid,
+        and refuse (at the first start) a `[worker.NAME]` table that names no worker."""
+        defined: dict[str, WorkerDefinition] = {}
+        for definition in [*self.reported, *(d for found in self.threaded.values() for d in found)]:
+            try:
+                overridden = definition.overridden(self.overrides.get(definition.name))
+                if self.found_in.get(definition.name) in self.threaded:
+                    overridden = replace(overridden, isolation="exec")  # a fork would copy the module's threads
+                defined[definition.name] = overridden
+            except ValueError as exc:  # the config's values do not hold together with the code's
+                message = f"with its [worker.{definition.name}] settings: {exc}"
+                log.error("worker %s in %s is invalid %s", definition.name, definition.module, message)
+                self.broken[definition.name] = message
+                self.recording.record(records.broken(definition.name, definition.module, message, utcnow()))
+        self._refuse_unknown_tables(defined)
+        return defined
+
+    def _refuse_unknown_tables(self, defined: dict[str, WorkerDefinition]) -> None:
+        """At the first start, refuse a `[worker.NAME]` table that names no worker, as `check` does: a typo in an
+        override would otherwise never apply. One that a broken module may define is only logged."""
+        known = [*defined, *(name for name in self.broken if name not in self.excluded)]
+        for name in self.overrides:
+            if name in known:
+                continue
+            problem = unknown_worker_table(name, known, self.config_file, sorted(self.excluded))
+            if self.excluded or self.ever_ready:
+                log.error("%s", problem)
+            else:
+                raise ConfigError(problem)
+
+    def ready(self, defined: dict[str, WorkerDefinition]) -> None:
+        """The worker list is placed: say so, and start the backoff afresh."""
+        assert self.link is not None
+        log.info(
+            "spawner ready (pid %d): %d worker(s)%s",
+            self.link.pid,
+            len(defined),
+            f", {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
+        )
+        self.restart_delay = RESTART_BACKOFF_FIRST
+        self.ever_ready = True
