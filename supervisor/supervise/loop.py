@@ -11,7 +11,6 @@ table's rows (table_rows.py), the record (recording.py), and keeping what runs s
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import signal
 import socket
@@ -24,10 +23,11 @@ from ..operate.dashboard import Footer, WorkerView
 from ..errors import HelperStartError
 from .operator_commands import OperatorCommands
 from ..outcome import Outcome, StopReason, Verdict, signal_name
-from ..process import read_available, signal_group
+from ..process import signal_group
 from ..protocol import Message
 from ..record.recording import Recording, RecordingSettings
 from .runs import RunKeeper
+from .signals import SignalInbox
 from .scheduling import Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
@@ -79,8 +79,7 @@ class Supervisor:
         self.stopping = False
         self.finished = False
         self.exit_code = 0
-        self.pending_signals: list[int] = []
-        self._signals_caught = False
+        self.signals = SignalInbox(HANDLED_SIGNALS)
         self.next_refresh = 0.0
         self.started_at = utcnow()
         self.selector = selectors.DefaultSelector()
@@ -131,14 +130,7 @@ class Supervisor:
         Called as early as possible (before start-up's database work), so that a stop requested while the
         supervisor starts is a clean stop, not the default action's abrupt end.
         """
-        if self._signals_caught:
-            return
-        self._signals_caught = True
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, self._record_signal)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, ("wakeup", None))
+        self.signals.catch(self.selector, ("wakeup", None))
 
     def start(self) -> None:
         """Catch signals (if not yet), sweep what an earlier supervisor left running, start the recorder and the
@@ -158,10 +150,6 @@ class Supervisor:
             self.close()
         return self.exit_code
 
-    def _record_signal(self, signum: int, frame: object) -> None:
-        # Only record: logging, signalling runs and writing rows happen in the loop (see run_once).
-        self.pending_signals.append(signum)
-
     def run_once(self, timeout: float | None = None) -> None:
         """Wait for the next event or deadline (at most `timeout` seconds), then handle everything due."""
         now = self.clock()
@@ -180,7 +168,7 @@ class Supervisor:
                 if not events & selectors.EVENT_READ:
                     continue
             if kind == "wakeup":
-                read_available(self._wake_r)
+                self.signals.woken()
             elif kind == "timer":
                 assert self.timer is not None
                 self.timer.clear()
@@ -219,7 +207,7 @@ class Supervisor:
 
     def handle_signals(self, now: float) -> None:
         """Act on signals recorded since the last pass: TERM and INT stop, a second one stops at once."""
-        pending, self.pending_signals = self.pending_signals, []
+        pending = self.signals.take()
         if signal.SIGCHLD in pending:
             self.containment.reap_orphans(self._helpers())
         for signum in pending:
@@ -275,12 +263,7 @@ class Supervisor:
         # Rows of the last runs are written before we exit, unless the database is failing: then the journal
         # keeps them for the next start, and we do not make the stop wait on it.
         self.recording.close(timeout=0.0 if self.recording.failing else min(FLUSH_TIMEOUT, self.recording_settings.write_timeout))
-        signal.set_wakeup_fd(-1)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        self.selector.unregister(self._wake_r)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self.signals.release(self.selector)
         if self.timer is not None:
             self.selector.unregister(self.timer.fd)
             self.timer.close()
