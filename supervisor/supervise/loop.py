@@ -20,7 +20,6 @@ from typing import Any, Callable, Protocol
 from ..record import records
 from .containment import Containment
 from ..operate.dashboard import Footer, WorkerView
-from ..errors import HelperStartError
 from .operator_commands import OperatorCommands
 from ..outcome import Outcome, StopReason, Verdict, signal_name
 from ..process import signal_group
@@ -38,7 +37,6 @@ from .worker_status import Run, WorkerStatus
 
 log = logging.getLogger("supervisor")
 
-SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
 FLUSH_TIMEOUT = 5.0  # at shutdown, how long a healthy database gets to take the last records
 EPOLL_RESOLUTION = 0.001  # epoll's timeout counts whole milliseconds
 # SIGCHLD: a process the supervisor adopted as subreaper ended, or its death orphaned more (containment.py).
@@ -233,22 +231,8 @@ class Supervisor:
         """Once stopping and no run is left, close the spawner and end the loop."""
         if not self.stopping or self.runs or self.finished:
             return
-        if self.spawner is not None and not self.spawner.exited:
-            if self.spawner.ready:
-                self.spawner.close_channel()
-            else:
-                self.spawner.kill()  # still importing: it reads no requests, and an import may never return
-            self._await_spawner_exit(self.spawner)
+        self.keeper.stop()
         self.finished = True
-
-    def _await_spawner_exit(self, spawner: SpawnerLink) -> None:
-        ready = selectors.DefaultSelector()
-        ready.register(spawner.pidfd, selectors.EVENT_READ)
-        if not ready.select(SPAWNER_EXIT_TIMEOUT):
-            log.error("spawner (pid %d) did not exit in %gs; killing it", spawner.pid, SPAWNER_EXIT_TIMEOUT)
-            spawner.kill()
-        ready.close()
-        spawner.reap()
 
     def close(self) -> None:
         """Release every descriptor and handler, and write what is still queued."""
@@ -330,20 +314,7 @@ class Supervisor:
 
     def start_due_runs(self, now: float) -> None:
         """Start every run that is owed (oldest first, within the cap on children); restart a dead spawner."""
-        if self.stopping:
-            return
-        if self.spawner is None:
-            if self.keeper.restart_due(now):
-                try:
-                    self.keeper.start()
-                except HelperStartError as exc:  # out of processes (a run's fork bomb): try again, later and later
-                    log.error("%s; trying again in %.1fs", exc, self.keeper.restart_delay)
-                    self.keeper.retry_later(now)
-            return
-        if not self.spawner.ready:
-            deadline = self.keeper.import_deadline()
-            if deadline is not None and now >= deadline:
-                self.keeper.give_up_on_import()
+        if self.stopping or not self.keeper.tend(now) or self.spawner is None:
             return
         wall = self.wall_clock()
         for due in self.scheduler.take_due(now, wall, len(self.runs)):
@@ -381,15 +352,8 @@ class Supervisor:
 
     def next_wakeup(self, now: float) -> float | None:
         """Return how long the loop may sleep before something is due (None: until an event)."""
-        times: list[float] = []
-        if self.spawner is None:
-            if self.keeper.restart_at is not None and not self.stopping:
-                times.append(self.keeper.restart_at)
-        elif not self.spawner.ready:
-            deadline = self.keeper.import_deadline()
-            if deadline is not None:
-                times.append(deadline)
-        elif not self.stopping:
+        times = self.keeper.next_times(self.stopping)
+        if self.spawner is not None and self.spawner.ready and not self.stopping:
             times += self.scheduler.next_times(now, len(self.runs))
         times += self.run_keeper.next_times()
         recording = self.recording.next_deadline()

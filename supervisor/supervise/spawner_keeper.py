@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..record import records
 from ..config import unknown_worker_table
 from .containment import Containment
-from ..errors import ConfigError
+from ..errors import ConfigError, HelperStartError
 from ..outcome import signal_name
 from ..protocol import EXIT_RESTART, Message
 from ..record.recording import Recording
@@ -28,6 +28,7 @@ from ..worker import WorkerDefinition
 log = logging.getLogger("supervisor")
 
 RESTART_BACKOFF_FIRST = 0.5
+SPAWNER_EXIT_TIMEOUT = 5.0  # after we close its channel, the spawner has this long to kill the runs and exit
 RESTART_BACKOFF_MAX = 30.0
 
 
@@ -92,14 +93,41 @@ class SpawnerKeeper:
         self.link.close()
         self.link = None
 
-    def restart_due(self, now: float) -> bool:
-        """Whether there is no spawner and it is time to start another."""
-        return self.link is None and self.restart_at is not None and now >= self.restart_at
+    def tend(self, now: float) -> bool:
+        """Start a spawner if one is due, give up on an import that takes too long; return whether the spawner is
+        ready for runs."""
+        if self.link is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                try:
+                    self.start()
+                except HelperStartError as exc:  # out of processes (a run's fork bomb): try again, later and later
+                    log.error("%s; trying again in %.1fs", exc, self.restart_delay)
+                    self.restart_at = now + self.restart_delay
+                    self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+            return False
+        if not self.link.ready:
+            deadline = self.import_deadline()
+            if deadline is not None and now >= deadline:
+                self.give_up_on_import()
+            return False
+        return True
 
-    def retry_later(self, now: float) -> None:
-        """A start failed: try again after the backoff, which doubles."""
-        self.restart_at = now + self.restart_delay
-        self.restart_delay = min(self.restart_delay * 2, RESTART_BACKOFF_MAX)
+    def next_times(self, stopping: bool) -> list[float]:
+        """When the loop must wake for the spawner: its restart, or the deadline of the import in progress."""
+        if self.link is None:
+            return [self.restart_at] if self.restart_at is not None and not stopping else []
+        deadline = self.import_deadline()
+        return [] if deadline is None else [deadline]
+
+    def stop(self) -> None:
+        """At the end: let the spawner go (it kills its runs' groups and exits), and reap it."""
+        if self.link is None or self.link.exited:
+            return
+        if self.link.ready:
+            self.link.close_channel()
+        else:
+            self.link.kill()  # still importing: it reads no requests, and an import may never return
+        self.link.await_exit(SPAWNER_EXIT_TIMEOUT)
 
     def exited(self, stopping: bool, now: float) -> None:
         """The spawner died and is reaped: record the module it was importing, if any, and say when the next one

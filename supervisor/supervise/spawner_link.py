@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import selectors
 import time
 from typing import Any
 
 from .helper import HelperProcess
 from ..protocol import COMMANDS_ENV, Message
+
+log = logging.getLogger("supervisor")
 
 
 class SpawnerLink(HelperProcess):
@@ -69,3 +73,13 @@ class SpawnerLink(HelperProcess):
     def signal_run(self, run_id: str, sig: int) -> None:
         """Ask the spawner to signal a run's process group (it alone knows whether the pid is still the run's)."""
         self.send("signal", run=run_id, signal=int(sig))
+
+    def await_exit(self, timeout: float) -> None:
+        """Wait up to `timeout` for the spawner to exit (SIGKILL it then), and reap it."""
+        ready = selectors.DefaultSelector()
+        ready.register(self.pidfd, selectors.EVENT_READ)
+        if not ready.select(timeout):
+            log.error("spawner (pid %d) did not exit in %gs; killing it", self.pid, timeout)
+            self.kill()
+        ready.close()
+        self.reap()
