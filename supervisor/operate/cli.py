@@ -147,6 +147,7 @@ def cmd_run(config: Config) -> int:
     from .dashboard import LiveDashboard
     from ..supervise.loop import Supervisor
     from ..process import ensure_standard_fds
+    from ..record import ownership, record_files
     from ..record.recording import RecordingSettings, prepare
     from .sources import missing_source
     from ..record.store import utcnow
@@ -181,8 +182,15 @@ def cmd_run(config: Config) -> int:
         config_file=config.config_file,
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
-    supervisor.stored = prepare(settings)
-    return supervisor.run()
+    # Said in one line before the lock file's own error: a directory that cannot be used is named (record_files).
+    record_files.check_writable(settings.url)
+    # Before the journal is replayed: the journal (and a SQLite database) is this supervisor's alone (ownership.py).
+    owned = ownership.take(settings.url, settings.journal)
+    try:
+        supervisor.stored = prepare(settings)
+        return supervisor.run()
+    finally:
+        owned.release()
 
 
 def cmd_status(config: Config, watch: bool = False) -> int:

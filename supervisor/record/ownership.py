@@ -1,0 +1,90 @@
+"""One supervisor to a journal, and one to a SQLite database: a lock each, held for the supervisor's life.
+
+Two supervisors that shared a journal file read each other's records as their own: the second one's recorder
+died on the first one's records, and at its stop it reported records waiting in a journal the other had just
+emptied; those runs never reached the database. Two on one SQLite file ran every slot twice. So `run` takes an
+exclusive `flock` on `<journal>.lock` and, on SQLite, on `<database>.lock`, before it touches either, and a
+second supervisor is refused in one line naming the first (host, pid, since when).
+
+flock, not a pid file: the kernel lets go of the lock when the process ends however it ends (SIGKILL, the OOM
+killer), so a crash never leaves a stale lock to clear by hand, and a pid reused by another program means
+nothing. (SQLite's own locks are POSIX record locks, which flock does not touch.) Several nodes on one database
+need PostgreSQL, each with a journal of its own.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from ..errors import SupervisorError
+from .record_files import sqlite_file
+
+
+class OwnedError(SupervisorError):
+    """Another supervisor holds the journal or the database; `where` is the file."""
+
+    exit_code = 1
+
+
+@dataclass
+class Ownership:
+    """The locks this supervisor holds (open descriptors: closing them, or dying, lets go)."""
+
+    fds: list[int] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let go of every lock."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def take(url: str, journal: str) -> Ownership:
+    """Take the journal's lock and, on SQLite, the database's; raise OwnedError if another supervisor has one."""
+    ownership = Ownership()
+    wanted = [(journal, "the journal", "give this one a journal of its own (--journal), or stop the other")]
+    database = sqlite_file(url)
+    if database is not None:
+        wanted.append((database, "this SQLite database",
+                       "SQLite serves one supervisor at a time; several need PostgreSQL"))
+    try:
+        for path, what, advice in wanted:
+            ownership.fds.append(_lock(path, what, advice))
+    except BaseException:
+        ownership.release()
+        raise
+    return ownership
+
+
+def _lock(path: str, what: str, advice: str) -> int:
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _holder(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
+        raise OwnedError(f"another supervisor ({holder}) is using {what}; {advice}", path) from None
+    # Who holds it, for the one refused: written after taking the lock, read only by someone who could not.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["since"])))
+        return f"pid {int(data['pid'])} on {data['host']}, since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "one that has not said who it is yet"
