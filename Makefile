@@ -45,4 +45,4 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) bench/out *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm example-ledger.db*
+	rm -rf $(VENV) $(BENCH_VENV) bench/out *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm supervisor.db*.lock supervisor.db.pending* worker-supervisor.pending* example-ledger.db*
