@@ -35,13 +35,22 @@ class OwnedError(SupervisorError):
 class Ownership:
     """The locks this supervisor holds (open descriptors: closing them, or dying, lets go)."""
 
-    fds: list[int] = field(default_factory=list)
+    held: list[tuple[str, int]] = field(default_factory=list)
+    """Each lock file's path, and the descriptor that holds its lock."""
 
     def release(self) -> None:
-        """Let go of every lock."""
-        for fd in self.fds:
+        """Let go of every lock, and remove the lock files (a clean stop leaves none behind).
+
+        Removed while still held: whoever opened the file meanwhile finds, once it has the lock, that the path
+        names another file or none, and starts again (`_lock`), so no two ever hold locks they both believe in.
+        """
+        for path, fd in self.held:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             os.close(fd)
-        self.fds.clear()
+        self.held.clear()
 
 
 def take(url: str, journal: str) -> Ownership:
@@ -54,7 +63,7 @@ def take(url: str, journal: str) -> Ownership:
                        "SQLite serves one supervisor at a time; several need PostgreSQL"))
     try:
         for path, what, advice in wanted:
-            ownership.fds.append(_lock(path, what, advice))
+            ownership.held.append((f"{path}.lock", _lock(path, what, advice)))
     except BaseException:
         ownership.release()
         raise
@@ -63,18 +72,26 @@ def take(url: str, journal: str) -> Ownership:
 
 def _lock(path: str, what: str, advice: str) -> int:
     lock_path = f"{path}.lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = _holder(fd)
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
             raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
-        raise OwnedError(f"another supervisor ({holder}) is using {what}; {advice}", path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
+            raise OwnedError(f"another supervisor ({holder}) is using {what}; {advice}", path) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it as we opened it (see Ownership.release): take the one there now
     # Who holds it, for the one refused: written after taking the lock, read only by someone who could not.
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode(), 0)
