@@ -110,6 +110,17 @@ class SupervisorProcess:
         return self.process.wait()
 
 
+def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
+    """The supervisor's spawner, once it has started it."""
+    def find() -> psutil.Process | None:
+        for child in psutil.Process(supervisor.pid).children():
+            if "supervisor.spawn.spawner" in child.cmdline():
+                return child
+        return None
+
+    return wait_until(find, timeout=60, what="the spawner")
+
+
 class Record:
     """Read the supervisor's SQLite record through a connection of our own (as another process would)."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from helpers import Record, pid_alive, wait_until, worker_package
+from helpers import Record, pid_alive, spawner_of, wait_until, worker_package
 from test_limits import FILES, HOG, SPINNERS, assert_stopped_at_memory_limit, failure_of, only_run
 
 INTROSPECT = '''
@@ -78,12 +78,6 @@ def patient(ctx):
 '''
 
 
-def spawner_of(supervisor: Any) -> psutil.Process:
-    return wait_until(lambda: next((p for p in psutil.Process(supervisor.pid).children()
-                                    if "supervisor.spawn.spawner" in " ".join(p.cmdline())), None),
-                      timeout=60, what="the spawner")
-
-
 def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
     tmp_path: Path, record: Record, start_supervisor: Any
 ) -> None:
@@ -103,6 +97,29 @@ def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
     assert "in fresh" in failure["traceback"]
     assert "to stdout from a fresh interpreter" in failure["stdout_tail"]
     assert "to the log from a fresh interpreter" in failure["stderr_tail"]
+    assert supervisor.stop() == 0
+
+
+WHOAMI = '''
+import os
+from supervisor import worker
+
+
+@worker(interval=3600, timeout=30)
+def whoami(ctx):
+    with open(os.path.join(os.getcwd(), f"argv-{os.getpid()}"), "wb") as f:
+        f.write(open("/proc/self/cmdline", "rb").read())
+'''
+
+
+def test_issue_11_isolation_from_the_config_reaches_the_run(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    # tests/test_outcomes.py and the limits test above set isolation in the config's [worker.NAME] table: without
+    # this, they would pass as fork runs if the setting never reached the spawner.
+    worker_package(tmp_path, [], extra={"whoami": WHOAMI})
+    supervisor = start_supervisor(config='[worker.whoami]\nisolation = "exec"\n')
+    run = only_run(record, "whoami")
+    argv = (tmp_path / f"argv-{run['pid']}").read_bytes().split(b"\0")
+    assert argv[1:3] == [b"-m", b"supervisor.spawn.exec_child"], argv
     assert supervisor.stop() == 0
 
 

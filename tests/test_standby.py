@@ -10,19 +10,9 @@ from typing import Any
 
 import psutil
 
-from helpers import Record, pid_alive, wait_until, worker_package
+from helpers import Record, pid_alive, spawner_of, wait_until, worker_package
 
 EVERY_SECOND = "from supervisor import worker\n\n@worker(interval=1)\ndef tick(ctx):\n    pass\n"
-
-
-def spawner_of(supervisor: Any) -> psutil.Process:
-    def find() -> psutil.Process | None:
-        for child in psutil.Process(supervisor.pid).children():
-            if "supervisor.spawn.spawner" in child.cmdline():
-                return child
-        return None
-
-    return wait_until(find, timeout=60, what="the spawner")
 
 
 def standby_of(spawner: psutil.Process, record: Record) -> psutil.Process | None:

@@ -28,8 +28,11 @@ def clash() -> tuple[str, bool] | None:
     package = sys.modules.get("supervisor")
     where = os.path.dirname(getattr(package, "__file__", None) or "") or _package_dir()
     theirs = _installed_beside(THEIRS, where)
-    damaged = _damaged_files()
-    if package is None or not hasattr(package, "__version__") or damaged:
+    broken = package is None or not hasattr(package, "__version__")
+    # Hashing every file of ours costs each command a read of the whole package: only when something points at
+    # damage (supervisord beside us, or our __init__ not ours) is it worth saying which files.
+    damaged = _damaged_files() if broken or theirs else []
+    if broken or damaged:
         what = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "") if damaged \
             else "__init__.py"
         if theirs:

@@ -38,15 +38,17 @@ def become_fresh_interpreter(request: dict[str, object], signal_mask: set[int]) 
 
     for fd in (0, 1, 2, RESULT_FD):
         os.set_inheritable(fd, True)
-    payload = {"request": request, "signal_mask": sorted(signal_mask), "spawner_pid": os.getppid()}
-    env = {**os.environ, REQUEST_ENV: json.dumps(payload)}
-    os.execve(sys.executable, [sys.executable, "-m", "supervisor.spawn.exec_child"], env)
+    _exec_interpreter({"request": request, "signal_mask": sorted(signal_mask), "spawner_pid": os.getppid()})
 
 
 def become_fresh_standby(link: int, spawner_pid: int, signal_mask: set[int]) -> NoReturn:
     """In a standby child forked for exec runs: exec a fresh interpreter that waits on `link` for its run."""
     os.set_inheritable(link, True)
-    payload = {"standby_link": link, "signal_mask": sorted(signal_mask), "spawner_pid": spawner_pid}
+    _exec_interpreter({"standby_link": link, "signal_mask": sorted(signal_mask), "spawner_pid": spawner_pid})
+
+
+def _exec_interpreter(payload: dict[str, object]) -> NoReturn:
+    """Become `python -m supervisor.spawn.exec_child`, with `payload` in the environment (see `main`)."""
     env = {**os.environ, REQUEST_ENV: json.dumps(payload)}
     os.execve(sys.executable, [sys.executable, "-m", "supervisor.spawn.exec_child"], env)
 

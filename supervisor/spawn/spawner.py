@@ -261,15 +261,15 @@ class Spawner:
         run_id = str(request["run"])
         worker = self.workers.get(str(request["worker"]))
         settings = request.get("settings")
+        fresh = isinstance(settings, dict) and settings.get("isolation") == "exec"
         # A worker of a module this spawner left out (it started threads at import) runs in a fresh interpreter,
-        # which imports its module: this spawner needs no copy of it.
-        fresh = isinstance(settings, dict) and settings.get("isolation") == "exec" and bool(settings.get("module"))
-        if (worker is None and not fresh) or len(fds) != 3:
+        # which imports its module: this spawner needs no copy of it, only the module's name.
+        known = worker is not None or (fresh and isinstance(settings, dict) and bool(settings.get("module")))
+        if not known or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             send(self.control, "spawn_failed", run=run_id, error=f"no worker named {request['worker']!r} here")
             return
-        fresh = fresh or isinstance(settings, dict) and settings.get("isolation") == "exec"
         (self.fresh_standby if fresh else self.standby).wanted = True
         # Forking the next standby at once would compete for the CPU with this run's start (and, for a run that
         # crashes at once, delay reaping it by the fork): wait until the run is a few milliseconds old.
