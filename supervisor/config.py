@@ -123,7 +123,22 @@ SETTINGS = (
             "wait their turn, oldest first (default: no cap)", "--max-children", "SUPERVISOR_MAX_CHILDREN", "N"),
     Setting("prune_interval", _seconds, 600.0, "seconds between prunes of old rows", "--prune-interval",
             "SUPERVISOR_PRUNE_INTERVAL", "SECONDS"),
+    # Several supervisors on one PostgreSQL (supervise/cluster.py, docs/design.md "Several nodes").
+    Setting("node_name", _text, None, "this supervisor's name among the nodes on a shared PostgreSQL: its share of "
+            "the workers follows the name (default: the host name)", "--node-name", "SUPERVISOR_NODE_NAME", "NAME"),
+    Setting("heartbeat", _seconds, 2.0, "seconds between renewals of this node's lease (PostgreSQL)",
+            "--heartbeat", "SUPERVISOR_HEARTBEAT", "SECONDS"),
+    Setting("lease", _seconds, 15.0, "seconds a renewal holds this node's lease; raise it above the longest "
+            "failover of your database (PostgreSQL)", "--lease", "SUPERVISOR_LEASE", "SECONDS"),
+    Setting("lease_grace", _seconds, 3.0, "seconds after a node's lease ran out before a peer declares it dead",
+            "--lease-grace", "SUPERVISOR_LEASE_GRACE", "SECONDS"),
+    Setting("lease_margin", _seconds, 2.0, "seconds before its lease runs out that a node's runs are killed "
+            "(fencing), and its claims stop", "--lease-margin", "SUPERVISOR_LEASE_MARGIN", "SECONDS"),
+    Setting("backup_delay", _seconds, 0.5, "seconds a node ranked after a worker's first choice waits before it "
+            "claims a slot itself (at most a quarter of the worker's period)", "--backup-delay",
+            "SUPERVISOR_BACKUP_DELAY", "SECONDS"),
 )
+CLUSTER_SETTINGS = ("node_name", "heartbeat", "lease", "lease_grace", "lease_margin", "backup_delay")
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -144,6 +159,12 @@ class Config:
     failure_days: float = 30.0
     prune_interval: float = 600.0
     max_children: int | None = None
+    node_name: str | None = None
+    heartbeat: float = 2.0
+    lease: float = 15.0
+    lease_grace: float = 3.0
+    lease_margin: float = 2.0
+    backup_delay: float = 0.5
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-worker settings from the file's `[worker.NAME]` tables, read (durations in seconds, sizes in bytes)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
@@ -161,7 +182,8 @@ def journal_path(config: Config) -> str:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if path and path != ":memory:":
             return path + ".pending"
-    return "worker-supervisor.pending"
+    # On PostgreSQL each node keeps its own journal (two supervisors never share one: record/ownership.py).
+    return f"worker-supervisor.{config.node_name}.pending" if config.node_name else "worker-supervisor.pending"
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None, default: Any = None,
@@ -216,7 +238,19 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], uses: Collection[
             f"({values['write_timeout']:g}s), or every slow statement would count as a hung database",
             "settings",
         )
+    if uses is None or set(CLUSTER_SETTINGS) <= set(uses):
+        _check_lease(values)
     return Config(overrides=overrides, commands=commands, config_file=str(path) if path else None, **values)
+
+
+def _check_lease(values: dict[str, Any]) -> None:
+    """The lease must outlast a missed heartbeat, and the runs must be killed before the lease runs out."""
+    if values["heartbeat"] * 2 > values["lease"]:
+        raise ConfigError(f"lease ({values['lease']:g}s) must be at least twice the heartbeat "
+                          f"({values['heartbeat']:g}s), or one late heartbeat loses it", "settings")
+    if values["lease_margin"] + values["heartbeat"] >= values["lease"]:
+        raise ConfigError(f"lease_margin ({values['lease_margin']:g}s) plus heartbeat must be shorter than the "
+                          f"lease ({values['lease']:g}s), or the runs are killed between two renewals", "settings")
 
 
 def _parse(setting: Setting, value: Any, where: str) -> Any:

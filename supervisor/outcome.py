@@ -88,6 +88,9 @@ class StopReason(str, enum.Enum):
     """The spawner, the run's parent, died; the run died with it."""
     LIMIT = "limit"
     """The run went over its memory limit and was killed."""
+    FENCED = "fenced"
+    """The node's lease on the shared database was about to run out: its spawner killed the run, which a peer
+    may now run elsewhere (spawn/fence.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ def classify(
         # Only the signals we send count as ours; a run that segfaults while being stopped still crashed.
         if stop_reason is StopReason.SHUTDOWN and signum in (signal.SIGTERM, signal.SIGKILL):
             return Verdict(Outcome.KILLED, f"stopped by {name} at supervisor shutdown")
+        if stop_reason is StopReason.FENCED and signum == signal.SIGKILL:
+            return Verdict(Outcome.LOST, "killed by the node's spawner: its lease on the database was running out")
         if stop_reason is StopReason.SPAWNER_LOST and signum == signal.SIGKILL:
             return Verdict(Outcome.KILLED, f"killed by {name} when the spawner died")
         if signum in CRASH_SIGNALS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -171,6 +172,7 @@ def cmd_run(config: Config) -> int:
         database_group=config.database_group,
     )
     display = LiveDashboard(console, utcnow) if console is not None else None
+    cluster = _cluster_settings(config)
     supervisor = Supervisor(
         settings,
         config.workers,
@@ -180,6 +182,7 @@ def cmd_run(config: Config) -> int:
         max_children=config.max_children,
         commands=config.commands,
         config_file=config.config_file,
+        cluster=cluster,
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     # Said in one line before the lock file's own error: a directory that cannot be used is named (record_files).
@@ -191,6 +194,28 @@ def cmd_run(config: Config) -> int:
         return supervisor.run()
     finally:
         owned.release()
+
+
+def _cluster_settings(config: Config) -> Any:
+    """On PostgreSQL this supervisor is a node of a cluster (of one, until another starts); SQLite has no nodes."""
+    from ..config import CLUSTER_SETTINGS
+    from ..supervise.cluster import ClusterSettings
+
+    if not config.database.startswith(("postgres://", "postgresql://")):
+        given = [name for name in CLUSTER_SETTINGS if getattr(config, name) != getattr(Config(), name)]
+        if given:
+            raise ConfigError(f"{given[0]} is for several supervisors on one PostgreSQL database; SQLite serves "
+                              "one supervisor", "settings")
+        return None
+    return ClusterSettings(
+        node_name=config.node_name or socket.gethostname(),
+        heartbeat=config.heartbeat,
+        lease=config.lease,
+        grace=config.lease_grace,
+        margin=config.lease_margin,
+        backup_delay=config.backup_delay,
+        statement_timeout=min(config.statement_timeout, max(0.5, config.heartbeat)),
+    )
 
 
 def cmd_status(config: Config, watch: bool = False) -> int:

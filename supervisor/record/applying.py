@@ -152,6 +152,7 @@ class RecordApplier(StoreConnection):
             RunRow.attempt: record["attempt"],
             RunRow.started_at: moment(record["started_at"]),
             RunRow.node: record["node"],
+            RunRow.node_id: record.get("node_id"),
             RunRow.supervisor_pid: record["supervisor_pid"],
         }
 

@@ -77,8 +77,10 @@ def run_started(
     node: str,
     supervisor_pid: int,
     skipped: int = 0,
+    node_id: str | None = None,
 ) -> Record:
-    """A run was requested; `skipped` counts the worker's ticks missed since its last record."""
+    """A run was requested; `skipped` counts the worker's ticks missed since its last record; `node_id` is the
+    node incarnation that claimed it (on PostgreSQL)."""
     return {
         "type": "run_started",
         "run": run,
@@ -89,6 +91,7 @@ def run_started(
         "node": node,
         "supervisor_pid": supervisor_pid,
         "skipped": skipped,
+        "node_id": node_id,
     }
 
 
@@ -116,6 +119,7 @@ def run_finished(
     stdout: str = "",
     next_run_at: datetime | None = None,
     skipped: int = 0,
+    node_id: str | None = None,
 ) -> Record:
     """A run ended. Carries what its start carried too, so it stands alone if the start was never applied."""
     return {
@@ -140,6 +144,7 @@ def run_finished(
         "stdout": stdout,
         "next_run_at": timestamp(next_run_at),
         "skipped": skipped,
+        "node_id": node_id,
     }
 
 

@@ -13,7 +13,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from ..outcome import WorkerState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 database = peewee.DatabaseProxy()
 
@@ -74,6 +74,9 @@ class RunRow(BaseModel):
     signal = peewee.IntegerField(null=True)
     pid = peewee.IntegerField(null=True)
     node = peewee.CharField(max_length=255)
+    """The name of the node that ran it (its host name unless `node_name` says otherwise)."""
+    node_id = peewee.CharField(null=True, max_length=32)
+    """The incarnation of that node (cluster.py on PostgreSQL); None on SQLite, which has one supervisor."""
     supervisor_pid = peewee.IntegerField()
     peak_rss = peewee.BigIntegerField(null=True)
     cpu_time = peewee.FloatField(null=True)
@@ -119,7 +122,69 @@ class CommandRow(BaseModel):
         table_name = "command"
 
 
-MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow, CommandRow]
+class NodeRow(BaseModel):
+    """One row per supervisor incarnation on a shared PostgreSQL database: who it is, and its lease.
+
+    Keyed by a random id made at each start, never by the host name: two supervisors on one host (a rolling
+    deploy) are two nodes, and a node declared dead that comes back is a new one. Every lease time is the
+    database's own clock (cluster.py), so the nodes' clocks need not agree.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=32)
+    name = peewee.CharField(max_length=255)
+    host = peewee.CharField(max_length=255)
+    pid = peewee.IntegerField()
+    version = peewee.CharField(max_length=50)
+    state = peewee.CharField(max_length=20, index=True)
+    """alive, stopped (a clean stop) or dead (its lease ran out, declared by a peer): dead is for good."""
+    started_at = peewee.DateTimeField()
+    heartbeat_at = peewee.DateTimeField()
+    lease_seconds = peewee.FloatField()
+    lease_until = peewee.DateTimeField()
+    lease_since = peewee.DateTimeField()
+    """Since when its lease has been held without a gap: only a node that held its own through a whole lease
+    may declare another dead, so a database outage that every node saw ends with nobody declared dead."""
+    clock_offset = peewee.FloatField(null=True)
+    """Seconds its clock is ahead of the database's (negative: behind), measured at its last heartbeat."""
+    running = peewee.IntegerField(default=0)
+    workers = peewee.TextField(default="[]")
+    """The workers it can run (a JSON list): who is eligible for a worker's slots."""
+    ended_at = peewee.DateTimeField(null=True)
+    ended_by = peewee.CharField(null=True, max_length=32)
+    end_reason = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "node"
+
+
+class TickRow(BaseModel):
+    """The ledger that makes each slot run once across nodes: one row per (worker, slot) claimed.
+
+    `slot_no` numbers a worker's slots; the unique index on (worker, slot_no) is what refuses a second claim,
+    whatever the nodes' clocks and views say. Runs that are not a slot of the schedule (an operator's trigger, a
+    retry, a queued run) get a row too (slot_no None), so that other nodes see them in flight.
+    """
+
+    id = peewee.BigAutoField()
+    worker = peewee.CharField(max_length=200)
+    slot_no = peewee.BigIntegerField(null=True)
+    slot_at = peewee.DateTimeField()
+    kind = peewee.CharField(max_length=20)
+    """scheduled, or extra (a trigger, retry or queued run)."""
+    node = peewee.CharField(max_length=32, index=True)
+    claimed_at = peewee.DateTimeField()
+    state = peewee.CharField(max_length=20)
+    """running, then done; lost if its node was declared dead first; skipped when a slot found the worker busy."""
+    skipped = peewee.IntegerField(default=0)
+    """Slots between the previous claim and this one that no node claimed."""
+    run_id = peewee.CharField(null=True, max_length=32)
+
+    class Meta:
+        table_name = "tick"
+        indexes = ((("worker", "slot_no"), True), (("worker", "state"), False))
+
+
+MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow, CommandRow, NodeRow, TickRow]
 
 
 def utcnow() -> datetime:
@@ -151,4 +216,11 @@ def _migrate_3_to_4(db: peewee.Database) -> None:
     )
 
 
-MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4}
+def _migrate_4_to_5(db: peewee.Database) -> None:
+    """Version 5: nodes and the tick ledger, for several supervisors on one PostgreSQL; runs name their node."""
+    migrator = SchemaMigrator.from_database(db)
+    migrate(migrator.add_column("run", "node_id", peewee.CharField(null=True, max_length=32)))
+    db.create_tables([NodeRow, TickRow], safe=True)
+
+
+MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4, 5: _migrate_4_to_5}

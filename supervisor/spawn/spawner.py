@@ -32,6 +32,7 @@ from ..cgroup import join as join_cgroup
 from .child import Streams, run_child
 from .standby import StandbySlot, fork_with_sigterm_blocked
 from .command import CONFIG_ORIGIN, CommandWorker
+from .fence import Fence
 from ..errors import WorkerDefinitionError
 from ..process import (
     become_subreaper,
@@ -81,6 +82,8 @@ class Spawner:
         self.escape_record: escaped.EscapeRecord | None = None
         """Where to note the runs' groups and what left them, when no cgroup holds them (escaped.py)."""
         self.next_survey = 0.0
+        self.fence = Fence()
+        """On a shared PostgreSQL: the deadline by which the runs must end unless the node's lease is renewed."""
         self.survey_wanted = False
         """A run ended since the last survey: what it left running is ours now, and to be noted even if no run goes."""
 
@@ -185,7 +188,7 @@ class Spawner:
         selector.register(wake_r, selectors.EVENT_READ, "wakeup")
         self.reap()  # a child could have died before the handler was installed
         while not self.stopping:
-            for key, _ in selector.select(_earliest(self.keep_standbys(), self.survey())):
+            for key, _ in selector.select(_earliest(self.keep_standbys(), self.survey(), self.keep_fence())):
                 if key.data == "wakeup":
                     _drain(wake_r)
                     self.handle_signals()
@@ -223,6 +226,17 @@ class Spawner:
         self.survey_wanted = False
         return escaped.SURVEY_INTERVAL
 
+    def keep_fence(self) -> float | None:
+        """Kill every run if the node's lease is about to run out (fence.py); return how long the loop may wait
+        before it must look again (None: no deadline)."""
+        if self.fence.passed(bool(self.runs)):
+            fenced = sorted(self.runs.values())
+            for pid in list(self.runs):
+                signal_group(pid, signal.SIGKILL)
+            self.fence.deadline = None  # until the next renewal: a run started after it is the supervisor's doing
+            send(self.control, "fenced", runs=fenced)
+        return self.fence.wait(bool(self.runs))
+
     def _record_signal(self, signum: int, frame: object) -> None:
         # Only record; the loop does the work (reaping here would re-enter the loop's own waitpid calls).
         self.pending_signals.append(signum)
@@ -251,6 +265,8 @@ class Spawner:
                 self.spawn_run(message, fds)
             elif op == "signal":
                 self.signal_run(str(message["run"]), int(message["signal"]))
+            elif op == "fence":
+                self.fence.renew(float(message["until"]))
             else:
                 for fd in fds:
                     os.close(fd)

@@ -25,9 +25,10 @@ from ..outcome import Outcome, StopReason, Verdict, signal_name
 from ..process import signal_group
 from ..protocol import Message
 from ..record.recording import Recording, RecordingSettings
+from .cluster import Cluster, ClusterSettings
 from .runs import RunKeeper
 from .signals import SignalInbox
-from .scheduling import Scheduler
+from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
@@ -69,6 +70,7 @@ class Supervisor:
         commands: list[dict[str, Any]] | None = None,
         wall_clock: Callable[[], float] = time.time,
         config_file: str | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.recording_settings = recording
         self.display = display
@@ -91,6 +93,14 @@ class Supervisor:
         self.commands = OperatorCommands(self.scheduler, self.keeper.broken, self.recording,
                                          f"by {self.run_keeper.node}, pid {self.run_keeper.pid}", clock, wall_clock)
         self.table = TableRows(wall_clock)
+        self.cluster = (
+            None if cluster is None else
+            Cluster(cluster, recording.url, self.selector, clock, self._fence, self._declared_dead)
+        )
+        """This node among several on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
+        if self.cluster is not None:
+            self.run_keeper.node = cluster.node_name  # type: ignore[union-attr]
+            self.run_keeper.node_id = self.cluster.node_id
         # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
         self.timer = precise_timer() if clock is time.monotonic else None
         if self.timer is not None:
@@ -136,6 +146,8 @@ class Supervisor:
         self.catch_signals()
         self.containment.start()
         self.recording.start()
+        if self.cluster is not None:
+            self.cluster.start()
         self.keeper.start()
 
     def run(self) -> int:
@@ -180,6 +192,9 @@ class Supervisor:
                 ]()
             elif kind == "run":
                 self.run_keeper.read_pipe(target, key.fd)
+            elif kind == "coordinator":
+                assert self.cluster is not None
+                self.cluster.handle(target)
             elif kind == "recorder":
                 self.recording.handle(target)
                 for command in self.recording.take_commands():
@@ -189,10 +204,12 @@ class Supervisor:
         self.run_keeper.enforce_deadlines(self.spawner, now)
         self.run_keeper.enforce_memory_limits(self.spawner, now)
         self.start_due_runs(now)
+        if self.cluster is not None:
+            self.cluster.tend(now, len(self.runs))
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
-        for helper in (self.spawner, self.recording.recorder):
+        for helper in (self.spawner, self.recording.recorder, self.cluster.coordinator if self.cluster else None):
             if helper is not None:
                 helper.sync_interest(self.selector)
 
@@ -200,6 +217,8 @@ class Supervisor:
         """The channel to a helper has room again: send what waits for it."""
         if helper == "spawner" and self.spawner is not None:
             self.spawner.flush()
+        elif helper == "coordinator" and self.cluster is not None and self.cluster.coordinator is not None:
+            self.cluster.coordinator.flush()
         elif helper == "recorder":
             self.recording.flush()
 
@@ -231,6 +250,8 @@ class Supervisor:
         """Once stopping and no run is left, close the spawner and end the loop."""
         if not self.stopping or self.runs or self.finished:
             return
+        if self.cluster is not None:
+            self.cluster.stop()
         self.keeper.stop()
         self.finished = True
 
@@ -243,6 +264,8 @@ class Supervisor:
             self.keeper.drop()
         for run in list(self.runs.values()):
             self.run_keeper.close_pipes(run)
+        if self.cluster is not None:
+            self.cluster.close()
         self.containment.close(self._helpers())
         # Rows of the last runs are written before we exit, unless the database is failing: then the journal
         # keeps them for the next start, and we do not make the stop wait on it.
@@ -258,7 +281,7 @@ class Supervisor:
 
     def _helpers(self) -> set[int]:
         """The pids of our helper processes not yet reaped: children of ours, but not orphans to kill."""
-        helpers = (self.spawner, self.recording.recorder)
+        helpers = (self.spawner, self.recording.recorder, self.cluster.coordinator if self.cluster else None)
         return {helper.pid for helper in helpers if helper is not None and not helper.exited}
 
     # -- the spawner's reports ----------------------------------------------------------------------------------
@@ -280,6 +303,8 @@ class Supervisor:
                 self.keeper.take_broken(message)
             elif op == "ready":
                 self.handle_ready()
+            elif op == "fenced":
+                self.handle_fenced(message)
             elif op == "spawn_failed":
                 run = self.runs.get(message["run"])
                 if run is not None:
@@ -294,6 +319,10 @@ class Supervisor:
         broken = [name for name in self.keeper.broken if name not in defined]
         self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
         self.keeper.ready(defined)
+        if self.cluster is not None:
+            self.cluster.workers = sorted(defined)
+            if self.cluster.lease_until is not None:
+                self._fence(self.cluster.lease_until)  # a new spawner keeps the deadline too
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""
@@ -313,15 +342,57 @@ class Supervisor:
     # -- runs ---------------------------------------------------------------------------------------------------
 
     def start_due_runs(self, now: float) -> None:
-        """Start every run that is owed (oldest first, within the cap on children); restart a dead spawner."""
+        """Start every run that is owed (oldest first, within the cap on children); restart a dead spawner.
+
+        On a shared PostgreSQL a run owed is first claimed (cluster.py); it starts when the claim is won.
+        """
         if self.stopping or not self.keeper.tend(now) or self.spawner is None:
             return
         wall = self.wall_clock()
         for due in self.scheduler.take_due(now, wall, len(self.runs)):
-            name = due.status.definition.name
-            self.run_keeper.start(self.spawner, due.status, now, wall, due.attempt, due.slot,
-                                  self.keeper.found_in.get(name))
-            self.scheduler.attend(due.status, now)
+            if self.cluster is not None:
+                self.cluster.offer(due, now)
+                self.scheduler.attend(due.status, now)
+            else:
+                self.start_run(due, now, wall)
+        if self.cluster is not None:
+            for status in self.cluster.realigned:
+                self.scheduler.attend(status, now)
+            self.cluster.realigned.clear()
+            for due, run_id, skipped in self.cluster.take_won():
+                due.status.unrecorded_skips = skipped  # the ledger counts the slots no node claimed
+                self.start_run(due, now, wall, run_id)
+
+    def start_run(self, due: DueRun, now: float, wall: float, run_id: str | None = None) -> None:
+        name = due.status.definition.name
+        self.run_keeper.start(self.spawner, due.status, now, wall, due.attempt, due.slot,  # type: ignore[arg-type]
+                              self.keeper.found_in.get(name), run_id)
+        self.scheduler.attend(due.status, now)
+
+    # -- the cluster ------------------------------------------------------------------------------------------------
+
+    def _fence(self, deadline: float) -> None:
+        """The lease was renewed: the spawner may let our runs go on until `deadline` (boottime)."""
+        if self.spawner is not None:
+            self.spawner.send("fence", until=deadline)
+
+    def _declared_dead(self) -> None:
+        """A peer declared this node dead: its runs are recorded lost there; kill them now (the spawner's fence
+        normally has already), and start afresh as a new node."""
+        assert self.cluster is not None
+        self.run_keeper.node_id = self.cluster.node_id
+        for run in self.runs.values():
+            run.stop_reason = StopReason.FENCED
+            if self.spawner is not None:
+                self.spawner.signal_run(run.id, signal.SIGKILL)
+
+    def handle_fenced(self, message: Message) -> None:
+        """The spawner killed our runs: our lease was running out (spawn/fence.py)."""
+        runs = [self.runs[r] for r in message["runs"] if r in self.runs]
+        for run in runs:
+            run.stop_reason = StopReason.FENCED
+        log.error("the lease on the database was not renewed in time: the spawner killed %d run(s) (%s)",
+                  len(runs), ", ".join(run.definition.name for run in runs))
 
     def handle_exited(self, message: Message) -> None:
         """A run's child was reaped: drain its pipes, classify it and record it."""
@@ -340,6 +411,8 @@ class Supervisor:
     ) -> None:
         """Classify the ended run (unless `verdict` is given), bring its worker up to date, and record it."""
         end = self.run_keeper.end(run, verdict, status, usage)
+        if self.cluster is not None:
+            self.cluster.run_ended(run.id)
         ended = self.scheduler.run_ended(run, end.verdict, end.duration, self.clock(), self.stopping)
         self.run_keeper.record_end(end, ended)
         worker = self.workers.get(run.definition.name)
@@ -356,6 +429,8 @@ class Supervisor:
         if self.spawner is not None and self.spawner.ready and not self.stopping:
             times += self.scheduler.next_times(now, len(self.runs))
         times += self.run_keeper.next_times()
+        if self.cluster is not None:
+            times += self.cluster.next_times()
         recording = self.recording.next_deadline()
         if recording is not None:
             times.append(recording)

@@ -49,6 +49,11 @@ class RunEnd:
     duration: float
 
 
+def new_run_id() -> str:
+    """A run's id: as random as uuid4().hex, without building a UUID object per run."""
+    return os.urandom(16).hex()
+
+
 class RunKeeper:
     """The runs in progress, by id, and what each needs from the loop next."""
 
@@ -65,6 +70,9 @@ class RunKeeper:
         self.workers = workers
         """The scheduler's statuses (shared): a run's start and stop show on its worker."""
         self.node = node
+        """This node's name, on every run's record."""
+        self.node_id: str | None = None
+        """This node's incarnation on a shared PostgreSQL (supervise/cluster.py); None on SQLite."""
         self.pid = os.getpid()
         self.clock = clock
         self.runs: dict[str, Run] = {}
@@ -80,17 +88,20 @@ class RunKeeper:
     def start(
         self, spawner: SpawnerLink, status: WorkerStatus, now: float, wall: float, attempt: int, slot: float,
         module: str | None,
+        run_id: str | None = None,
     ) -> Run:
         """Ask the spawner for a run of this worker (and record that it starts); `slot` is when it was due, and
-        `module` where the worker was found (a fresh interpreter imports it from there)."""
+        `module` where the worker was found (a fresh interpreter imports it from there). `run_id` is the id a
+        claim on the shared database already gave it (cluster.py)."""
         definition = status.definition
         run = Run(
-            id=os.urandom(16).hex(),  # as random as uuid4().hex, without building a UUID object per run
+            id=run_id or new_run_id(),
             definition=definition,
             attempt=attempt,
             started=now,
             started_at=utcnow(),
             deadline=now + definition.timeout if definition.timeout else None,
+            node_id=self.node_id,
         )
         ends = [open_pipe() for _ in range(3)]
         for (read_end, _), stream in zip(ends, ("result", "stdout", "stderr")):
@@ -108,6 +119,7 @@ class RunKeeper:
                 self.node,
                 self.pid,
                 skipped=status.unrecorded_skips,
+                node_id=run.node_id,
             ),
             can_wait=True,
         )
@@ -231,6 +243,7 @@ class RunKeeper:
                 stdout=run.stdout.text(),
                 next_run_at=ended.next_run_at,
                 skipped=ended.skipped,
+                node_id=run.node_id,
             ),
             # A failure is on record within milliseconds; a success may wait for the next batch.
             can_wait=not verdict.outcome.failed,

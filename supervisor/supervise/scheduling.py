@@ -30,6 +30,10 @@ class DueRun:
     status: WorkerStatus
     attempt: int
     slot: float
+    slot_wall: float = 0.0
+    """The slot as Unix time, without its jitter: what names it to the other nodes on a shared database."""
+    scheduled: bool = True
+    """A slot of the schedule; False for a trigger, a retry or a queued run (not claimed by slot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +152,10 @@ class Scheduler:
         due = []
         for _, name in owed[:room]:
             status = self.workers[name]
-            slot = status.timetable.due
+            slot, slot_wall = status.timetable.due, status.timetable.slot_wall(now, wall)
             reason, attempt = status.take_start(now, wall)
-            due.append(DueRun(status, attempt, slot if reason is StartReason.SLOT else now))
+            scheduled = reason is StartReason.SLOT
+            due.append(DueRun(status, attempt, slot if scheduled else now, slot_wall, scheduled))
         # Runs owed beyond the cap wait here, out of the agenda: each pass offers them the room a run's end made.
         self.waiting_for_room = {name for _, name in owed[room:]}
         return due

@@ -130,6 +130,18 @@ class Timetable:
         else:
             self._set_slot(mono, mono, wall, jitter=False)
 
+    def align(self, mono: float, wall: float, claimed: float) -> None:
+        """Line an interval schedule up with a slot another node claimed at `claimed` (Unix time): the next slot
+        is one period after it, so the nodes keep naming each slot alike (cron slots are alike already)."""
+        interval = self.definition.interval
+        if self.is_cron or interval is None:
+            return
+        following = claimed + interval
+        while following < wall - interval / 2:
+            following += interval
+        if abs(following - self.slot_wall(mono, wall)) > 0.001:
+            self._set_slot(mono + (following - wall), mono, wall)
+
     # -- reading it --------------------------------------------------------------------------------------------
 
     def slot_wall(self, mono: float, wall: float) -> float:

@@ -38,6 +38,8 @@ class Run:
     """Why the run was stopped over a limit, with the value seen (when stop_reason is LIMIT)."""
     kill_at: float | None = None
     killed: bool = False
+    node_id: str | None = None
+    """The node incarnation that claimed it, on a shared PostgreSQL (cluster.py)."""
     usage: ResourceSampler | None = None
     """Samples the CPU and memory of the run and its descendants, for the table (only while one is shown)."""
 

@@ -1,0 +1,268 @@
+"""The nodes' ledger on PostgreSQL: node leases, the claim that makes each slot run once, and the declaration of
+dead nodes. The coordinator process (coordinator.py) is its only user while a supervisor runs.
+
+No leader and no consensus of our own: PostgreSQL decides. A slot runs only after its `tick` row was inserted
+under the unique index on (worker, slot_no), in a transaction that also found, with the database's clock, the
+claimant's lease valid, the worker not paused and (unless its overlap is `allow`) no run of it in flight on a
+node not declared dead. Every time compared here is the database's (`clock_timestamp()`), so the nodes' clocks
+only choose when to try. A node whose lease ran out `grace` ago is declared dead by whichever peer gets there
+first (a row lock decides), and the runs it had in flight become `lost`: they were its children, and died with it
+or were killed by its own spawner before its lease ran out (fencing, spawn/fence.py).
+
+The design and its anchors (Quartz, GoodJob, Solid Queue, db-scheduler): ../shared/research/multinode-anchors.md
+section 8, and docs/design.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import records
+from .. import __version__
+from ..outcome import Outcome, Verdict
+from .store import Store
+
+NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
+"""The database's clock as the naive UTC every timestamp column holds."""
+CLAIM_LOCK = "worker-supervisor:claim:"
+"""Prefix of the transaction-scoped advisory lock that serialises the claims of one worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A live node as its peers see it: who may run which workers."""
+
+    id: str
+    name: str
+    workers: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim came to. `result` is one of:
+
+    won      the slot is ours: run it (`tick`, `skipped` slots nobody claimed since the last claim);
+    taken    another node claimed it (`taken_at`: that slot's time, to line our timetable up with);
+    busy     a run of the worker is in flight on a live node: the slot is skipped (and the ledger says so);
+    paused   an operator paused the worker;
+    fenced   our lease is not valid (or about to lapse): we claim nothing.
+    """
+
+    result: str
+    tick: int | None = None
+    skipped: int = 0
+    taken_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A run in flight on a node that was declared dead."""
+
+    run: str
+    worker: str
+
+
+class NodeLedger:
+    """Node registration, heartbeat, claims and declarations of death, on one Store's PostgreSQL connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # peewee's Database methods are untyped calls to mypy: through Any, as statements.py does.
+        self.db: Any = store.db
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.db.execute_sql(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        return list(self.db.execute_sql(sql, params).fetchall())
+
+    # -- a node's life ------------------------------------------------------------------------------------------
+
+    def register(self, node: str, name: str, lease: float, workers: list[str]) -> datetime:
+        """Add this incarnation as a live node with a fresh lease; return the database's time."""
+        with self.db.atomic():
+            row = self._one(
+                f"INSERT INTO node (id, name, host, pid, version, state, started_at, heartbeat_at, lease_seconds,"
+                f" lease_until, lease_since, running, workers)"
+                f" VALUES (%s, %s, %s, %s, %s, 'alive', {NOW}, {NOW}, %s, {NOW} + %s * interval '1 second', {NOW},"
+                f" 0, %s) RETURNING heartbeat_at",
+                (node, name, socket.gethostname(), os.getpid(), __version__, lease, lease, json.dumps(workers)),
+            )
+        return row[0]  # type: ignore[no-any-return]
+
+    def heartbeat(
+        self, node: str, lease: float, running: int, workers: list[str], clock_offset: float | None
+    ) -> datetime | None:
+        """Renew our lease from the database's now; return that time, or None if we were declared dead.
+
+        `lease_since` moves only when the lease had lapsed: it says how long we have held it without a gap.
+        """
+        with self.db.atomic():
+            row = self._one(
+                f"UPDATE node SET heartbeat_at = {NOW},"
+                f" lease_since = CASE WHEN lease_until >= {NOW} THEN lease_since ELSE {NOW} END,"
+                f" lease_until = {NOW} + %s * interval '1 second', lease_seconds = %s, running = %s, workers = %s,"
+                f" clock_offset = %s"
+                f" WHERE id = %s AND state = 'alive' RETURNING heartbeat_at",
+                (lease, lease, running, json.dumps(workers), clock_offset, node),
+            )
+        return None if row is None else row[0]
+
+    def members(self) -> list[Member]:
+        """The live nodes: alive, with a lease the database finds valid now."""
+        rows = self._all(f"SELECT id, name, workers FROM node WHERE state = 'alive' AND lease_until > {NOW}")
+        return [Member(id, name, frozenset(json.loads(workers or "[]"))) for id, name, workers in rows]
+
+    def declared_by(self, node: str) -> tuple[str, str] | None:
+        """Who declared this incarnation dead, and when (for the log line), if it was."""
+        row = self._one(
+            "SELECT coalesce(d.name, n.ended_by, '?'), n.ended_at FROM node n LEFT JOIN node d ON d.id = n.ended_by"
+            " WHERE n.id = %s AND n.state = 'dead'",
+            (node,),
+        )
+        return None if row is None else (str(row[0]), f"{row[1]:%H:%M:%S}" if row[1] else "?")
+
+    def stop(self, node: str) -> None:
+        """A clean stop: our runs have ended; peers take our workers at once, without waiting out the lease."""
+        with self.db.atomic():
+            self.db.execute_sql(
+                f"UPDATE node SET state = 'stopped', ended_at = {NOW}, end_reason = 'stopped' WHERE id = %s"
+                " AND state = 'alive'",
+                (node,),
+            )
+
+    # -- the dead ------------------------------------------------------------------------------------------------
+
+    def declare_dead(self, me: str, grace: float) -> list[tuple[str, str, list[Lost]]]:
+        """Declare dead every node whose lease ran out `grace` ago, and record its runs in flight `lost`.
+
+        Only while we ourselves have held our lease without a gap for longer than the victim's lease plus grace:
+        after an outage of the database that every node saw, nobody's heartbeat is held against it. The UPDATE
+        takes each victim's row lock, so of several peers trying at once exactly one declares it.
+        Returns (name, description, runs lost) for each node declared.
+        """
+        declared = []
+        with self.db.atomic():
+            dead = self._all(
+                f"UPDATE node AS victim SET state = 'dead', ended_at = {NOW}, ended_by = %s,"
+                f" end_reason = 'lease expired'"
+                f" FROM node AS me WHERE me.id = %s AND me.state = 'alive' AND victim.state = 'alive'"
+                f" AND victim.id <> me.id"
+                f" AND victim.lease_until + %s * interval '1 second' < {NOW}"
+                f" AND me.lease_since <= {NOW} - (victim.lease_seconds + %s) * interval '1 second'"
+                f" RETURNING victim.id, victim.name, victim.host, victim.pid, victim.heartbeat_at, me.name",
+                (me, me, grace, grace),
+            )
+            for victim, name, host, pid, heartbeat_at, my_name in dead:
+                ticks = self._all(
+                    f"UPDATE tick SET state = 'lost' WHERE node = %s AND state = 'running'"
+                    f" RETURNING run_id, worker, claimed_at",
+                    (victim,),
+                )
+                now = self._one(f"SELECT {NOW}")[0]
+                message = (
+                    f"node {name} ({host}:{pid}) was declared dead by {my_name} at {now:%H:%M:%S}; its last heartbeat"
+                    f" was at {heartbeat_at:%H:%M:%S}"
+                )
+                lost = []
+                for run, worker, claimed_at in ticks:
+                    if run is None:
+                        continue
+                    # The same path as a recorded end: first writer wins, so a late result of the run (its node's
+                    # journal, replayed after a partition) never replaces this.
+                    self.store._run_finished(records.run_finished(
+                        run, worker, 1, claimed_at, now, (now - claimed_at).total_seconds(),
+                        Verdict(Outcome.LOST, message), name, pid, node_id=victim,
+                    ))
+                    lost.append(Lost(run, worker))
+                declared.append((name, f"{host}:{pid}", lost))
+        return declared
+
+    # -- claims --------------------------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        me: str,
+        worker: str,
+        slot_at: datetime,
+        period: float | None,
+        overlap: str,
+        run: str,
+        margin: float,
+        scheduled: bool = True,
+    ) -> Claim:
+        """Claim the worker's slot at `slot_at` for run `run`, in one short transaction (see the module's note).
+
+        Slots are numbered per worker: a cron slot by its own time (exact on every node), an interval slot
+        counting on from the last one claimed, `round(elapsed / period)` later, so nodes whose clocks or
+        timetables differ by less than half a period name the same slot alike. `scheduled=False` is a run that
+        is not a slot (a trigger, a retry, a queued run): it gets a row, unnumbered, so its run is seen in flight.
+        """
+        with self.db.atomic():
+            self._one("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CLAIM_LOCK + worker,))
+            valid = self._one(
+                f"SELECT lease_until > {NOW} + %s * interval '1 second' FROM node WHERE id = %s AND state = 'alive'",
+                (margin, me),
+            )
+            if valid is None or not valid[0]:
+                return Claim("fenced")
+            paused = self._one("SELECT paused FROM worker WHERE name = %s", (worker,))
+            if paused is not None and paused[0] and scheduled:
+                return Claim("paused")
+            slot_no, skipped = None, 0
+            if scheduled:
+                last = self._one(
+                    "SELECT slot_no, slot_at FROM tick WHERE worker = %s AND slot_no IS NOT NULL"
+                    " ORDER BY slot_no DESC LIMIT 1",
+                    (worker,),
+                )
+                slot_no = _slot_number(slot_at, period, last)
+                if last is not None and slot_no <= last[0]:
+                    return Claim("taken", taken_at=_unix(last[1]))
+                if last is not None and period is not None:
+                    skipped = slot_no - last[0] - 1
+            busy = overlap != "allow" and self._one(
+                "SELECT 1 FROM tick JOIN node ON node.id = tick.node WHERE tick.worker = %s"
+                " AND tick.state = 'running' AND node.state <> 'dead' LIMIT 1",
+                (worker,),
+            ) is not None
+            row = self._one(
+                f"INSERT INTO tick (worker, slot_no, slot_at, kind, node, claimed_at, state, skipped, run_id)"
+                f" VALUES (%s, %s, %s, %s, %s, {NOW}, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (worker, slot_no, slot_at, "scheduled" if scheduled else "extra", me,
+                 "skipped" if busy else "running", skipped, None if busy else run),
+            )
+            if row is None:  # the unique index: a claim the advisory lock did not serialise (it always should)
+                return Claim("taken", taken_at=slot_at.timestamp())
+            if busy:
+                return Claim("busy", skipped=skipped)
+            return Claim("won", tick=int(row[0]), skipped=skipped)
+
+    def ticks_done(self, ticks: list[int]) -> None:
+        """Our runs of these ticks ended: other nodes' overlap checks stop counting them at once (their records
+        travel through the journal and may come later)."""
+        if ticks:
+            with self.db.atomic():
+                self.db.execute_sql(
+                    "UPDATE tick SET state = 'done' WHERE id = ANY(%s) AND state = 'running'", (ticks,)
+                )
+
+
+def _slot_number(slot_at: datetime, period: float | None, last: Any) -> int:
+    """The number of the slot at `slot_at`: its Unix second for cron, else counted on from the last claim's."""
+    moment = _unix(slot_at)
+    if period is None:
+        return int(round(moment))
+    if last is None:
+        return int(round(moment / period))
+    last_no, last_at = last
+    return int(last_no) + int(round((moment - _unix(last_at)) / period))
+
+
+def _unix(moment: datetime) -> float:
+    """A naive-UTC datetime as Unix time."""
+    return moment.replace(tzinfo=timezone.utc).timestamp()

@@ -1,0 +1,160 @@
+"""The coordinator: a helper process that speaks for this supervisor to the other nodes on a shared PostgreSQL.
+
+It holds the node's lease (a heartbeat when the supervisor asks for one, so a frozen supervisor loses its lease),
+claims slots for the supervisor (record/cluster.py), declares dead the peers whose lease ran out, and closes the
+ticks of runs that ended. Like the recorder, it keeps the database client out of the supervisor's process: a
+database that hangs holds up only this process, and the supervisor's fencing (supervise/cluster.py, spawn/fence.py)
+does not depend on it answering.
+
+Protocol (see protocol.py):
+  supervisor -> coordinator: heartbeat {node, name, running, workers}; claim {run, worker, slot_at, period, overlap,
+                             scheduled}; done {ticks}; stop {node}
+  coordinator -> supervisor: renewed {node, since, members, offset}; dead {node, by, at}; declared {name, where,
+                             runs}; claim {run, result, tick, skipped, taken_at}; unavailable {error}; stopped {}
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import time
+from datetime import datetime, timezone
+from typing import NoReturn
+
+import peewee
+
+from .cluster import NodeLedger
+from ..errors import StoreUnavailable
+from ..process import die_with_parent
+from ..protocol import Message, receive, send
+from .store import Store
+
+DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # the URL travels in the environment: argv is visible to every user in ps
+
+
+def boottime() -> float:
+    """The clock fencing deadlines are kept on: it counts a suspended machine's sleep, as the database's does."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class Coordinator:
+    """Answer the supervisor's requests in order, one short transaction each."""
+
+    def __init__(self, control: socket.socket, store: Store, lease: float, grace: float, margin: float) -> None:
+        self.control = control
+        self.store = store
+        self.ledger = NodeLedger(store)
+        self.lease = lease
+        self.grace = grace
+        self.margin = margin
+        self.offset: float | None = None
+        """How far our clock is ahead of the database's, from the last heartbeat (negative: behind)."""
+        self.failing: str | None = None
+
+    def serve(self) -> None:
+        """Work until the supervisor closes the channel."""
+        while True:
+            message, fds = receive(self.control)
+            for fd in fds:
+                os.close(fd)
+            if message is None:
+                return
+            try:
+                self.handle(message)
+            except peewee.PeeweeException as exc:
+                self.unavailable(exc, message)
+
+    def handle(self, message: Message) -> None:
+        op = message["op"]
+        if op == "heartbeat":
+            self.heartbeat(message)
+        elif op == "claim":
+            claim = self.ledger.claim(
+                message["node"], message["worker"], _naive(message["slot_at"]), message.get("period"),
+                message["overlap"], message["run"], self.margin, bool(message.get("scheduled", True)),
+            )
+            send(self.control, "claim", run=message["run"], result=claim.result, tick=claim.tick,
+                 skipped=claim.skipped, taken_at=claim.taken_at)
+        elif op == "done":
+            self.ledger.ticks_done([int(t) for t in message["ticks"]])
+        elif op == "stop":
+            self.ledger.stop(message["node"])
+            send(self.control, "stopped")
+        self.healthy()
+
+    def heartbeat(self, message: Message) -> None:
+        """Renew the lease (registering the node the first time), report the live nodes, declare the dead."""
+        node, workers = message["node"], list(message["workers"])
+        since = boottime()  # before the statement: the lease is counted from no later than the database's now
+        before = time.time()
+        renewed = self.ledger.heartbeat(node, self.lease, int(message["running"]), workers, self.offset)
+        if renewed is None:
+            declared = self.ledger.declared_by(node)
+            if declared is not None:
+                send(self.control, "dead", node=node, by=declared[0], at=declared[1])
+                return
+            renewed = self.ledger.register(node, message["name"], self.lease, workers)
+        after = time.time()
+        self.offset = (before + after) / 2 - renewed.replace(tzinfo=timezone.utc).timestamp()
+        members = self.ledger.members()
+        send(self.control, "renewed", node=node, since=since, offset=self.offset,
+             members=[[m.id, m.name, sorted(m.workers)] for m in members])
+        for name, where, lost in self.ledger.declare_dead(node, self.grace):
+            send(self.control, "declared", name=name, where=where, runs=[[r.run, r.worker] for r in lost])
+
+    def unavailable(self, exc: peewee.PeeweeException, message: Message) -> None:
+        """The database failed us: say so (once per outage), answer a claim as unavailable, reconnect next time."""
+        error = self.store.describe(exc)
+        self.store.reconnect()
+        if message["op"] == "claim":
+            send(self.control, "claim", run=message["run"], result="unavailable", tick=None, skipped=0, taken_at=None)
+        if self.failing is None:
+            send(self.control, "unavailable", error=error)
+        self.failing = error
+
+    def healthy(self) -> None:
+        if self.failing is not None:
+            self.failing = None
+            send(self.control, "healthy")
+
+
+def _naive(unix: float) -> datetime:
+    """A Unix time as the naive-UTC datetime the tables hold (to the microsecond, as PostgreSQL keeps it)."""
+    return datetime.fromtimestamp(round(unix, 6), timezone.utc).replace(tzinfo=None)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of `python -m supervisor.record.coordinator`; only the supervisor starts it."""
+    parser = argparse.ArgumentParser(prog="supervisor.record.coordinator")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--supervisor-pid", type=int, required=True)
+    parser.add_argument("--lease", type=float, required=True)
+    parser.add_argument("--grace", type=float, required=True)
+    parser.add_argument("--margin", type=float, required=True)
+    parser.add_argument("--statement-timeout-ms", type=int, required=True)
+    args = parser.parse_args(argv)
+    # Nothing to clean up: what is committed stays; a lease not renewed runs out, which is the point.
+    if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    url = os.environ.pop(DB_ENV)
+    control = socket.socket(fileno=args.control_fd)
+    os.set_inheritable(control.fileno(), False)
+    store = Store(url, connect_timeout=2, statement_timeout_ms=args.statement_timeout_ms)
+    try:
+        store.open()
+    except StoreUnavailable:
+        pass  # each request tries again, and answers `unavailable` meanwhile
+    coordinator = Coordinator(control, store, args.lease, args.grace, args.margin)
+    try:
+        coordinator.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the supervisor is gone
+    store.close()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
+

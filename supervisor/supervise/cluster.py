@@ -1,0 +1,313 @@
+"""This supervisor as one node of several on a shared PostgreSQL: its lease, its claims, its share of the work.
+
+Every node schedules every worker it has, but a slot runs only where its claim won (record/cluster.py: a unique
+index on the tick ledger, checked with the database's clock). Who tries first is decided without talking:
+rendezvous hashing of (worker, node name) over the live nodes that have the worker ranks them alike on every node;
+rank 0 claims at the slot's time, ranks 1 and 2 (the backups) `backup_delay` and twice that later, when the slot
+is normally taken already; the rest do not try. So the work spreads over the nodes, a node that stops or dies
+costs its workers one backup delay, and a join or a death moves only ~1/N of the workers.
+
+The database work happens in the coordinator process (record/coordinator.py). The lease is renewed only when
+this loop asks, so a frozen supervisor loses it; each renewal becomes a deadline for the spawner (spawn/fence.py),
+which kills this node's runs before a peer may declare the node dead, even if this loop never runs again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import select
+import selectors
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from .helper import HelperProcess
+from ..protocol import Message
+from .scheduling import DueRun
+from .runs import new_run_id
+from .worker_status import WorkerStatus
+
+log = logging.getLogger("supervisor")
+
+DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # as record/coordinator.py reads it (the supervisor does not import it)
+BACKUPS = 2
+"""Ranks 1..BACKUPS try a slot its first choice did not claim; beyond them nobody does (they would only conflict)."""
+RESTART_DELAY = 1.0
+STOP_WAIT = 2.0
+"""At a clean stop, how long we wait for the database to hear that this node stopped (else its lease runs out)."""
+
+
+def boottime() -> float:
+    """The clock the fencing deadlines are kept on (as spawn/fence.py keeps them)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """A node's name and its lease: how often it renews, how long a renewal holds, and the margins around it."""
+
+    node_name: str
+    heartbeat: float = 2.0
+    lease: float = 15.0
+    grace: float = 3.0
+    """A peer declares a node dead this long after its lease ran out."""
+    margin: float = 2.0
+    """The spawner kills the runs this long before the lease runs out; no claim is made this close to it."""
+    backup_delay: float = 0.5
+    statement_timeout: float = 1.0
+
+
+class CoordinatorProcess(HelperProcess):
+    """The coordinator process, as the supervisor sees it."""
+
+    module = "supervisor.record.coordinator"
+
+    def __init__(self, settings: ClusterSettings, url: str) -> None:
+        super().__init__(
+            ["--lease", str(settings.lease), "--grace", str(settings.grace), "--margin", str(settings.margin),
+             "--statement-timeout-ms", str(int(settings.statement_timeout * 1000))],
+            env={DB_ENV: url},
+        )
+
+
+def rendezvous(worker: str, name: str) -> int:
+    """The weight of a node for a worker: the highest weight among the live nodes claims first."""
+    return int.from_bytes(hashlib.blake2b(f"{worker}\0{name}".encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(slots=True)
+class PendingClaim:
+    due: DueRun
+    run_id: str
+    send_at: float
+    sent: bool = False
+
+
+class Cluster:
+    """This node: its incarnation, the live nodes it last heard of, and its claims in flight."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        url: str,
+        selector: selectors.BaseSelector,
+        clock: Callable[[], float],
+        fence: Callable[[float], None],
+        fenced: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.selector = selector
+        self.clock = clock
+        self.fence = fence
+        """Tell the spawner the deadline (boottime) by which our runs must end unless the lease is renewed."""
+        self.fenced = fenced
+        """We were declared dead: kill every run now (their records say `lost` already)."""
+        self.node_id = uuid.uuid4().hex
+        self.workers: list[str] = []
+        self.members: list[tuple[str, str, frozenset[str]]] = []
+        """The live nodes at the last heartbeat: (id, name, workers)."""
+        self.coordinator: CoordinatorProcess | None = None
+        self.restart_at: float | None = None
+        self.next_heartbeat = 0.0
+        self.heartbeat_out = False
+        self.lease_until: float | None = None
+        """Boottime until which we may claim (our lease, less the margin), from the last renewal."""
+        self.pending: dict[str, PendingClaim] = {}
+        self.won: list[tuple[DueRun, str, int, int]] = []
+        self.ticks: dict[str, int] = {}
+        """Our runs in flight by id, with their tick in the ledger: closed as each ends."""
+        self.finished_ticks: list[int] = []
+        self.stopped = False
+        self.failing: str | None = None
+        self.realigned: list[WorkerStatus] = []
+        """Workers whose timetable a claim lined up with another node's: the loop puts them on its agenda again."""
+
+    # -- the coordinator --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.restart_at = None
+        coordinator = CoordinatorProcess(self.settings, self.url)
+        coordinator.start()
+        coordinator.watch(self.selector, "coordinator")
+        self.coordinator = coordinator
+        self.heartbeat_out = False
+        self.next_heartbeat = 0.0
+        for claim in self.pending.values():
+            claim.sent = False  # unanswered by the one that died: asked again (a claim is safe to repeat)
+
+    def handle(self, kind: str) -> None:
+        """React to the coordinator's fd `kind` being readable: a message, output, or its exit."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return
+        if kind == "message":
+            for message in coordinator.messages():
+                self._handle_message(message)
+            if coordinator.channel_closed:
+                coordinator.unwatch(self.selector, coordinator.control)
+        elif kind == "output":
+            coordinator.log_output(self.selector, log, logging.WARNING, "coordinator")
+        else:
+            for message in coordinator.messages():
+                self._handle_message(message)
+            exit_code, signum = coordinator.reap()
+            log.error("coordinator (pid %d) exited (%s); starting another in %.0fs", coordinator.pid,
+                      f"signal {signum}" if signum else f"status {exit_code}", RESTART_DELAY)
+            coordinator.unwatch(self.selector)
+            coordinator.close()
+            self.coordinator = None
+            self.restart_at = self.clock() + RESTART_DELAY
+
+    def _handle_message(self, message: Message) -> None:
+        op = message["op"]
+        if op == "renewed" and message["node"] == self.node_id:
+            self.heartbeat_out = False
+            self.members = [(m[0], m[1], frozenset(m[2])) for m in message["members"]]
+            self.lease_until = float(message["since"]) + self.settings.lease - self.settings.margin
+            self.fence(self.lease_until)
+            if abs(message.get("offset") or 0.0) > 1.0:
+                log.warning("this node's clock is %+.1fs off the database's; slots are claimed on the database's",
+                            message["offset"])
+        elif op == "dead" and message["node"] == self.node_id:
+            self.heartbeat_out = False
+            old = self.node_id
+            self.node_id = uuid.uuid4().hex
+            log.error("this node (%s) was declared dead by %s at %s: its runs were recorded lost and are killed; "
+                      "rejoining as a new node (%s)", old[:8], message["by"], message["at"], self.node_id[:8])
+            self.lease_until = None
+            self.pending.clear()
+            self.won.clear()
+            self.ticks.clear()
+            self.fenced()
+            self.next_heartbeat = 0.0
+        elif op == "declared":
+            log.warning("node %s (%s) declared dead: its lease ran out; %d run(s) of it recorded lost%s",
+                        message["name"], message["where"], len(message["runs"]),
+                        "".join(f"; {worker} {run[:8]}" for run, worker in message["runs"][:5]))
+        elif op == "claim":
+            claim = self.pending.pop(message["run"], None)
+            if claim is not None:
+                self._claimed(claim, message)
+        elif op == "unavailable":
+            self.failing = message["error"]
+            self.heartbeat_out = False
+            log.error("cluster: the database is unavailable: %s; no slot is claimed until it is back", message["error"])
+        elif op == "healthy" and self.failing is not None:
+            self.failing = None
+            log.info("cluster: the database is back")
+
+    def _claimed(self, claim: PendingClaim, message: Message) -> None:
+        due, result = claim.due, message["result"]
+        name = due.status.definition.name
+        if result == "won":
+            self.won.append((due, claim.run_id, int(message["tick"]), int(message["skipped"] or 0)))
+        elif result == "taken":
+            if message.get("taken_at") is not None:
+                due.status.timetable.align(self.clock(), time.time(), float(message["taken_at"]))
+                self.realigned.append(due.status)
+            log.debug("%s: slot taken by another node", name)
+        elif result == "busy":
+            log.info("%s: a run is in progress on another node; slot skipped", name)
+        else:
+            log.debug("%s: slot not claimed (%s)", name, result)
+
+    # -- what the loop calls ----------------------------------------------------------------------------------------
+
+    def offer(self, due: DueRun, now: float) -> None:
+        """A run is due here: claim it now, a backup delay later, or leave it to the nodes ranked before us."""
+        definition = due.status.definition
+        rank = self.rank(definition.name) if due.scheduled else 0
+        if rank > BACKUPS:
+            return
+        period = definition.interval
+        delay = self.settings.backup_delay if period is None else min(self.settings.backup_delay, period / 4)
+        run_id = new_run_id()
+        self.pending[run_id] = PendingClaim(due, run_id, now + rank * delay)
+
+    def rank(self, worker: str) -> int:
+        """Our place among the live nodes that have `worker` (0: we claim first)."""
+        eligible = {node_id: name for node_id, name, workers in self.members if worker in workers}
+        eligible[self.node_id] = self.settings.node_name
+        order = sorted(eligible, key=lambda node_id: (-rendezvous(worker, eligible[node_id]), node_id))
+        return order.index(self.node_id)
+
+    def tend(self, now: float, running: int) -> None:
+        """Renew the lease when due, send the claims whose time came, close the ticks of ended runs."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            if self.restart_at is not None and now >= self.restart_at and not self.stopped:
+                self.start()
+            return
+        if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
+            coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=running,
+                             workers=self.workers)
+            self.heartbeat_out = True
+            self.next_heartbeat = now + self.settings.heartbeat
+        for claim in self.pending.values():
+            if not claim.sent and now >= claim.send_at:
+                definition = claim.due.status.definition
+                coordinator.send("claim", node=self.node_id, run=claim.run_id, worker=definition.name,
+                                 slot_at=claim.due.slot_wall, period=definition.interval, overlap=definition.overlap,
+                                 scheduled=claim.due.scheduled)
+                claim.sent = True
+        if self.finished_ticks:
+            coordinator.send("done", ticks=self.finished_ticks)
+            self.finished_ticks = []
+
+    def take_won(self) -> list[tuple[DueRun, str, int]]:
+        """The claims we won since last asked: (the run owed, its id, slots skipped before it), to start now."""
+        won, self.won = self.won, []
+        started = []
+        for due, run_id, tick, skipped in won:
+            self.ticks[run_id] = tick
+            started.append((due, run_id, skipped))
+        return started
+
+    def run_ended(self, run_id: str) -> None:
+        tick = self.ticks.pop(run_id, None)
+        if tick is not None:
+            self.finished_ticks.append(tick)
+
+    def next_times(self) -> list[float]:
+        times = [claim.send_at for claim in self.pending.values() if not claim.sent]
+        if self.coordinator is not None and not self.heartbeat_out and not self.stopped:
+            times.append(self.next_heartbeat)
+        if self.finished_ticks:
+            times.append(0.0)
+        if self.coordinator is None and self.restart_at is not None:
+            times.append(self.restart_at)
+        return times
+
+    def stop(self) -> None:
+        """A clean stop, once our runs have ended: tell the other nodes at once, so they need not wait out our lease."""
+        coordinator = self.coordinator
+        self.stopped = True
+        if coordinator is None or coordinator.channel_closed:
+            return
+        if self.finished_ticks:
+            coordinator.send("done", ticks=self.finished_ticks)
+            self.finished_ticks = []
+        coordinator.send("stop", node=self.node_id)
+        deadline = time.monotonic() + STOP_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            coordinator.flush()
+            readable, _, _ = select.select([coordinator.control], [], [], min(left, 0.05))
+            if readable:
+                if any(m["op"] == "stopped" for m in coordinator.messages()):
+                    return
+                if coordinator.channel_closed:
+                    break
+        log.warning("cluster: could not tell the database that this node stopped; its lease runs out instead")
+
+    def close(self) -> None:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return
+        coordinator.unwatch(self.selector)
+        # Its work is done or moot (what it committed stays; a lease not renewed runs out): no need to wait on it.
+        coordinator.kill()
+        coordinator.reap()
+        coordinator.close()
+        self.coordinator = None
