@@ -167,3 +167,27 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+class TcpProxy:
+    """tests/tcpproxy.py in a subprocess: forward, cut or hang the way to PostgreSQL."""
+
+    def __init__(self, target_port: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "tcpproxy.py"), str(target_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline().split()[1])
+
+    def set(self, mode: str) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(mode + "\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == f"ok {mode}"
+
+    def close(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        self.process.wait(10)
+        self.process.stdout.close()

@@ -16,34 +16,10 @@ from typing import Any, Iterator
 import pytest
 
 from dbtools import query, query_or_empty, when
-from helpers import SupervisorProcess, wait_until, worker_package
+from helpers import SupervisorProcess, TcpProxy, wait_until, worker_package
 
 INTERVAL = 0.1
 FAST_FAILURE = ("--write-timeout", "3", "--statement-timeout", "2")
-
-
-class TcpProxy:
-    """tests/tcpproxy.py in a subprocess: forward, cut or hang the way to PostgreSQL."""
-
-    def __init__(self, target_port: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "tcpproxy.py"), str(target_port)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert self.process.stdout is not None
-        self.port = int(self.process.stdout.readline().split()[1])
-
-    def set(self, mode: str) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(mode + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"ok {mode}"
-
-    def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-        self.process.stdout.close()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ DATABASE_SETTINGS = ("database", "statement_timeout")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "run": tuple(s.name for s in SETTINGS),
     "status": DATABASE_SETTINGS,
+    "nodes": DATABASE_SETTINGS,
     **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
     "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
     "history": DATABASE_SETTINGS,
@@ -74,10 +75,15 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="supervise the workers (live table on a terminal, log lines otherwise)")
     _add_settings(run)
     status = commands.add_parser("status", help="print the workers table from the database: once, or every second "
-                                 "with --watch")
+                                 "with --watch", description="Print which supervisor is alive, then the workers "
+                                 "table. Exit status: 0, or 2 when no supervisor is alive (1 on an error).")
     _add_settings(status)
     status.add_argument("--watch", action="store_true",
                         help="redraw the table every second, from the database, until Ctrl-C")
+    nodes = commands.add_parser("nodes", help="the supervisors (nodes) on the database: alive, stopped or dead; on "
+                                "SQLite whether its one supervisor runs")
+    nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_settings(nodes)
     for action, text in CONTROL_ACTIONS.items():
         control = commands.add_parser(action, help=text)
         control.add_argument("worker", metavar="WORKER")
@@ -121,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
-            raise ConfigError("a command is required: run, status, history, failures, trigger, pause, resume, check or "
-                              "prune (see --help)")
+            raise ConfigError("a command is required: run, status, nodes, history, failures, trigger, pause, resume, "
+                              "check or prune (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return READING_COMMANDS[args.command](config, args)
         if args.command == "status":
             return cmd_status(config, watch=args.watch)
+        if args.command == "nodes":
+            return cmd_nodes(config, json_output=args.json)
         command = {"run": cmd_run, "prune": cmd_prune}[args.command]
         return command(config)
     except SupervisorError as exc:
@@ -219,12 +227,15 @@ def _cluster_settings(config: Config) -> Any:
 
 
 def cmd_status(config: Config, watch: bool = False) -> int:
-    """Print the workers table from the database: once, or with `watch` every second until Ctrl-C."""
+    """Print which supervisor is alive and the workers table from the database: once (exit status 2 when no
+    supervisor is alive), or with `watch` every second until Ctrl-C."""
     from rich.console import Console
 
     from .dashboard import LiveDashboard, render
     from .dashboard import watch as watch_table
+    from .liveness import NO_SUPERVISOR, liveness
     from .report import console, last_failures, open_store, read_only
+    from ..record.nodes_view import database_now
     from ..record.store import Store, utcnow
 
     if watch:
@@ -239,9 +250,10 @@ def cmd_status(config: Config, watch: bool = False) -> int:
                     store.open()
                 workers = store.workers()
                 failed_at = last_failures(store, workers)
+                now, nodes = database_now(store), _run_nodes(store, workers)
                 if snapshot:
                     store.close()  # a snapshot never changes: the next frame opens afresh, and sees a new supervisor
-                return [_row_view(row, failed_at.get(row.name)) for row in workers]
+                return [_row_view(row, failed_at.get(row.name), now, nodes.get(row.name)) for row in workers]
             except StoreUnavailable:
                 store.reconnect()  # the next frame tries a fresh connection
                 raise
@@ -254,12 +266,45 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         return 0
     store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
+        alive = liveness(store)
         workers = store.workers()
         failed_at = last_failures(store, workers)
-        rows: list[Any] = [_row_view(row, failed_at.get(row.name)) for row in workers]
+        now, nodes = database_now(store), _run_nodes(store, workers)
+        rows: list[Any] = [_row_view(row, failed_at.get(row.name), now, nodes.get(row.name)) for row in workers]
     finally:
         store.close()
-    console().print(render(rows, utcnow(), usage=False))
+    out = console()
+    out.print(alive.line, style="bold red" if alive.alive is False else "", highlight=False, markup=False)
+    out.print(render(rows, now, usage=False))  # ages against the database's clock, as the overdue mark
+    return NO_SUPERVISOR if alive.alive is False else 0
+
+
+def _run_nodes(store: Any, workers: list[Any]) -> dict[str, str]:
+    from .liveness import run_nodes
+
+    return run_nodes(store, [row.name for row in workers])
+
+
+def cmd_nodes(config: Config, json_output: bool = False) -> int:
+    """List the nodes (PostgreSQL), or say whether SQLite's one supervisor runs."""
+    from . import nodes
+    from .report import console, open_store
+    from ..record import ownership
+    from ..record.nodes_view import read_nodes
+
+    store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
+    try:
+        holder = ownership.probe(config.database)
+        found = read_nodes(store) if holder is None else None
+    finally:
+        store.close()
+    if found is None:
+        assert holder is not None
+        print(nodes.sqlite_json(holder) if json_output else nodes.sqlite_line(holder))
+    elif json_output:
+        print(nodes.as_json(found))
+    else:
+        console().print(nodes.table(found))
     return 0
 
 
@@ -328,9 +373,12 @@ def cmd_prune(config: Config) -> int:
     return 0
 
 
-def _row_view(row: Any, last_failure_at: datetime | None = None) -> Any:
-    """Turn a worker row of the database into a row of the table (`last_failure_at` from the failure table)."""
+def _row_view(row: Any, last_failure_at: datetime | None = None, now: datetime | None = None,
+              node: str | None = None) -> Any:
+    """Turn a worker row of the database into a row of the table (`last_failure_at` from the failure table; at
+    `now`, the database's clock, an idle worker's late next run is marked overdue; `node` ran its latest run)."""
     from .dashboard import ACTIVE_STATES, WorkerView
+    from .liveness import is_overdue
 
     state = row.status
     if state == "idle" and getattr(row, "paused", False):
@@ -354,6 +402,8 @@ def _row_view(row: Any, last_failure_at: datetime | None = None) -> Any:
         consecutive_failures=row.consecutive_failures or 0,
         schedule=getattr(row, "schedule", None),
         last_failure_at=last_failure_at,
+        overdue=state == "idle" and now is not None and is_overdue(row.next_run_at, row.interval, now),
+        node=node,
     )
 
 

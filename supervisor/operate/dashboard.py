@@ -37,6 +37,7 @@ OUTCOME_STYLES = {"succeeded": "green", "error": "red", "exit": "red", "crash": 
                   "timeout": "yellow", "limit": "yellow", "lost": "magenta"}
 ACTIVE_STATES = ("running", "stopping")
 NAME_WIDTH = 32
+NODE_WIDTH = 16
 SCHEDULE_WIDTH = 36
 ERROR_WIDTH = 60
 ERROR_MIN_WIDTH = 16  # narrower than this, an error says nothing: columns are left out before it gets there
@@ -105,6 +106,10 @@ class WorkerView:
     """The attempt owed after a failure, due at `next_run_at`; None when no retry is pending."""
     last_failure_at: datetime | None = None
     """When the worker last failed (the age of `last_error` once it has recovered); None when unknown."""
+    overdue: bool = False
+    """Its next run is late (`status`, judged by operate/liveness.py): nothing ran it when it was due."""
+    node: str | None = None
+    """The node that ran its latest run, when `status` shows a node column (several supervisors)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +341,11 @@ def _columns(rows: list[WorkerView], every: list[WorkerView], now: datetime, usa
         schedules = tuple(Text(printable(row.schedule or "")) for row in rows)
         width = min(SCHEDULE_WIDTH, max(len("schedule"), schedule_width))
         columns.insert(-3, _Column("schedule", schedules, width, drop=8))
+    # The node that ran each worker last, when `status` reads several supervisors' record (never the live table).
+    node_width = max((len(printable(row.node)) for row in every if row.node), default=0)
+    if node_width:
+        nodes = tuple(Text(printable(row.node or ""), no_wrap=True, overflow="ellipsis") for row in rows)
+        columns.insert(2, _Column("node", nodes, min(NODE_WIDTH, max(len("node"), node_width)), drop=5))
     return columns
 
 
@@ -350,6 +360,8 @@ def _next_run(row: WorkerView, now: datetime) -> Text:
     if row.queued:
         # A slot came during the run and one run waits for it: that is the next run, whatever the schedule says.
         return Text("queued", style="yellow")
+    if row.overdue and row.next_run_at is not None:
+        return Text(f"overdue {span((now - row.next_run_at).total_seconds())}", style="bold red")
     return Text(until(row.next_run_at, now))
 
 

@@ -145,7 +145,7 @@ def printable_lines(text: str) -> str:
 
 
 def history(worker: str, runs: Iterable[Any], status: str | None = None) -> RenderableType:
-    """A worker's runs, newest first: when, outcome, duration, how it ended, pid, attempt."""
+    """A worker's runs, newest first: when, outcome, duration, how it ended, the node that ran it, pid, attempt."""
     runs = list(runs)
     if not runs:
         return Text(f"no runs of {printable(worker)} recorded")
@@ -155,6 +155,7 @@ def history(worker: str, runs: Iterable[Any], status: str | None = None) -> Rend
     table.add_column("outcome", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("exit", no_wrap=True)
+    table.add_column("node", no_wrap=True, overflow="ellipsis", max_width=32)
     table.add_column("pid", justify="right", no_wrap=True)
     table.add_column("attempt", justify="right", no_wrap=True)
     table.add_column("run", no_wrap=True)
@@ -165,6 +166,7 @@ def history(worker: str, runs: Iterable[Any], status: str | None = None) -> Rend
             Text(outcome, style=OUTCOME_STYLES.get(outcome, "cyan" if outcome == "running" else "")),
             "-" if run.duration is None else span(run.duration),
             ended_by(run.exit_code, run.signal),
+            printable(run.node or "-"),
             str(run.pid) if run.pid else "-",
             str(run.attempt),
             run.id,

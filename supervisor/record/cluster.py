@@ -95,11 +95,14 @@ class NodeLedger:
         return row[0]  # type: ignore[no-any-return]
 
     def heartbeat(
-        self, node: str, lease: float, running: int, workers: list[str], clock_offset: float | None
+        self, node: str, lease: float, running: int, workers: list[str], clock_offset: float | None,
+        in_flight: list[str] | None = None,
     ) -> datetime | None:
         """Renew our lease from the database's now; return that time, or None if we were declared dead.
 
         `lease_since` moves only when the lease had lapsed: it says how long we have held it without a gap.
+        With `in_flight` (our runs and unanswered claims), our other ticks still open are closed: a claim that
+        committed while its answer was lost with the connection would otherwise keep its worker busy for good.
         """
         with self.db.atomic():
             row = self._one(
@@ -110,6 +113,12 @@ class NodeLedger:
                 f" WHERE id = %s AND state = 'alive' RETURNING heartbeat_at",
                 (lease, lease, running, json.dumps(workers), clock_offset, node),
             )
+            if row is not None and in_flight is not None:
+                self.db.execute_sql(
+                    "UPDATE tick SET state = 'done' WHERE node = %s AND state = 'running'"
+                    " AND NOT (run_id = ANY(%s))",
+                    (node, in_flight),
+                )
         return None if row is None else row[0]
 
     def members(self) -> list[Member]:

@@ -73,7 +73,7 @@ class StoreConnection:
             if isinstance(self.db, peewee.PostgresqlDatabase):
                 # Several supervisors starting at once on a fresh database: one creates or migrates the schema,
                 # the others wait here and then find it done (CREATE TABLE IF NOT EXISTS races in the catalogue).
-                self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended('worker-supervisor:schema', 0))")
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended('worker-supervisor:schema', 0))")  # type: ignore[no-untyped-call]
             tables = set(self.db.get_tables())
             if "worker" not in tables:
                 self.db.create_tables(MODELS, safe=True)

@@ -88,7 +88,8 @@ class Coordinator:
         node, workers = message["node"], list(message["workers"])
         since = boottime()  # before the statement: the lease is counted from no later than the database's now
         before = time.time()
-        renewed = self.ledger.heartbeat(node, self.lease, int(message["running"]), workers, self.offset)
+        renewed = self.ledger.heartbeat(node, self.lease, int(message["running"]), workers, self.offset,
+                                        list(message.get("runs", [])))
         if renewed is None:
             declared = self.ledger.declared_by(node)
             if declared is not None:

@@ -25,6 +25,10 @@ from ..errors import SupervisorError
 from .record_files import sqlite_file
 
 
+PROBE_PATIENCE = 0.2
+"""How long `run` keeps trying a lock that is held, before it refuses: a reader's probe lets go within it."""
+
+
 class OwnedError(SupervisorError):
     """Another supervisor holds the journal or the database; `where` is the file."""
 
@@ -78,7 +82,7 @@ def _lock(path: str, what: str, advice: str) -> int:
         except OSError as exc:
             raise OwnedError(f"cannot lock {what}: {exc.strerror}", lock_path) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _exclusive(fd)
         except OSError as exc:
             holder = _holder(fd)
             os.close(fd)
@@ -96,6 +100,66 @@ def _lock(path: str, what: str, advice: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode(), 0)
     return fd
+
+
+def _exclusive(fd: int) -> None:
+    """Take the exclusive lock without waiting for a holder, only for a reader's probe (`probe`): that holds a
+    shared lock for microseconds, and must never be what refuses a supervisor that is starting."""
+    deadline = time.monotonic() + PROBE_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """What a reader found of the SQLite database's supervisor (`probe`)."""
+
+    running: bool | None
+    """True: a supervisor holds the lock; False: none does; None: the lock file could not be read (`problem`)."""
+    host: str | None = None
+    pid: int | None = None
+    since: float | None = None
+    """When it took the lock (Unix time)."""
+    problem: str | None = None
+
+
+def probe(url: str) -> Holder | None:
+    """Tell whether a supervisor holds the SQLite database's lock, and who (None for PostgreSQL).
+
+    For `status` and `nodes`, which may run as a user that may only read: a shared lock tried on a read-only
+    descriptor, let go at once; the lock file is never created (no file: no supervisor runs).
+    """
+    database = sqlite_file(url)
+    if database is None:
+        return None
+    lock_path = f"{database}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Holder(False)
+    except OSError as exc:
+        return Holder(None, problem=f"cannot read {lock_path}: {exc.strerror}")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return Holder(None, problem=f"cannot lock {lock_path}: {exc.strerror}")
+        else:
+            return Holder(False)  # closing the descriptor lets go of it
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return Holder(True, str(data["host"]), int(data["pid"]), float(data["since"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return Holder(True)  # it has not written who it is yet
+    finally:
+        os.close(fd)
 
 
 def _holder(fd: int) -> str:

@@ -112,6 +112,7 @@ class Cluster:
         self.restart_at: float | None = None
         self.next_heartbeat = 0.0
         self.heartbeat_out = False
+        self.heartbeat_sent = 0.0
         self.lease_until: float | None = None
         """Boottime until which we may claim (our lease, less the margin), from the last renewal."""
         self.pending: dict[str, PendingClaim] = {}
@@ -134,8 +135,6 @@ class Cluster:
         self.coordinator = coordinator
         self.heartbeat_out = False
         self.next_heartbeat = 0.0
-        for claim in self.pending.values():
-            claim.sent = False  # unanswered by the one that died: asked again (a claim is safe to repeat)
 
     def handle(self, kind: str) -> None:
         """React to the coordinator's fd `kind` being readable: a message, output, or its exit."""
@@ -159,6 +158,8 @@ class Cluster:
             coordinator.close()
             self.coordinator = None
             self.restart_at = self.clock() + RESTART_DELAY
+            # Their slots are gone by the time another answers: missed, and counted by the next claim.
+            self.pending.clear()
 
     def _handle_message(self, message: Message) -> None:
         op = message["op"]
@@ -233,17 +234,27 @@ class Cluster:
         order = sorted(eligible, key=lambda node_id: (-rendezvous(worker, eligible[node_id]), node_id))
         return order.index(self.node_id)
 
-    def tend(self, now: float, running: int) -> None:
-        """Renew the lease when due, send the claims whose time came, close the ticks of ended runs."""
+    def tend(self, now: float, running: list[str]) -> None:
+        """Renew the lease when due, send the claims whose time came, close the ticks of ended runs.
+
+        `running` are the ids of our runs in flight: with the claims not yet answered, the only ticks of ours the
+        ledger may keep open (a claim whose answer a dropped connection lost may have been committed all the same).
+        """
         coordinator = self.coordinator
         if coordinator is None:
             if self.restart_at is not None and now >= self.restart_at and not self.stopped:
                 self.start()
             return
+        if self.heartbeat_out and now - self.heartbeat_sent > self.settings.lease and not coordinator.killed:
+            # A connection that hangs (a partition that drops nothing, a server that accepts and never answers)
+            # holds the coordinator with no timeout of its own; our runs are fenced meanwhile. Start afresh.
+            log.error("coordinator (pid %d) silent for %.0fs; replacing it", coordinator.pid, now - self.heartbeat_sent)
+            coordinator.kill()
         if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
-            coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=running,
-                             workers=self.workers)
+            coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=len(running),
+                             workers=self.workers, runs=[*running, *self.pending])
             self.heartbeat_out = True
+            self.heartbeat_sent = now
             self.next_heartbeat = now + self.settings.heartbeat
         for claim in self.pending.values():
             if not claim.sent and now >= claim.send_at:
@@ -272,8 +283,8 @@ class Cluster:
 
     def next_times(self) -> list[float]:
         times = [claim.send_at for claim in self.pending.values() if not claim.sent]
-        if self.coordinator is not None and not self.heartbeat_out and not self.stopped:
-            times.append(self.next_heartbeat)
+        if self.coordinator is not None and not self.stopped:
+            times.append(self.heartbeat_sent + self.settings.lease if self.heartbeat_out else self.next_heartbeat)
         if self.finished_ticks:
             times.append(0.0)
         if self.coordinator is None and self.restart_at is not None:

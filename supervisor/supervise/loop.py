@@ -205,7 +205,7 @@ class Supervisor:
         self.run_keeper.enforce_memory_limits(self.spawner, now)
         self.start_due_runs(now)
         if self.cluster is not None:
-            self.cluster.tend(now, len(self.runs))
+            self.cluster.tend(now, list(self.runs))
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)

@@ -1,0 +1,282 @@
+"""Several supervisors on one PostgreSQL (issue 13): each slot runs once, a dead node's runs are `lost` and its
+workers go on elsewhere, a frozen or cut-off node stops its own runs before anyone may take its work.
+
+Every node is a real supervisor process, each reaching PostgreSQL through a proxy of its own (tests/tcpproxy.py),
+in a directory of its own. The checker trusts a witness more than our own rows: each run appends a line to its
+node's witness file when it starts and when it ends (worker, slot, node, pid, time), with O_APPEND, before and
+after the worker's body. Short leases (heartbeat 0.5 s, lease 4 s, grace 1 s, margin 1 s, backup delay 0.2 s).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from dbtools import query, query_or_empty, when
+from helpers import SupervisorProcess, TcpProxy, wait_until, worker_package
+
+LEASE = ("--heartbeat", "0.5", "--lease", "4", "--lease-grace", "1", "--lease-margin", "1", "--backup-delay", "0.2")
+HEARTBEAT, LEASE_S, GRACE, MARGIN = 0.5, 4.0, 1.0, 1.0
+
+WITNESS = '''
+import os, time
+from supervisor import register, worker
+
+NODE = os.path.basename(os.getcwd())
+PATH = os.path.join(os.getcwd(), "witness.log")
+
+
+def note(kind, ctx):
+    line = f"{kind} {ctx.worker} {ctx.due_at:.6f} {NODE} {os.getpid()} {time.time():.6f}\\n"
+    fd = os.open(PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, line.encode())
+    os.close(fd)
+
+
+def body(seconds):
+    def run(ctx):
+        note("start", ctx)
+        time.sleep(seconds)
+        note("end", ctx)
+    return run
+
+
+register(
+    *[worker(name=f"fast{i}", interval=1)(body(0.05)) for i in range({fast})],
+    *[worker(name=f"slow{i}", interval=3)(body(0.05)) for i in range({slow})],
+    *[worker(name=f"long{i}", interval=1, timeout=120)(body(60)) for i in range({long})],
+    worker(name="minute", cron="* * * * *")(body(0.05)),
+)
+'''
+PERIODS = {"fast": 1.0, "slow": 3.0, "long": 1.0}
+
+
+@dataclass(frozen=True)
+class Sighting:
+    kind: str
+    worker: str
+    due: float
+    node: str
+    pid: int
+    at: float
+
+    @property
+    def period(self) -> float:
+        return 60.0 if self.worker == "minute" else PERIODS[self.worker.rstrip("0123456789")]
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        """The slot it ran for: its due time on the worker's grid (nodes name one slot within milliseconds)."""
+        return self.worker, round(self.due / self.period)
+
+
+class Node:
+    """One supervisor, its own directory and its own proxy to PostgreSQL."""
+
+    def __init__(self, root: Path, name: str, database: str, modules: dict[str, str]) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir()
+        worker_package(self.dir, [], extra=modules)
+        self.proxy = TcpProxy(5432)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.proxy.port}/{database}"
+        self.supervisor = SupervisorProcess(self.dir, self.url, ["--node-name", name, *LEASE])
+
+    def sightings(self) -> list[Sighting]:
+        path = self.dir / "witness.log"
+        if not path.exists():
+            return []
+        found = []
+        for line in path.read_text().splitlines():
+            kind, worker, due, node, pid, at = line.split()
+            found.append(Sighting(kind, worker, float(due), node, int(pid), float(at)))
+        return found
+
+    def close(self) -> None:
+        if self.supervisor.alive():
+            self.supervisor.signal(signal.SIGCONT)
+        self.supervisor.stop()
+        self.proxy.close()
+
+
+def all_sightings(nodes: list[Node]) -> list[Sighting]:
+    return sorted((s for node in nodes for s in node.sightings()), key=lambda s: s.at)
+
+
+def duplicates(sightings: list[Sighting]) -> dict[tuple[str, int], list[str]]:
+    """Slots that started more than once, with the nodes that started them."""
+    by_slot: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for s in sightings:
+        if s.kind == "start":
+            by_slot[s.slot].append(s.node)
+    return {slot: where for slot, where in by_slot.items() if len(where) > 1}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[callable]:  # type: ignore[valid-type]
+    database = pg_url.rsplit("/", 1)[1]
+    nodes: list[Node] = []
+
+    def start(names: list[str], fast: int = 0, slow: int = 0, long: int = 0) -> list[Node]:
+        source = WITNESS.replace("{fast}", str(fast)).replace("{slow}", str(slow)).replace("{long}", str(long))
+        modules = {"witness": source}
+        started = [Node(tmp_path, name, database, modules) for name in names]
+        nodes.extend(started)
+        wait_until(lambda: len(alive_nodes(pg_url)) == len(names), timeout=60, what="every node alive")
+        for node in started:
+            wait_until(lambda: "spawner ready" in node.supervisor.log(), timeout=60, what=f"{node.name} ready")
+        return started
+
+    yield start
+    for node in nodes:
+        node.close()
+
+
+def alive_nodes(url: str) -> list[dict]:  # type: ignore[type-arg]
+    return query_or_empty(url, "select * from node where state = 'alive' and lease_until > (clock_timestamp() at time zone 'UTC')")
+
+
+def node_row(url: str, node_id: str) -> dict:  # type: ignore[type-arg]
+    return query(url, "select * from node where id = ?", node_id)[0]
+
+
+def test_three_nodes_run_each_slot_once_spread_over_all_of_them(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2", "n3"], fast=10, slow=10)
+    begin = time.time() + 1.0
+    wait_until(lambda: time.time() > begin + 20, timeout=40, step=0.2, what="20 s of work")
+    end = time.time() - 3.0
+    seen = [s for s in all_sightings(nodes) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
+    # No slot missing: each worker's slots in the window follow one another one period apart.
+    window = [s for s in seen if begin <= s.due <= end]
+    for name in [f"fast{i}" for i in range(10)] + [f"slow{i}" for i in range(10)]:
+        slots = sorted(s.slot[1] for s in window if s.worker == name)
+        period = PERIODS[name.rstrip("0123456789")]
+        assert len(slots) >= int((end - begin) / period) - 1, (name, slots)
+        assert slots == list(range(slots[0], slots[0] + len(slots))), (name, slots)
+    # Started on time, whichever node ran it: a backup's claim comes a backup delay (0.2 s) after the slot.
+    lags = sorted(s.at - s.due for s in window)
+    p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+    print(f"\nstart lag over {len(lags)} runs: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    assert min(lags) > -0.005, "a run started before its slot"
+    assert p50 < 0.05, lags
+    # The work is spread: each node is the first choice for some workers and ran them.
+    by_node = {node.name: {s.worker for s in window if s.node == node.name} for node in nodes}
+    assert all(len(workers) >= 3 for workers in by_node.values()), by_node
+    # What the ledger and the runs say agrees with the witness.
+    ticks = query(pg_url, "select count(*) as n from tick where state in ('running', 'done') and kind = 'scheduled'")
+    assert ticks[0]["n"] >= len(seen)
+    named = query(pg_url, "select count(*) as n from run where node_id is null or node not in ('n1', 'n2', 'n3')")
+    assert named[0]["n"] == 0
+
+
+def test_a_node_killed_outright_has_its_runs_lost_and_its_workers_run_elsewhere(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2", "n3"], fast=6, long=1)
+    first = wait_until(lambda: [s for s in all_sightings(nodes) if s.worker == "long0"], timeout=30, what="long0")[0]
+    victim = next(node for node in nodes if node.name == first.node)
+    others = [node for node in nodes if node is not victim]
+    processes = victim.supervisor.descendants()
+    assert any(p.pid == first.pid for p in processes)
+    run = wait_until(lambda: query(pg_url, "select * from run where pid = ? and worker = 'long0'", first.pid),
+                     timeout=10, what="the long run's row")[0]
+    killed_at = time.time()
+    victim.supervisor.signal(signal.SIGKILL)
+    victim.supervisor.wait(10)
+    # Nothing of it survives: its spawner and runs die with it.
+    gone = psutil.wait_procs(processes, timeout=5)[1]
+    assert not gone, gone
+    # A peer declares it dead once its lease has run out, and records its run lost, naming it.
+    lost = wait_until(lambda: query(pg_url, "select * from run where id = ? and outcome = 'lost'", run["id"]),
+                      timeout=LEASE_S + GRACE + HEARTBEAT + 10, what="the run recorded lost")[0]
+    declared = query(pg_url, "select * from node where name = ? and state = 'dead'", victim.name)
+    assert len(declared) == 1 and declared[0]["end_reason"] == "lease expired"
+    assert f"node {victim.name}" in lost_message(pg_url, run["id"]) and "declared dead by n" in lost_message(pg_url, run["id"])
+    declared_after = when(declared[0]["ended_at"]).timestamp() - killed_at  # same host: one clock
+    print(f"\ndeclared dead {declared_after:.2f} s after the SIGKILL")
+    assert declared_after <= LEASE_S + GRACE + 2 * HEARTBEAT + 1.0
+    assert lost["node_id"] == declared[0]["id"]
+    # Its workers go on elsewhere: long0 again (after the declaration: it was still in flight until then).
+    again = wait_until(lambda: [s for s in all_sightings(others) if s.worker == "long0"], timeout=15,
+                       what="long0 elsewhere")[0]
+    assert again.at >= when(declared[0]["ended_at"]).timestamp() - 0.05
+    # And the fast workers' slots were run by someone throughout, each once.
+    settle = time.time() + 2
+    wait_until(lambda: time.time() > settle, timeout=5, step=0.1)
+    seen = [s for s in all_sightings(nodes) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
+    for name in [f"fast{i}" for i in range(6)]:
+        slots = sorted(s.slot[1] for s in seen if s.worker == name and s.due >= killed_at - 1)
+        assert slots == list(range(slots[0], slots[0] + len(slots))), (name, slots)
+        assert len(slots) >= int(time.time() - killed_at) - 2, (name, slots)
+
+
+def lost_message(url: str, run: str) -> str:
+    rows = query(url, "select message from failure where run_id = ?", run)
+    return rows[0]["message"] if rows else ""
+
+
+@pytest.mark.parametrize("fault", ["sigstop", "partition"])
+def test_a_frozen_or_cut_off_node_stops_its_runs_before_its_work_is_taken(cluster, pg_url: str, fault: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2"], fast=2, long=1)
+    first = wait_until(lambda: [s for s in all_sightings(nodes) if s.worker == "long0"], timeout=30, what="long0")[0]
+    victim = next(node for node in nodes if node.name == first.node)
+    other = next(node for node in nodes if node is not victim)
+    incarnation = query(pg_url, "select id from node where name = ? and state = 'alive'", victim.name)[0]["id"]
+    run_process = psutil.Process(first.pid)
+    if fault == "sigstop":
+        victim.supervisor.signal(signal.SIGSTOP)
+    else:
+        victim.proxy.set("hang")
+    # Its spawner kills the run on its own, before the lease runs out: poll for the death (seen late, if at all).
+    run_process.wait(LEASE_S + 5)
+    died_at = time.time()
+    declared = wait_until(lambda: query(pg_url, "select * from node where id = ? and state = 'dead'", incarnation),
+                          timeout=LEASE_S + GRACE + 10, what="the node declared dead")[0]
+    declared_at = when(declared["ended_at"]).timestamp()
+    print(f"\nrun killed {declared_at - died_at:.2f} s before its node was declared dead")
+    assert died_at < declared_at
+    # Its run is `lost`; the other node runs long0 only after the run on the frozen node was dead (no overlap).
+    again = wait_until(lambda: [s for s in other.sightings() if s.worker == "long0"], timeout=15, what="long0 on the other")[0]
+    assert again.at > died_at - 0.05
+    lease_until = when(declared["lease_until"])
+    late_claims = query(pg_url, "select count(*) as n from tick where node = ? and claimed_at > ?", incarnation, lease_until)
+    assert late_claims[0]["n"] == 0
+    # Back again: it learns it was declared dead and rejoins as a new node.
+    if fault == "sigstop":
+        victim.supervisor.signal(signal.SIGCONT)
+    else:
+        victim.proxy.set("forward")
+    wait_until(lambda: "was declared dead by" in victim.supervisor.log(), timeout=LEASE_S + 10, what="the log line")
+    rejoined = wait_until(lambda: query(pg_url, "select * from node where name = ? and state = 'alive' and id <> ?",
+                                        victim.name, incarnation), timeout=LEASE_S + 10, what="a new incarnation")
+    assert len(rejoined) == 1
+    run = query(pg_url, "select * from run where worker = 'long0' and pid = ?", first.pid)[0]
+    assert run["outcome"] == "lost" and run["node_id"] == incarnation
+    assert "declared dead by" in lost_message(pg_url, run["id"])  # the late result did not overwrite it
+    seen = [s for s in all_sightings(nodes) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
+
+
+def test_a_database_restart_kills_nothing_and_declares_nobody_dead(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2"], fast=4, long=1)
+    first = wait_until(lambda: [s for s in all_sightings(nodes) if s.worker == "long0"], timeout=30, what="long0")[0]
+    database = pg_url.rsplit("/", 1)[1]
+    for _ in range(3):  # every session of ours ended, three times, as a restart of the server would
+        ended = query(pg_url, "select pg_terminate_backend(pid) as done from pg_stat_activity "
+                      "where datname = ? and pid <> pg_backend_pid() and application_name = 'worker-supervisor'", database)
+        assert ended
+        settle = time.time() + 1
+        wait_until(lambda: time.time() > settle, timeout=5, step=0.1)
+    later = time.time() + 2 * LEASE_S
+    wait_until(lambda: time.time() > later, timeout=3 * LEASE_S, step=0.2, what="two leases")
+    assert query(pg_url, "select count(*) as n from node where state = 'dead'")[0]["n"] == 0
+    assert psutil.pid_exists(first.pid) and psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE
+    seen = [s for s in all_sightings(nodes) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
