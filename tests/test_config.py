@@ -288,9 +288,10 @@ def test_status_on_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixtur
     store = Store(f"sqlite:///{db}")
     store.open()  # what `run` does first: the tables, no workers yet
     store.close()
-    assert main(["status", "--db", f"sqlite:///{db}"]) == 0
+    assert main(["status", "--db", f"sqlite:///{db}"]) == 2  # no supervisor runs on it (issue 13)
     captured = capsys.readouterr()
     assert captured.err == ""
+    assert captured.out.startswith("no supervisor is running\n")
     assert "0 worker(s)" in captured.out
 
 

@@ -147,7 +147,7 @@ def test_issue_11_status_reads_the_database_named_in_dot_supervisor_toml(tmp_pat
     _record(tmp_path / "state.db", "from_default_file")
     (tmp_path / "supervisor.toml").write_text('database = "sqlite:///state.db"\n')
     result = cli("status", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and result.stderr == "", result.stderr  # 2: no supervisor runs (issue 13)
     assert "from_default_file" in result.stdout
 
 
@@ -157,7 +157,7 @@ def test_issue_11_supervisor_config_names_the_config_file_and_wins_over_dot_supe
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "env.toml").write_text(f'database = "sqlite:///{tmp_path}/env.db"\n')
     result = cli("status", cwd=tmp_path, env={"SUPERVISOR_CONFIG": "conf/env.toml"})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and result.stderr == "", result.stderr  # 2: no supervisor runs (issue 13)
     assert "from_env_file" in result.stdout
     # --config wins over both; a named file that is missing is an error, never a silent fallback.
     line = one_error_line(cli("status", "--config", "gone.toml", cwd=tmp_path, env={"SUPERVISOR_CONFIG": "x"}), 2)

@@ -50,8 +50,13 @@ class NodeView:
         return self.state == "alive"
 
     def moment(self) -> datetime:
-        """When it was last known alive: its end, else its last heartbeat."""
+        """When it last did something: its end, else its last heartbeat (what the listing's window counts from)."""
         return self.ended_at or self.heartbeat_at
+
+    def last_seen(self) -> datetime:
+        """When it was last known alive: its clean stop, else its last heartbeat (a dead one died before it was
+        declared dead)."""
+        return self.ended_at if self.state == "stopped" and self.ended_at else self.heartbeat_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +102,14 @@ def read_nodes(store: Store, recent: timedelta = RECENT) -> Nodes:
 
 
 def last_node(store: Store) -> NodeView | None:
-    """The node that was alive last (by its end, else its last heartbeat), whenever that was; None if none ever."""
+    """The node that was alive last (`NodeView.last_seen`), whenever that was; None if none ever was."""
     now = database_now(store)
     with store.unavailable_as("cannot read nodes"):
         rows = list(NodeRow.select())
     if not rows:
         return None
     names = {row.id: row.name for row in rows}
-    return max((_view(row, now, names) for row in rows), key=lambda view: view.moment())
+    return max((_view(row, now, names) for row in rows), key=lambda view: view.last_seen())
 
 
 def latest_run_nodes(store: Store) -> dict[str, str]:

@@ -10,6 +10,9 @@ flock, not a pid file: the kernel lets go of the lock when the process ends howe
 killer), so a crash never leaves a stale lock to clear by hand, and a pid reused by another program means
 nothing. (SQLite's own locks are POSIX record locks, which flock does not touch.) Several nodes on one database
 need PostgreSQL, each with a journal of its own.
+
+The lock also answers `status` and `nodes` on SQLite: `probe` tries a shared lock on a read-only descriptor (never
+creating the file) to tell whether a supervisor runs, and reads who it is; `run` waits out such a probe.
 """
 from __future__ import annotations
 
