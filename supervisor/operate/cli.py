@@ -222,7 +222,7 @@ def _cluster_settings(config: Config) -> Any:
         grace=config.lease_grace,
         margin=config.lease_margin,
         backup_delay=config.backup_delay,
-        statement_timeout=min(config.statement_timeout, max(0.5, config.heartbeat)),
+        statement_timeout=min(config.statement_timeout, max(1.0, config.heartbeat)),
     )
 
 

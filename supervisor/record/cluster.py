@@ -15,6 +15,7 @@ section 8, and docs/design.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from . import records
 from .. import __version__
 from ..outcome import Outcome, Verdict
+from .claim_sql import CLAIM_FUNCTION
 from .store import Store
 
 NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
@@ -82,36 +84,39 @@ class NodeLedger:
 
     # -- a node's life ------------------------------------------------------------------------------------------
 
-    def register(self, node: str, name: str, lease: float, workers: list[str]) -> datetime:
-        """Add this incarnation as a live node with a fresh lease; return the database's time."""
+    def register(self, node: str, name: str, lease: float, workers: list[str], pid: int) -> datetime:
+        """Add this incarnation (of the supervisor `pid`) as a live node with a fresh lease; return the database's
+        time."""
         with self.db.atomic():
             row = self._one(
                 f"INSERT INTO node (id, name, host, pid, version, state, started_at, heartbeat_at, lease_seconds,"
-                f" lease_until, lease_since, running, workers)"
+                f" lease_until, lease_since, running, workers, seen)"
                 f" VALUES (%s, %s, %s, %s, %s, 'alive', {NOW}, {NOW}, %s, {NOW} + %s * interval '1 second', {NOW},"
-                f" 0, %s) RETURNING heartbeat_at",
-                (node, name, socket.gethostname(), os.getpid(), __version__, lease, lease, json.dumps(workers)),
+                f" 0, %s, '[]') RETURNING heartbeat_at",
+                (node, name, socket.gethostname(), pid, __version__, lease, lease, json.dumps(workers)),
             )
         return row[0]  # type: ignore[no-any-return]
 
     def heartbeat(
         self, node: str, lease: float, running: int, workers: list[str], clock_offset: float | None,
-        in_flight: list[str] | None = None,
+        in_flight: list[str] | None = None, seen: list[str] | None = None,
     ) -> datetime | None:
         """Renew our lease from the database's now; return that time, or None if we were declared dead.
 
         `lease_since` moves only when the lease had lapsed: it says how long we have held it without a gap.
         With `in_flight` (our runs and unanswered claims), our other ticks still open are closed: a claim that
         committed while its answer was lost with the connection would otherwise keep its worker busy for good.
+        `seen` are the live nodes we read at our last heartbeat: from now on, they may claim (see claim).
         """
         with self.db.atomic():
             row = self._one(
                 f"UPDATE node SET heartbeat_at = {NOW},"
                 f" lease_since = CASE WHEN lease_until >= {NOW} THEN lease_since ELSE {NOW} END,"
                 f" lease_until = {NOW} + %s * interval '1 second', lease_seconds = %s, running = %s, workers = %s,"
-                f" clock_offset = %s"
+                f" clock_offset = %s, seen = coalesce(%s, seen)"
                 f" WHERE id = %s AND state = 'alive' RETURNING heartbeat_at",
-                (lease, lease, running, json.dumps(workers), clock_offset, node),
+                (lease, lease, running, json.dumps(workers), clock_offset,
+                 None if seen is None else json.dumps(seen), node),
             )
             if row is not None and in_flight is not None:
                 self.db.execute_sql(
@@ -120,6 +125,26 @@ class NodeLedger:
                     (node, in_flight),
                 )
         return None if row is None else row[0]
+
+    def last_slots(self, workers: list[str]) -> dict[str, float]:
+        """The time of each worker's last claimed slot, for the nodes to keep their timetables in step with."""
+        rows = self._all(
+            "SELECT DISTINCT ON (worker) worker, slot_at FROM tick WHERE worker = ANY(%s) AND slot_no IS NOT NULL"
+            " ORDER BY worker, slot_no DESC",
+            (workers,),
+        )
+        return {worker: _unix(slot_at) for worker, slot_at in rows}
+
+    def prune_ticks(self, older_than_hours: float) -> int:
+        """Delete ticks older than this, but each worker's last numbered one (the next claim counts from it)."""
+        with self.db.atomic():
+            cursor = self.db.execute_sql(
+                f"DELETE FROM tick AS t WHERE t.claimed_at < {NOW} - %s * interval '1 hour' AND t.state <> 'running'"
+                " AND (t.slot_no IS NULL OR EXISTS (SELECT 1 FROM tick AS later WHERE later.worker = t.worker"
+                " AND later.slot_no > t.slot_no))",
+                (older_than_hours,),
+            )
+        return int(cursor.rowcount)
 
     def members(self) -> list[Member]:
         """The live nodes: alive, with a lease the database finds valid now."""
@@ -203,53 +228,97 @@ class NodeLedger:
         run: str,
         margin: float,
         scheduled: bool = True,
+        command: int | None = None,
     ) -> Claim:
         """Claim the worker's slot at `slot_at` for run `run`, in one short transaction (see the module's note).
 
         Slots are numbered per worker: a cron slot by its own time (exact on every node), an interval slot
-        counting on from the last one claimed, `round(elapsed / period)` later, so nodes whose clocks or
-        timetables differ by less than half a period name the same slot alike. `scheduled=False` is a run that
-        is not a slot (a trigger, a retry, a queued run): it gets a row, unnumbered, so its run is seen in flight.
+        counting on from the last one claimed (see _slot_number), so nodes whose clocks or timetables differ by
+        less than a quarter of a period name the same slot alike. `scheduled=False` is a run that
+        is not a slot (a trigger, a retry, a queued run): it gets a row, unnumbered, so its run is seen in flight;
+        a trigger's row names its `command`, which only one row may name.
         """
+        # One statement, its own transaction: the checks and the insert run inside PostgreSQL (claim_sql.py).
+        result, tick, skipped, taken_at = self._one(
+            f"SELECT * FROM {CLAIM_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (me, worker, slot_at, period, overlap, run, margin, scheduled, command),
+        )
+        return Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
+
+    def claim_in_statements(
+        self,
+        me: str,
+        worker: str,
+        slot_at: datetime,
+        period: float | None,
+        overlap: str,
+        run: str,
+        margin: float,
+        scheduled: bool = True,
+        command: int | None = None,
+    ) -> Claim:
+        """The claim statement by statement, as claim_sql.py's function does it in one: kept to measure what the
+        function saves (bench/cluster_claims.py); the supervisor does not use it."""
         with self.db.atomic():
             self._one("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CLAIM_LOCK + worker,))
-            valid = self._one(
-                f"SELECT lease_until > {NOW} + %s * interval '1 second' FROM node WHERE id = %s AND state = 'alive'",
-                (margin, me),
-            )
-            if valid is None or not valid[0]:
-                return Claim("fenced")
-            paused = self._one("SELECT paused FROM worker WHERE name = %s", (worker,))
-            if paused is not None and paused[0] and scheduled:
-                return Claim("paused")
-            slot_no, skipped = None, 0
-            if scheduled:
-                last = self._one(
-                    "SELECT slot_no, slot_at FROM tick WHERE worker = %s AND slot_no IS NOT NULL"
-                    " ORDER BY slot_no DESC LIMIT 1",
-                    (worker,),
-                )
-                slot_no = _slot_number(slot_at, period, last)
-                if last is not None and slot_no <= last[0]:
-                    return Claim("taken", taken_at=_unix(last[1]))
-                if last is not None and period is not None:
-                    skipped = slot_no - last[0] - 1
+            decided = self._decide(self._facts(me, worker, margin, command), slot_at, period, scheduled)
+            if decided.result != "won":
+                return decided
+            # In flight elsewhere: our own runs the supervisor knows of, and it claims nothing while one goes.
             busy = overlap != "allow" and self._one(
-                "SELECT 1 FROM tick JOIN node ON node.id = tick.node WHERE tick.worker = %s"
+                "SELECT 1 FROM tick JOIN node ON node.id = tick.node WHERE tick.worker = %s AND tick.node <> %s"
                 " AND tick.state = 'running' AND node.state <> 'dead' LIMIT 1",
-                (worker,),
+                (worker, me),
             ) is not None
+            if busy and not scheduled:
+                return Claim("busy")  # an extra run is not a slot: nothing to account for in the ledger
             row = self._one(
-                f"INSERT INTO tick (worker, slot_no, slot_at, kind, node, claimed_at, state, skipped, run_id)"
-                f" VALUES (%s, %s, %s, %s, %s, {NOW}, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (worker, slot_no, slot_at, "scheduled" if scheduled else "extra", me,
-                 "skipped" if busy else "running", skipped, None if busy else run),
+                f"INSERT INTO tick (worker, slot_no, slot_at, kind, node, claimed_at, state, skipped, run_id,"
+                f" command_id) VALUES (%s, %s, %s, %s, %s, {NOW}, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (worker, decided.tick if scheduled else None, slot_at, "scheduled" if scheduled else "extra", me,
+                 "skipped" if busy else "running", decided.skipped, None if busy else run, command),
             )
             if row is None:  # the unique index: a claim the advisory lock did not serialise (it always should)
                 return Claim("taken", taken_at=slot_at.timestamp())
             if busy:
-                return Claim("busy", skipped=skipped)
-            return Claim("won", tick=int(row[0]), skipped=skipped)
+                return Claim("busy", skipped=decided.skipped)
+            return Claim("won", tick=int(row[0]), skipped=decided.skipped)
+
+    def _facts(self, me: str, worker: str, margin: float, command: int | None) -> Any:
+        """What a claim depends on, in one statement: our lease (valid beyond the margin) and whether every live
+        peer has seen us (a node that believes itself alone runs without claims while the database cannot answer
+        it, so a newcomer claims nothing until each has seen it), the worker's pause, its last numbered slot and
+        that slot's time, and whether the trigger `command` has a tick already."""
+        return self._one(
+            f"SELECT (SELECT lease_until > {NOW} + %s * interval '1 second' FROM node WHERE id = %s AND state = 'alive')"
+            f" AND NOT EXISTS (SELECT 1 FROM node AS peer WHERE peer.state = 'alive' AND peer.id <> %s"
+            f" AND peer.lease_until > {NOW} AND NOT (peer.seen::jsonb ? %s)),"
+            f" (SELECT paused FROM worker WHERE name = %s),"
+            f" last.slot_no, last.slot_at,"
+            f" EXISTS (SELECT 1 FROM tick WHERE command_id = %s)"
+            f" FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT slot_no, slot_at FROM tick WHERE worker = %s"
+            f" AND slot_no IS NOT NULL ORDER BY slot_no DESC LIMIT 1) AS last ON true",
+            (margin, me, me, me, worker, command, worker),
+        )
+
+    @staticmethod
+    def _decide(facts: Any, slot_at: datetime, period: float | None, scheduled: bool) -> Claim:
+        """Whether the facts let us claim: `won` (not yet inserted) carries the slot's number in `tick`."""
+        valid, paused, last_no, last_at, command_taken = facts
+        if not valid:
+            return Claim("fenced")  # or still joining: not every live peer has seen us yet
+        if command_taken:
+            return Claim("taken")
+        if not scheduled:
+            return Claim("won")
+        if paused:
+            return Claim("paused")
+        last = None if last_no is None else (last_no, last_at)
+        slot_no = _slot_number(slot_at, period, last)
+        if last is not None and slot_no <= last_no:
+            return Claim("taken", taken_at=_unix(last_at))
+        skipped = slot_no - last_no - 1 if last is not None and period is not None else 0
+        return Claim("won", tick=slot_no, skipped=skipped)
 
     def ticks_done(self, ticks: list[int]) -> None:
         """Our runs of these ticks ended: other nodes' overlap checks stop counting them at once (their records
@@ -269,7 +338,9 @@ def _slot_number(slot_at: datetime, period: float | None, last: Any) -> int:
     if last is None:
         return int(round(moment / period))
     last_no, last_at = last
-    return int(last_no) + int(round((moment - _unix(last_at)) / period))
+    # A quarter of a period early still names the next slot, no earlier: two nodes out of step (one just started)
+    # never run a worker less than three quarters of a period apart, and fall into step at their next heartbeat.
+    return int(last_no) + math.floor((moment - _unix(last_at)) / period + 0.25)
 
 
 def _unix(moment: datetime) -> float:

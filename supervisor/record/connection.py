@@ -16,6 +16,7 @@ import peewee
 
 from ..errors import StoreUnavailable
 from .database import CONNECT_TIMEOUT, STATEMENT_TIMEOUT_MS, connect, redact
+from .claim_sql import ensure_claim_function
 from .schema import MIGRATIONS, MODELS, SCHEMA_VERSION, SchemaVersion, database
 
 log = logging.getLogger(__name__)
@@ -70,28 +71,35 @@ class StoreConnection:
 
     def _migrate(self) -> None:
         with self.db.atomic():
+            self._migrate_tables()
             if isinstance(self.db, peewee.PostgresqlDatabase):
-                # Several supervisors starting at once on a fresh database: one creates or migrates the schema,
-                # the others wait here and then find it done (CREATE TABLE IF NOT EXISTS races in the catalogue).
-                self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended('worker-supervisor:schema', 0))")  # type: ignore[no-untyped-call]
-            tables = set(self.db.get_tables())
-            if "worker" not in tables:
-                self.db.create_tables(MODELS, safe=True)
-                SchemaVersion.insert(id=1, version=SCHEMA_VERSION).on_conflict_ignore().execute()
-                return
-            self.db.create_tables([SchemaVersion], safe=True)
-            version = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 1
-            if version > SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    f"the database's schema is version {version}, newer than this release's {SCHEMA_VERSION}; "
-                    "upgrade worker-supervisor",
-                    self.where,
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                log.warning("store: migrating the schema from version %d to %d", target - 1, target)
-                MIGRATIONS[target](self.db)
-                SchemaVersion.delete().execute()
-                SchemaVersion.insert(id=1, version=target).execute()
+                ensure_claim_function(self.db)
+
+    def _migrate_tables(self) -> None:
+        """Create the tables, or bring them forward; one supervisor at a time on PostgreSQL."""
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            # Several supervisors starting at once on a fresh database: one creates or migrates the schema,
+            # the others wait here and then find it done (CREATE TABLE IF NOT EXISTS races in the catalogue).
+            lock = "SELECT pg_advisory_xact_lock(hashtextextended('worker-supervisor:schema', 0))"
+            self.db.execute_sql(lock)  # type: ignore[no-untyped-call]
+        tables = set(self.db.get_tables())
+        if "worker" not in tables:
+            self.db.create_tables(MODELS, safe=True)
+            SchemaVersion.insert(id=1, version=SCHEMA_VERSION).on_conflict_ignore().execute()
+            return
+        self.db.create_tables([SchemaVersion], safe=True)
+        version = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 1
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the database's schema is version {version}, newer than this release's {SCHEMA_VERSION}; "
+                "upgrade worker-supervisor",
+                self.where,
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            log.warning("store: migrating the schema from version %d to %d", target - 1, target)
+            MIGRATIONS[target](self.db)
+            SchemaVersion.delete().execute()
+            SchemaVersion.insert(id=1, version=target).execute()
 
     def close(self) -> None:
         """Close the connection."""

@@ -31,6 +31,9 @@ from ..protocol import Message, receive, send
 from .store import Store
 
 DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # the URL travels in the environment: argv is visible to every user in ps
+PRUNE_INTERVAL = 600.0
+TICKS_KEPT_HOURS = 24.0
+"""The ledger keeps a day of claims (and each worker's last one for good): enough to see what ran where."""
 
 
 def boottime() -> float:
@@ -49,21 +52,42 @@ class Coordinator:
         self.grace = grace
         self.margin = margin
         self.offset: float | None = None
+        self.next_prune = time.monotonic() + PRUNE_INTERVAL
+        self.seen: list[str] | None = None
+        """The live nodes read at our last heartbeat."""
         """How far our clock is ahead of the database's, from the last heartbeat (negative: behind)."""
         self.failing: str | None = None
 
     def serve(self) -> None:
-        """Work until the supervisor closes the channel."""
+        """Work until the supervisor closes the channel: what waits is taken together, the lease first."""
         while True:
-            message, fds = receive(self.control)
+            waiting = self.take_waiting()
+            if waiting is None:
+                return
+            # A heartbeat never waits behind a burst of claims (50 triggers, a thousand workers due at once): the
+            # lease is what keeps our runs alive. Of several, the latest says the most.
+            heartbeats = [m for m in waiting if m["op"] == "heartbeat"]
+            for message in heartbeats[-1:] + [m for m in waiting if m["op"] != "heartbeat"]:
+                try:
+                    self.handle(message)
+                except peewee.PeeweeException as exc:
+                    self.unavailable(exc, message)
+
+    def take_waiting(self) -> list[Message] | None:
+        """Every message waiting (at least one, blocking for it); None once the supervisor is gone."""
+        found: list[Message] = []
+        block = True
+        while True:
+            try:
+                message, fds = receive(self.control, block=block)
+            except BlockingIOError:
+                return found
             for fd in fds:
                 os.close(fd)
             if message is None:
-                return
-            try:
-                self.handle(message)
-            except peewee.PeeweeException as exc:
-                self.unavailable(exc, message)
+                return found or None
+            found.append(message)
+            block = False
 
     def handle(self, message: Message) -> None:
         op = message["op"]
@@ -73,6 +97,7 @@ class Coordinator:
             claim = self.ledger.claim(
                 message["node"], message["worker"], _naive(message["slot_at"]), message.get("period"),
                 message["overlap"], message["run"], self.margin, bool(message.get("scheduled", True)),
+                message.get("command"),
             )
             send(self.control, "claim", run=message["run"], result=claim.result, tick=claim.tick,
                  skipped=claim.skipped, taken_at=claim.taken_at)
@@ -89,28 +114,33 @@ class Coordinator:
         since = boottime()  # before the statement: the lease is counted from no later than the database's now
         before = time.time()
         renewed = self.ledger.heartbeat(node, self.lease, int(message["running"]), workers, self.offset,
-                                        list(message.get("runs", [])))
+                                        list(message.get("runs", [])), self.seen)
         if renewed is None:
             declared = self.ledger.declared_by(node)
             if declared is not None:
                 send(self.control, "dead", node=node, by=declared[0], at=declared[1])
                 return
-            renewed = self.ledger.register(node, message["name"], self.lease, workers)
+            renewed = self.ledger.register(node, message["name"], self.lease, workers, int(message["pid"]))
         after = time.time()
         self.offset = (before + after) / 2 - renewed.replace(tzinfo=timezone.utc).timestamp()
         members = self.ledger.members()
+        self.seen = [m.id for m in members]  # written at the next heartbeat: only then are they acknowledged
         send(self.control, "renewed", node=node, since=since, offset=self.offset,
-             members=[[m.id, m.name, sorted(m.workers)] for m in members])
+             members=[[m.id, m.name, sorted(m.workers)] for m in members], slots=self.ledger.last_slots(workers))
+        if time.monotonic() >= self.next_prune:
+            self.next_prune = time.monotonic() + PRUNE_INTERVAL
+            self.ledger.prune_ticks(TICKS_KEPT_HOURS)
         for name, where, lost in self.ledger.declare_dead(node, self.grace):
             send(self.control, "declared", name=name, where=where, runs=[[r.run, r.worker] for r in lost])
 
     def unavailable(self, exc: peewee.PeeweeException, message: Message) -> None:
-        """The database failed us: say so (once per outage), answer a claim as unavailable, reconnect next time."""
+        """The database failed us: answer the request so (the supervisor says it once per outage), and reconnect
+        at the next one."""
         error = self.store.describe(exc)
         self.store.reconnect()
         if message["op"] == "claim":
             send(self.control, "claim", run=message["run"], result="unavailable", tick=None, skipped=0, taken_at=None)
-        if self.failing is None:
+        elif message["op"] == "heartbeat":
             send(self.control, "unavailable", error=error)
         self.failing = error
 

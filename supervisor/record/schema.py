@@ -149,6 +149,9 @@ class NodeRow(BaseModel):
     running = peewee.IntegerField(default=0)
     workers = peewee.TextField(default="[]")
     """The workers it can run (a JSON list): who is eligible for a worker's slots."""
+    seen = peewee.TextField(default="[]")
+    """The live nodes it knew of at its heartbeat before the last (a JSON list of ids): a node claims nothing
+    until every live peer has seen it, so that none of them can believe itself alone (record/cluster.py)."""
     ended_at = peewee.DateTimeField(null=True)
     ended_by = peewee.CharField(null=True, max_length=32)
     end_reason = peewee.TextField(null=True)
@@ -178,6 +181,8 @@ class TickRow(BaseModel):
     skipped = peewee.IntegerField(default=0)
     """Slots between the previous claim and this one that no node claimed."""
     run_id = peewee.CharField(null=True, max_length=32)
+    command_id = peewee.BigIntegerField(null=True, unique=True)
+    """The operator's trigger it runs for: unique, so that of the nodes that saw the command exactly one runs it."""
 
     class Meta:
         table_name = "tick"

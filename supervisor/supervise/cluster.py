@@ -10,11 +10,18 @@ costs its workers one backup delay, and a join or a death moves only ~1/N of the
 The database work happens in the coordinator process (record/coordinator.py). The lease is renewed only when
 this loop asks, so a frozen supervisor loses it; each renewal becomes a deadline for the spawner (spawn/fence.py),
 which kills this node's runs before a peer may declare the node dead, even if this loop never runs again.
+
+A node alone (the database showed it no live peer at its last heartbeat) keeps, for as long as its lease holds,
+the single supervisor's promise that the database is a record, not the heartbeat: while the database cannot
+answer, it runs its slots without claims. That is safe because a newcomer claims nothing until every live node
+has seen it (record/cluster.py), and no peer may declare it dead before its lease ran out, by which time it has
+stopped and its runs are fenced like any node's. A database failover longer than the lease needs a longer lease.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import select
 import selectors
 import time
@@ -82,6 +89,7 @@ class PendingClaim:
     run_id: str
     send_at: float
     sent: bool = False
+    sent_at: float = 0.0
 
 
 class Cluster:
@@ -116,12 +124,20 @@ class Cluster:
         self.lease_until: float | None = None
         """Boottime until which we may claim (our lease, less the margin), from the last renewal."""
         self.pending: dict[str, PendingClaim] = {}
-        self.won: list[tuple[DueRun, str, int, int]] = []
+        self.won: list[tuple[DueRun, str, int | None, int | None]] = []
+        """Runs to start: (the run owed, its id, its tick, slots skipped before it); tick None: run alone, unclaimed."""
+        self.solo_workers: set[str] = set()
+        """Workers run without a claim since their last claim: the ledger's count of slots skipped is wrong for them."""
         self.ticks: dict[str, int] = {}
         """Our runs in flight by id, with their tick in the ledger: closed as each ends."""
         self.finished_ticks: list[int] = []
         self.stopped = False
         self.failing: str | None = None
+        self.last_slots: dict[str, float] = {}
+        """Each worker's last claimed slot (Unix time), from the last heartbeat: the loop keeps its interval
+        timetables in step with them (Timetable.align), so every node names each slot alike."""
+        self.answers: list[tuple[int, str, str]] = []
+        """Trigger commands whose claim was decided here: (command, worker, what to answer), for the loop."""
         self.realigned: list[WorkerStatus] = []
         """Workers whose timetable a claim lined up with another node's: the loop puts them on its agenda again."""
 
@@ -168,6 +184,7 @@ class Cluster:
             self.members = [(m[0], m[1], frozenset(m[2])) for m in message["members"]]
             self.lease_until = float(message["since"]) + self.settings.lease - self.settings.margin
             self.fence(self.lease_until)
+            self.last_slots = {name: float(at) for name, at in message.get("slots", {}).items()}
             if abs(message.get("offset") or 0.0) > 1.0:
                 log.warning("this node's clock is %+.1fs off the database's; slots are claimed on the database's",
                             message["offset"])
@@ -192,9 +209,11 @@ class Cluster:
             if claim is not None:
                 self._claimed(claim, message)
         elif op == "unavailable":
-            self.failing = message["error"]
             self.heartbeat_out = False
-            log.error("cluster: the database is unavailable: %s; no slot is claimed until it is back", message["error"])
+            if self.failing is None:
+                log.error("cluster: the database is unavailable: %s; %s", message["error"],
+                          "running alone meanwhile" if self.alone else "no slot is claimed until it is back")
+            self.failing = message["error"]
         elif op == "healthy" and self.failing is not None:
             self.failing = None
             log.info("cluster: the database is back")
@@ -202,8 +221,15 @@ class Cluster:
     def _claimed(self, claim: PendingClaim, message: Message) -> None:
         due, result = claim.due, message["result"]
         name = due.status.definition.name
+        if due.command is not None and result in ("won", "busy"):
+            self.answers.append((due.command, name, f"run {claim.run_id[:8]} started on node {self.settings.node_name}"
+                                 if result == "won" else "not run: a run is in progress on another node"))
         if result == "won":
-            self.won.append((due, claim.run_id, int(message["tick"]), int(message["skipped"] or 0)))
+            skipped = None if name in self.solo_workers else int(message["skipped"] or 0)
+            self.solo_workers.discard(name)
+            self.won.append((due, claim.run_id, int(message["tick"]), skipped))
+        elif result == "unavailable" and self.may_run_alone(self.clock()):
+            self._run_alone(due, claim.run_id)
         elif result == "taken":
             if message.get("taken_at") is not None:
                 due.status.timetable.align(self.clock(), time.time(), float(message["taken_at"]))
@@ -219,6 +245,9 @@ class Cluster:
     def offer(self, due: DueRun, now: float) -> None:
         """A run is due here: claim it now, a backup delay later, or leave it to the nodes ranked before us."""
         definition = due.status.definition
+        if self.may_run_alone(now):
+            self._run_alone(due, new_run_id())
+            return
         rank = self.rank(definition.name) if due.scheduled else 0
         if rank > BACKUPS:
             return
@@ -226,6 +255,34 @@ class Cluster:
         delay = self.settings.backup_delay if period is None else min(self.settings.backup_delay, period / 4)
         run_id = new_run_id()
         self.pending[run_id] = PendingClaim(due, run_id, now + rank * delay)
+
+    @property
+    def alone(self) -> bool:
+        """Whether the database showed us no live peer at our last heartbeat (and has shown us the nodes at all)."""
+        return self.lease_until is not None and all(node_id == self.node_id for node_id, _, _ in self.members)
+
+    @property
+    def late(self) -> float:
+        """How long a heartbeat may take: no statement may take longer, so one that has is not coming."""
+        return self.settings.statement_timeout + 1.0
+
+    def cut_off(self, now: float) -> bool:
+        """Whether the database is not answering us: it said so, or a heartbeat has waited too long."""
+        return self.failing is not None or self.coordinator is None or (
+            self.heartbeat_out and now - self.heartbeat_sent > self.late)
+
+    def may_run_alone(self, now: float) -> bool:
+        """Whether to start runs without claims: we are alone, cut off, and our lease still holds (no newcomer
+        claims before we have seen it, and none may declare us dead before it runs out; then we stop, as any
+        node does)."""
+        return self.alone and self.cut_off(now) and self.lease_until is not None and boottime() < self.lease_until
+
+    def _run_alone(self, due: DueRun, run_id: str) -> None:
+        """Start a run without a claim: we are alone and cannot reach the database (see the module's note)."""
+        self.solo_workers.add(due.status.definition.name)
+        self.won.append((due, run_id, None, None))
+        if due.command is not None:
+            self.answers.append((due.command, due.status.definition.name, "run started"))
 
     def rank(self, worker: str) -> int:
         """Our place among the live nodes that have `worker` (0: we claim first)."""
@@ -241,18 +298,26 @@ class Cluster:
         ledger may keep open (a claim whose answer a dropped connection lost may have been committed all the same).
         """
         coordinator = self.coordinator
+        if coordinator is None and self.restart_at is not None and now >= self.restart_at and not self.stopped:
+            self.start()
+            coordinator = self.coordinator
+        if self.may_run_alone(now):
+            for claim in list(self.pending.values()):
+                del self.pending[claim.run_id]  # an answer that may still come is not waited for
+                self._run_alone(claim.due, claim.run_id)
         if coordinator is None:
-            if self.restart_at is not None and now >= self.restart_at and not self.stopped:
-                self.start()
             return
         if self.heartbeat_out and now - self.heartbeat_sent > self.settings.lease and not coordinator.killed:
             # A connection that hangs (a partition that drops nothing, a server that accepts and never answers)
             # holds the coordinator with no timeout of its own; our runs are fenced meanwhile. Start afresh.
             log.error("coordinator (pid %d) silent for %.0fs; replacing it", coordinator.pid, now - self.heartbeat_sent)
             coordinator.kill()
+        if self.finished_ticks:  # first: our own claims that follow must not find our ended runs in flight
+            coordinator.send("done", ticks=self.finished_ticks)
+            self.finished_ticks = []
         if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
             coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=len(running),
-                             workers=self.workers, runs=[*running, *self.pending])
+                             workers=self.workers, runs=[*running, *self.pending], pid=os.getpid())
             self.heartbeat_out = True
             self.heartbeat_sent = now
             self.next_heartbeat = now + self.settings.heartbeat
@@ -261,18 +326,17 @@ class Cluster:
                 definition = claim.due.status.definition
                 coordinator.send("claim", node=self.node_id, run=claim.run_id, worker=definition.name,
                                  slot_at=claim.due.slot_wall, period=definition.interval, overlap=definition.overlap,
-                                 scheduled=claim.due.scheduled)
-                claim.sent = True
-        if self.finished_ticks:
-            coordinator.send("done", ticks=self.finished_ticks)
-            self.finished_ticks = []
+                                 scheduled=claim.due.scheduled, command=claim.due.command)
+                claim.sent, claim.sent_at = True, now
 
-    def take_won(self) -> list[tuple[DueRun, str, int]]:
-        """The claims we won since last asked: (the run owed, its id, slots skipped before it), to start now."""
+    def take_won(self) -> list[tuple[DueRun, str, int | None]]:
+        """The runs to start now, claimed or run alone: (the run owed, its id, slots skipped before it by the
+        ledger's count; None: count them here, as a single supervisor does)."""
         won, self.won = self.won, []
         started = []
         for due, run_id, tick, skipped in won:
-            self.ticks[run_id] = tick
+            if tick is not None:
+                self.ticks[run_id] = tick
             started.append((due, run_id, skipped))
         return started
 
@@ -282,13 +346,21 @@ class Cluster:
             self.finished_ticks.append(tick)
 
     def next_times(self) -> list[float]:
+        """When the loop must next come to us: runs to start, a claim to send, a heartbeat to send or that is late
+        (then we are cut off), a coordinator to restart."""
+        if self.won:
+            return [0.0]
+        if self.coordinator is None:
+            return [] if self.restart_at is None or self.stopped else [self.restart_at]
         times = [claim.send_at for claim in self.pending.values() if not claim.sent]
-        if self.coordinator is not None and not self.stopped:
-            times.append(self.heartbeat_sent + self.settings.lease if self.heartbeat_out else self.next_heartbeat)
         if self.finished_ticks:
             times.append(0.0)
-        if self.coordinator is None and self.restart_at is not None:
-            times.append(self.restart_at)
+        if not self.stopped:
+            if not self.heartbeat_out:
+                times.append(self.next_heartbeat)
+            else:
+                late = self.heartbeat_sent + self.late
+                times.append(late if late > self.clock() else self.heartbeat_sent + self.settings.lease)
         return times
 
     def stop(self) -> None:

@@ -87,11 +87,13 @@ class Supervisor:
         self.containment = Containment(recording.journal)
         """What keeps the processes runs start from outliving us: cgroup, subreapers, guard, record of escapes."""
         self.scheduler = Scheduler(stored or {}, clock, wall_clock, max_children)
-        self.run_keeper = RunKeeper(self.recording, self.selector, self.scheduler.workers, socket.gethostname(), clock)
+        node = cluster.node_name if cluster is not None else socket.gethostname()
+        self.run_keeper = RunKeeper(self.recording, self.selector, self.scheduler.workers, node, clock)
         self.keeper = SpawnerKeeper(sources, overrides or {}, commands or [], config_file, import_timeout,
                                     self.recording, self.selector, self.containment, self.scheduler.mark_broken)
         self.commands = OperatorCommands(self.scheduler, self.keeper.broken, self.recording,
-                                         f"by {self.run_keeper.node}, pid {self.run_keeper.pid}", clock, wall_clock)
+                                         f"by {node}, pid {self.run_keeper.pid}", clock, wall_clock,
+                                         claimed=cluster is not None)
         self.table = TableRows(wall_clock)
         self.cluster = (
             None if cluster is None else
@@ -99,7 +101,6 @@ class Supervisor:
         )
         """This node among several on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
         if self.cluster is not None:
-            self.run_keeper.node = cluster.node_name  # type: ignore[union-attr]
             self.run_keeper.node_id = self.cluster.node_id
         # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
         self.timer = precise_timer() if clock is time.monotonic else None
@@ -356,12 +357,22 @@ class Supervisor:
             else:
                 self.start_run(due, now, wall)
         if self.cluster is not None:
+            for name, claimed in self.cluster.last_slots.items():
+                status = self.workers.get(name)
+                if status is not None:
+                    status.timetable.align(now, wall, claimed)
+                    self.cluster.realigned.append(status)
+            self.cluster.last_slots = {}
             for status in self.cluster.realigned:
                 self.scheduler.attend(status, now)
             self.cluster.realigned.clear()
             for due, run_id, skipped in self.cluster.take_won():
-                due.status.unrecorded_skips = skipped  # the ledger counts the slots no node claimed
+                if skipped is not None:
+                    due.status.unrecorded_skips = skipped  # the ledger counts the slots no node claimed
                 self.start_run(due, now, wall, run_id)
+            for command, worker, result in self.cluster.answers:
+                self.commands.answer_trigger(command, worker, result)
+            self.cluster.answers.clear()
 
     def start_run(self, due: DueRun, now: float, wall: float, run_id: str | None = None) -> None:
         name = due.status.definition.name

@@ -23,7 +23,7 @@ class OperatorCommands:
     """Act on each command once, and record what was done, signed with this supervisor's host and pid."""
 
     def __init__(self, scheduler: Scheduler, broken: dict[str, str], recording: Recording, signature: str,
-                 clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], wall_clock: Callable[[], float], claimed: bool = False) -> None:
         self.scheduler = scheduler
         self.broken = broken
         """Workers and modules broken in our spawner, and why (the spawner keeper's)."""
@@ -32,6 +32,8 @@ class OperatorCommands:
         self.clock = clock
         self.wall_clock = wall_clock
         self.done: set[int] = set()
+        self.claimed = claimed
+        """Several nodes share the database: a trigger is answered by the node whose claim of it won (cluster.py)."""
 
     def handle(self, command: Message, stopping: bool) -> None:
         """Act on an operator's trigger, pause or resume, and record what was done."""
@@ -52,7 +54,10 @@ class OperatorCommands:
             elif stopping:
                 result = "not run: the supervisor is stopping"
             else:
-                status.triggered = True
+                status.triggers.append(number)
+                if self.claimed:
+                    self.scheduler.attend(status, self.clock())
+                    return  # answered by the node that wins its claim (answer_trigger)
                 result = "run started"
         elif action == "pause":
             result = "already paused" if status.paused else "paused"
@@ -69,6 +74,10 @@ class OperatorCommands:
             result = f"unknown action {action!r}"
         self.scheduler.attend(status, self.clock())
         self._answer(number, worker, action, result)
+
+    def answer_trigger(self, number: int, worker: str, result: str) -> None:
+        """Answer a trigger once its claim on the shared database is decided (won here, or refused)."""
+        self._answer(number, worker, "trigger", result)
 
     def _answer(self, number: int, worker: str, action: str, result: str) -> None:
         log.info("%s: %s: %s", worker, action, result)

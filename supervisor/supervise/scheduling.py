@@ -34,6 +34,8 @@ class DueRun:
     """The slot as Unix time, without its jitter: what names it to the other nodes on a shared database."""
     scheduled: bool = True
     """A slot of the schedule; False for a trigger, a retry or a queued run (not claimed by slot)."""
+    command: int | None = None
+    """The operator's trigger command it answers, if it is one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +155,11 @@ class Scheduler:
         for _, name in owed[:room]:
             status = self.workers[name]
             slot, slot_wall = status.timetable.due, status.timetable.slot_wall(now, wall)
+            command = status.triggers[0] if status.triggers else None
             reason, attempt = status.take_start(now, wall)
             scheduled = reason is StartReason.SLOT
-            due.append(DueRun(status, attempt, slot if scheduled else now, slot_wall, scheduled))
+            command = command if reason is StartReason.TRIGGER else None
+            due.append(DueRun(status, attempt, slot if scheduled else now, slot_wall, scheduled, command))
         # Runs owed beyond the cap wait here, out of the agenda: each pass offers them the room a run's end made.
         self.waiting_for_room = {name for _, name in owed[room:]}
         return due

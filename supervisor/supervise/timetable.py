@@ -131,16 +131,16 @@ class Timetable:
             self._set_slot(mono, mono, wall, jitter=False)
 
     def align(self, mono: float, wall: float, claimed: float) -> None:
-        """Line an interval schedule up with a slot another node claimed at `claimed` (Unix time): the next slot
-        is one period after it, so the nodes keep naming each slot alike (cron slots are alike already)."""
+        """Put an interval schedule in step with the slot at `claimed` (Unix time), the last one a node claimed:
+        the current slot moves to the nearest time a whole number of periods from it, so that the nodes keep
+        their slots at the same times (cron slots are at the same times already)."""
         interval = self.definition.interval
         if self.is_cron or interval is None:
             return
-        following = claimed + interval
-        while following < wall - interval / 2:
-            following += interval
-        if abs(following - self.slot_wall(mono, wall)) > 0.001:
-            self._set_slot(mono + (following - wall), mono, wall)
+        current = self.slot_wall(mono, wall)
+        aligned = claimed + round((current - claimed) / interval) * interval
+        if abs(aligned - current) > 0.001:
+            self._set_slot(mono + (aligned - wall), mono, wall)
 
     # -- reading it --------------------------------------------------------------------------------------------
 

@@ -81,8 +81,8 @@ class WorkerStatus:
     """Paused by an operator or by quarantine: no scheduled runs until resumed."""
     pause_reason: str | None = None
     """Why it is paused when the supervisor did it (quarantine); None when an operator did."""
-    triggered: bool = False
-    """An operator asked for a run now; it starts at the next pass (once), paused or not."""
+    triggers: list[int] = field(default_factory=list)
+    """Operators' trigger commands waiting, oldest first: each asks for one run now, paused or not."""
     queued_since: float | None = None
     """A slot came while runs were in progress and overlap is 'queue': one run waits, since this time."""
     retry_at: float | None = None
@@ -95,6 +95,11 @@ class WorkerStatus:
     def run(self) -> Run | None:
         """The oldest run in progress, or None."""
         return self.runs[0] if self.runs else None
+
+    @property
+    def triggered(self) -> bool:
+        """An operator asked for a run now; it starts at the next pass, paused or not."""
+        return bool(self.triggers)
 
     @property
     def due(self) -> float:
@@ -142,8 +147,8 @@ class WorkerStatus:
 
     def take_start(self, mono: float, wall: float) -> tuple[StartReason, int]:
         """Take the run `ready_since` said is owed: return why it starts and its attempt number."""
-        if self.triggered:
-            self.triggered = False
+        if self.triggers:
+            self.triggers.pop(0)
             return StartReason.TRIGGER, 1  # an extra run: the schedule stays where it was
         if self.retry_at is not None:
             self.retry_at = None
