@@ -92,7 +92,9 @@ def fault_through_proxy(tmp_path: Path, pg_url: str, proxy: TcpProxy, start_supe
     """Run a supervisor through the proxy, put the proxy in `mode` for `seconds`, restore it, and wait until
     the backlog is written; return the (stopped) supervisor."""
     worker_package(tmp_path, ["quick"])
-    supervisor = start_supervisor(*FAST_FAILURE, url=through(pg_url, proxy))
+    # A node alone rides out an outage for as long as its lease holds (docs/design.md, "Several nodes"): the
+    # lease is set longer than the faults here, as it is where the database's failover is slow.
+    supervisor = start_supervisor(*FAST_FAILURE, "--lease", "30", url=through(pg_url, proxy))
     wait_until(lambda: len(recorded_runs(pg_url)) >= 5, timeout=60, what="runs through the proxy")
     proxy.set(mode)
     wait_until(lambda: noticed in supervisor.log(), timeout=30, what=f"the fault to be noticed ({noticed!r})")

@@ -16,6 +16,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -177,13 +178,18 @@ def test_three_nodes_run_each_slot_once_spread_over_all_of_them(cluster, pg_url:
     p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
     print(f"\nstart lag over {len(lags)} runs: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     assert min(lags) > -0.005, "a run started before its slot"
-    assert p50 < 0.05, lags
+    # The figure (issue 13: p99 under 200 ms) is measured by `make soak` and bench; here only what would be a bug:
+    # a slot that waited for a heartbeat, or for more than the backups' delays.
+    assert p99 < 1.0, lags
     # The work is spread: each node is the first choice for some workers and ran them.
     by_node = {node.name: {s.worker for s in window if s.node == node.name} for node in nodes}
     assert all(len(workers) >= 3 for workers in by_node.values()), by_node
     # What the ledger and the runs say agrees with the witness.
-    ticks = query(pg_url, "select count(*) as n from tick where state in ('running', 'done') and kind = 'scheduled'")
-    assert ticks[0]["n"] >= len(seen)
+    # (Within the window: before the cluster formed, the first node may have run slots alone, without a claim.)
+    utc = [datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) for t in (begin, end)]
+    ticks = query(pg_url, "select count(*) as n from tick where state in ('running', 'done') and kind = 'scheduled' "
+                  "and slot_at between ? and ?", *utc)
+    assert ticks[0]["n"] == len(window)
     named = query(pg_url, "select count(*) as n from run where node_id is null or node not in ('n1', 'n2', 'n3')")
     assert named[0]["n"] == 0
 

@@ -61,6 +61,19 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """One slot (or extra run) a node asks for: see NodeLedger.claim."""
+
+    worker: str
+    slot_at: datetime
+    period: float | None
+    overlap: str
+    run: str
+    scheduled: bool = True
+    command: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Lost:
     """A run in flight on a node that was declared dead."""
 
@@ -100,13 +113,16 @@ class NodeLedger:
     def heartbeat(
         self, node: str, lease: float, running: int, workers: list[str], clock_offset: float | None,
         in_flight: list[str] | None = None, seen: list[str] | None = None,
+        unclaimed: list[tuple[str, str]] | None = None,
     ) -> datetime | None:
         """Renew our lease from the database's now; return that time, or None if we were declared dead.
 
         `lease_since` moves only when the lease had lapsed: it says how long we have held it without a gap.
         With `in_flight` (our runs and unanswered claims), our other ticks still open are closed: a claim that
         committed while its answer was lost with the connection would otherwise keep its worker busy for good.
-        `seen` are the live nodes we read at our last heartbeat: from now on, they may claim (see claim).
+        `seen` are the live nodes we read at our last heartbeat: from now on, they may claim (see claim). So our
+        `unclaimed` runs in flight (run id, worker: started alone, without a claim) enter the ledger in the same
+        transaction: a node that may claim from now on finds them in flight.
         """
         with self.db.atomic():
             row = self._one(
@@ -118,6 +134,14 @@ class NodeLedger:
                 (lease, lease, running, json.dumps(workers), clock_offset,
                  None if seen is None else json.dumps(seen), node),
             )
+            for run, worker in unclaimed or []:
+                if row is not None:
+                    self.db.execute_sql(
+                        f"INSERT INTO tick (worker, slot_at, kind, node, claimed_at, state, skipped, run_id)"
+                        f" SELECT %s, {NOW}, 'extra', %s, {NOW}, 'running', 0, %s"
+                        f" WHERE NOT EXISTS (SELECT 1 FROM tick WHERE run_id = %s)",
+                        (worker, node, run, run),
+                    )
             if row is not None and in_flight is not None:
                 self.db.execute_sql(
                     "UPDATE tick SET state = 'done' WHERE node = %s AND state = 'running'"
@@ -125,6 +149,12 @@ class NodeLedger:
                     (node, in_flight),
                 )
         return None if row is None else row[0]
+
+    def ticks_of(self, runs: list[str]) -> dict[str, int]:
+        """The ticks of these runs (by run id), for those the ledger has."""
+        if not runs:
+            return {}
+        return {run: int(tick) for run, tick in self._all("SELECT run_id, id FROM tick WHERE run_id = ANY(%s)", (runs,))}
 
     def last_slots(self, workers: list[str]) -> dict[str, float]:
         """The time of each worker's last claimed slot, for the nodes to keep their timetables in step with."""
@@ -244,6 +274,27 @@ class NodeLedger:
             (me, worker, slot_at, period, overlap, run, margin, scheduled, command),
         )
         return Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
+
+    def claim_many(self, me: str, margin: float, requests: list[ClaimRequest]) -> list[Claim]:
+        """Several claims in one statement (one transaction), answered in order. The workers' locks are taken in
+        the order of their names, on every node, so two nodes' batches never wait for each other in a circle."""
+        order = sorted(range(len(requests)), key=lambda i: requests[i].worker)
+        rows = ", ".join(["(%s::int, %s::text, %s::timestamp, %s::float8, %s::text, %s::text, %s::bool, %s::bigint)"]
+                         * len(requests))
+        params: list[Any] = []
+        for position, i in enumerate(order):
+            r = requests[i]
+            params += [position, r.worker, r.slot_at, r.period, r.overlap, r.run, r.scheduled, r.command]
+        found = self._all(
+            f"SELECT c.i, f.* FROM (VALUES {rows}) AS c(i, worker, slot_at, period, overlap, run, scheduled, command)"
+            f" CROSS JOIN LATERAL {CLAIM_FUNCTION}(%s, c.worker, c.slot_at, c.period, c.overlap, c.run, %s,"
+            f" c.scheduled, c.command) AS f ORDER BY c.i",
+            (*params, me, margin),
+        )
+        claims: list[Claim] = [Claim("unavailable")] * len(requests)
+        for position, result, tick, skipped, taken_at in found:
+            claims[order[position]] = Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
+        return claims
 
     def claim_in_statements(
         self,

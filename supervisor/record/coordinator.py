@@ -20,11 +20,11 @@ import signal
 import socket
 import time
 from datetime import datetime, timezone
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 import peewee
 
-from .cluster import NodeLedger
+from .cluster import ClaimRequest, NodeLedger
 from ..errors import StoreUnavailable
 from ..process import die_with_parent
 from ..protocol import Message, receive, send
@@ -67,11 +67,34 @@ class Coordinator:
             # A heartbeat never waits behind a burst of claims (50 triggers, a thousand workers due at once): the
             # lease is what keeps our runs alive. Of several, the latest says the most.
             heartbeats = [m for m in waiting if m["op"] == "heartbeat"]
-            for message in heartbeats[-1:] + [m for m in waiting if m["op"] != "heartbeat"]:
-                try:
-                    self.handle(message)
-                except peewee.PeeweeException as exc:
-                    self.unavailable(exc, message)
+            claims = [m for m in waiting if m["op"] == "claim"]
+            others = [m for m in waiting if m["op"] not in ("heartbeat", "claim")]
+            for message in heartbeats[-1:] + [m for m in others if m["op"] == "done"]:
+                self.attempt(self.handle, message)
+            if claims:  # all that wait, in one statement: ten workers due at once cost one round trip, not ten
+                self.attempt(self.claim, claims)
+            for message in [m for m in others if m["op"] != "done"]:
+                self.attempt(self.handle, message)
+
+    def attempt(self, work: Callable[[Any], None], what: Any) -> None:
+        """Do one piece of work; a database error is answered as such (unavailable), never raised."""
+        try:
+            work(what)
+        except peewee.PeeweeException as exc:
+            for message in what if isinstance(what, list) else [what]:
+                self.unavailable(exc, message)
+            return
+        self.healthy()
+
+    def claim(self, messages: list[Message]) -> None:
+        requests = [
+            ClaimRequest(m["worker"], _naive(m["slot_at"]), m.get("period"), m["overlap"], m["run"],
+                         bool(m.get("scheduled", True)), m.get("command"))
+            for m in messages
+        ]
+        for message, claim in zip(messages, self.ledger.claim_many(messages[0]["node"], self.margin, requests)):
+            send(self.control, "claim", run=message["run"], result=claim.result, tick=claim.tick,
+                 skipped=claim.skipped, taken_at=claim.taken_at)
 
     def take_waiting(self) -> list[Message] | None:
         """Every message waiting (at least one, blocking for it); None once the supervisor is gone."""
@@ -93,28 +116,20 @@ class Coordinator:
         op = message["op"]
         if op == "heartbeat":
             self.heartbeat(message)
-        elif op == "claim":
-            claim = self.ledger.claim(
-                message["node"], message["worker"], _naive(message["slot_at"]), message.get("period"),
-                message["overlap"], message["run"], self.margin, bool(message.get("scheduled", True)),
-                message.get("command"),
-            )
-            send(self.control, "claim", run=message["run"], result=claim.result, tick=claim.tick,
-                 skipped=claim.skipped, taken_at=claim.taken_at)
         elif op == "done":
             self.ledger.ticks_done([int(t) for t in message["ticks"]])
         elif op == "stop":
             self.ledger.stop(message["node"])
             send(self.control, "stopped")
-        self.healthy()
 
     def heartbeat(self, message: Message) -> None:
         """Renew the lease (registering the node the first time), report the live nodes, declare the dead."""
         node, workers = message["node"], list(message["workers"])
         since = boottime()  # before the statement: the lease is counted from no later than the database's now
         before = time.time()
+        unclaimed = [(str(run), str(worker)) for run, worker in message.get("unclaimed", [])]
         renewed = self.ledger.heartbeat(node, self.lease, int(message["running"]), workers, self.offset,
-                                        list(message.get("runs", [])), self.seen)
+                                        list(message.get("runs", [])), self.seen, unclaimed)
         if renewed is None:
             declared = self.ledger.declared_by(node)
             if declared is not None:
@@ -126,7 +141,8 @@ class Coordinator:
         members = self.ledger.members()
         self.seen = [m.id for m in members]  # written at the next heartbeat: only then are they acknowledged
         send(self.control, "renewed", node=node, since=since, offset=self.offset,
-             members=[[m.id, m.name, sorted(m.workers)] for m in members], slots=self.ledger.last_slots(workers))
+             members=[[m.id, m.name, sorted(m.workers)] for m in members], slots=self.ledger.last_slots(workers),
+             ticks=self.ledger.ticks_of([run for run, _ in unclaimed]))
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_INTERVAL
             self.ledger.prune_ticks(TICKS_KEPT_HOURS)

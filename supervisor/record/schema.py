@@ -149,7 +149,7 @@ class NodeRow(BaseModel):
     running = peewee.IntegerField(default=0)
     workers = peewee.TextField(default="[]")
     """The workers it can run (a JSON list): who is eligible for a worker's slots."""
-    seen = peewee.TextField(default="[]")
+    seen = peewee.TextField(default="[]", constraints=[peewee.SQL("DEFAULT '[]'")])
     """The live nodes it knew of at its heartbeat before the last (a JSON list of ids): a node claims nothing
     until every live peer has seen it, so that none of them can believe itself alone (record/cluster.py)."""
     ended_at = peewee.DateTimeField(null=True)

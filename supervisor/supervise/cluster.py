@@ -41,6 +41,10 @@ DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # as record/coordinator.py reads it (the s
 BACKUPS = 2
 """Ranks 1..BACKUPS try a slot its first choice did not claim; beyond them nobody does (they would only conflict)."""
 RESTART_DELAY = 1.0
+CLAIM_TRIES = 3
+"""A claim the database failed is asked again (the coordinator reconnects first), up to this many times."""
+CLAIM_PATIENCE = 0.5
+"""A node alone runs a slot without its claim once the claim has waited this long (see the module's note)."""
 STOP_WAIT = 2.0
 """At a clean stop, how long we wait for the database to hear that this node stopped (else its lease runs out)."""
 
@@ -90,6 +94,7 @@ class PendingClaim:
     send_at: float
     sent: bool = False
     sent_at: float = 0.0
+    tries: int = 1
 
 
 class Cluster:
@@ -130,6 +135,9 @@ class Cluster:
         """Workers run without a claim since their last claim: the ledger's count of slots skipped is wrong for them."""
         self.ticks: dict[str, int] = {}
         """Our runs in flight by id, with their tick in the ledger: closed as each ends."""
+        self.unclaimed: dict[str, str] = {}
+        """Our runs in flight that were started alone, without a claim (run id: worker): each heartbeat puts them
+        in the ledger, so that a newcomer, which may claim only once that heartbeat has seen it, finds them."""
         self.finished_ticks: list[int] = []
         self.stopped = False
         self.failing: str | None = None
@@ -185,6 +193,9 @@ class Cluster:
             self.lease_until = float(message["since"]) + self.settings.lease - self.settings.margin
             self.fence(self.lease_until)
             self.last_slots = {name: float(at) for name, at in message.get("slots", {}).items()}
+            for run, tick in message.get("ticks", {}).items():
+                if self.unclaimed.pop(run, None) is not None:
+                    self.ticks[run] = int(tick)
             if abs(message.get("offset") or 0.0) > 1.0:
                 log.warning("this node's clock is %+.1fs off the database's; slots are claimed on the database's",
                             message["offset"])
@@ -222,14 +233,21 @@ class Cluster:
         due, result = claim.due, message["result"]
         name = due.status.definition.name
         if due.command is not None and result in ("won", "busy"):
-            self.answers.append((due.command, name, f"run {claim.run_id[:8]} started on node {self.settings.node_name}"
-                                 if result == "won" else "not run: a run is in progress on another node"))
+            self.answers.append((due.command, name, f"run started on node {self.settings.node_name} (run "
+                                 f"{claim.run_id[:8]})" if result == "won" else
+                                 "not run: a run is in progress on another node"))
         if result == "won":
             skipped = None if name in self.solo_workers else int(message["skipped"] or 0)
             self.solo_workers.discard(name)
             self.won.append((due, claim.run_id, int(message["tick"]), skipped))
-        elif result == "unavailable" and self.may_run_alone(self.clock()):
-            self._run_alone(due, claim.run_id)
+        elif result == "unavailable" and self.alone and self.lease_valid:
+            self._run_alone(due, claim.run_id)  # the database said it cannot: we are cut off
+        elif result == "unavailable" and claim.tries < CLAIM_TRIES:
+            # A dropped connection (a restart, a terminated session): the coordinator reconnects for the next.
+            claim.tries, claim.sent = claim.tries + 1, False
+            self.pending[claim.run_id] = claim
+        elif result == "unavailable" and due.command is not None:
+            self.answers.append((due.command, name, "not run: the database is unavailable"))
         elif result == "taken":
             if message.get("taken_at") is not None:
                 due.status.timetable.align(self.clock(), time.time(), float(message["taken_at"]))
@@ -271,11 +289,16 @@ class Cluster:
         return self.failing is not None or self.coordinator is None or (
             self.heartbeat_out and now - self.heartbeat_sent > self.late)
 
+    @property
+    def lease_valid(self) -> bool:
+        """Whether our lease holds (less the margin), by the last renewal."""
+        return self.lease_until is not None and boottime() < self.lease_until
+
     def may_run_alone(self, now: float) -> bool:
         """Whether to start runs without claims: we are alone, cut off, and our lease still holds (no newcomer
         claims before we have seen it, and none may declare us dead before it runs out; then we stop, as any
         node does)."""
-        return self.alone and self.cut_off(now) and self.lease_until is not None and boottime() < self.lease_until
+        return self.alone and self.cut_off(now) and self.lease_valid
 
     def _run_alone(self, due: DueRun, run_id: str) -> None:
         """Start a run without a claim: we are alone and cannot reach the database (see the module's note)."""
@@ -301,10 +324,13 @@ class Cluster:
         if coordinator is None and self.restart_at is not None and now >= self.restart_at and not self.stopped:
             self.start()
             coordinator = self.coordinator
-        if self.may_run_alone(now):
+        if self.alone and self.lease_valid:
+            # Alone, a claim that waits is a database that does not answer: run it without (an answer that may
+            # still come is not waited for; the run keeps the id the claim named).
             for claim in list(self.pending.values()):
-                del self.pending[claim.run_id]  # an answer that may still come is not waited for
-                self._run_alone(claim.due, claim.run_id)
+                if self.cut_off(now) or (claim.sent and now - claim.sent_at > CLAIM_PATIENCE):
+                    del self.pending[claim.run_id]
+                    self._run_alone(claim.due, claim.run_id)
         if coordinator is None:
             return
         if self.heartbeat_out and now - self.heartbeat_sent > self.settings.lease and not coordinator.killed:
@@ -317,7 +343,9 @@ class Cluster:
             self.finished_ticks = []
         if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
             coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=len(running),
-                             workers=self.workers, runs=[*running, *self.pending], pid=os.getpid())
+                             workers=self.workers, runs=[*running, *self.pending, *(w[1] for w in self.won)],
+                             pid=os.getpid(),
+                             unclaimed=[[run, worker] for run, worker in self.unclaimed.items() if run in running])
             self.heartbeat_out = True
             self.heartbeat_sent = now
             self.next_heartbeat = now + self.settings.heartbeat
@@ -337,10 +365,13 @@ class Cluster:
         for due, run_id, tick, skipped in won:
             if tick is not None:
                 self.ticks[run_id] = tick
+            else:
+                self.unclaimed[run_id] = due.status.definition.name
             started.append((due, run_id, skipped))
         return started
 
     def run_ended(self, run_id: str) -> None:
+        self.unclaimed.pop(run_id, None)
         tick = self.ticks.pop(run_id, None)
         if tick is not None:
             self.finished_ticks.append(tick)
@@ -352,7 +383,9 @@ class Cluster:
             return [0.0]
         if self.coordinator is None:
             return [] if self.restart_at is None or self.stopped else [self.restart_at]
-        times = [claim.send_at for claim in self.pending.values() if not claim.sent]
+        waiting_alone = self.alone and self.lease_valid  # a claim that waits too long then runs without (tend)
+        times = [claim.send_at if not claim.sent else claim.sent_at + CLAIM_PATIENCE
+                 for claim in self.pending.values() if not claim.sent or waiting_alone]
         if self.finished_ticks:
             times.append(0.0)
         if not self.stopped:
