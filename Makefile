@@ -48,7 +48,7 @@ bench: $(BENCH_VENV)/.installed
 # Several nodes on one PostgreSQL under random faults for about five minutes (issue 13); not part of `make test`.
 # Longer: make soak SOAK_SECONDS=1800; another sequence of faults: SOAK_SEED=N.
 soak: $(VENV)/.installed-dev
-	SOAK_SECONDS=$(or $(SOAK_SECONDS),240) $(PY) -m pytest -s tests/soak_cluster.py
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),240) $(PY) -m pytest -s -o faulthandler_timeout=0 tests/soak_cluster.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) bench/out *.egg-info build dist supervisor.db supervisor.db-wal supervisor.db-shm supervisor.db*.lock supervisor.db.pending* worker-supervisor.pending* example-ledger.db*

@@ -343,3 +343,38 @@ def test_a_database_restart_kills_nothing_and_declares_nobody_dead(cluster, pg_u
     assert psutil.pid_exists(first.pid) and psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE
     seen = [s for s in all_sightings(nodes) if s.kind == "start"]
     assert not duplicates(seen), duplicates(seen)
+
+
+def test_node_settings_are_refused_on_sqlite_in_one_line(tmp_path: Path) -> None:
+    # SQLite serves one supervisor (a second is refused: test_ownership.py); a node's settings there are a mistake.
+    worker_package(tmp_path, [], extra={"witness": WITNESS.replace("{fast}", "1").replace("{slow}", "0")
+                                        .replace("{long}", "0")})
+    done = subprocess.run([sys.executable, "-m", "supervisor", "run", "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                           "--node-name", "n1"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "node_name" in lines[0] and "PostgreSQL" in lines[0], done.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_node_alone_rides_out_a_short_outage_and_stops_within_its_lease_in_a_long_one(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    (node,) = cluster(["n1"], fast=2, long=1)
+    first = wait_until(lambda: [s for s in node.sightings() if s.worker == "long0"], timeout=30, what="long0")[0]
+    node.proxy.set("cut")
+    cut_at = time.time()
+    # Alone, it goes on without claims while its lease holds (4 s, less the 1 s margin, from its last renewal)...
+    wait_until(lambda: [s for s in node.sightings() if s.worker == "fast0" and s.at > cut_at + 1.5], timeout=10,
+               what="runs during the outage")
+    # ...then its spawner ends the long run, and it starts nothing more until the database is back.
+    psutil.Process(first.pid).wait(LEASE_S + 5)
+    stopped_at = time.time()
+    assert stopped_at - cut_at <= LEASE_S
+    settle = time.time() + 2
+    wait_until(lambda: time.time() > settle, timeout=5, step=0.1)
+    assert not [s for s in node.sightings() if s.kind == "start" and s.at > stopped_at + 0.5]
+    node.proxy.set("forward")
+    back = time.time()
+    wait_until(lambda: [s for s in node.sightings() if s.worker == "fast0" and s.at > back], timeout=LEASE_S + 10,
+               what="runs again once the database is back")
+    seen = [s for s in node.sightings() if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
