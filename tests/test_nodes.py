@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -47,8 +48,8 @@ def note(kind, ctx):
 def body(seconds):
     def run(ctx):
         note("start", ctx)
-        time.sleep(seconds)
-        note("end", ctx)
+        if ctx.sleep(seconds):  # False: asked to stop (a node's shutdown)
+            note("end", ctx)
     return run
 
 
@@ -147,6 +148,10 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[callable]:  # type: ignore[
         return started
 
     yield start
+    for node in nodes:  # all at once: each waits for its runs to stop
+        if node.supervisor.alive():
+            node.supervisor.signal(signal.SIGCONT)
+            node.supervisor.signal(signal.SIGTERM)
     for node in nodes:
         node.close()
 
@@ -165,7 +170,7 @@ def formed(url: str, count: int) -> bool:
 def test_three_nodes_run_each_slot_once_spread_over_all_of_them(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
     nodes = cluster(["n1", "n2", "n3"], fast=10, slow=10)
     begin = time.time() + 1.0
-    wait_until(lambda: time.time() > begin + 20, timeout=40, step=0.2, what="20 s of work")
+    wait_until(lambda: time.time() > begin + 12, timeout=40, step=0.2, what="12 s of work")
     end = time.time() - 3.0
     seen = [s for s in all_sightings(nodes) if s.kind == "start"]
     assert not duplicates(seen), duplicates(seen)
@@ -290,16 +295,31 @@ def cli(node: Node, *args: str) -> subprocess.Popen[str]:
 
 def test_each_trigger_runs_once_and_a_pause_holds_on_a_node_that_was_frozen(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
     nodes = cluster(["n1", "n2", "n3"], fast=3)
-    # 50 triggers at once, from 50 processes: every node sees every command; each runs exactly once, somewhere.
-    triggers = [cli(nodes[i % 3], "trigger", "manual", "--wait", "30") for i in range(50)]
+    # 50 triggers at once: 10 from the command line (each says which node ran it) and 40 sent by 4 threads of this
+    # process, as the command line sends them (a row, then NOTIFY). Every node sees every command; each runs once.
+    triggers = [cli(nodes[i % 3], "trigger", "manual", "--wait", "30") for i in range(10)]
+    def send(count: int) -> None:
+        for _ in range(count):
+            query(pg_url, "insert into command (worker, action, created_at) values ('manual', 'trigger', "
+                  "(now() at time zone 'UTC'))")
+            query(pg_url, "notify supervisor_command")
+    senders = [threading.Thread(target=send, args=(10,)) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(60)
     answers = [t.communicate(timeout=90) for t in triggers]
     assert all(t.returncode == 0 for t in triggers), answers
     assert all("started on node n" in out for out, _ in answers), answers
+    results = wait_until(lambda: [row["result"] for row in query(pg_url, "select result from command where done_at "
+                                  "is not null and worker = 'manual'")] if len(query(pg_url, "select id from command "
+                                  "where done_at is null")) == 0 else [], timeout=30, what="every trigger answered")
+    assert len(results) == 50 and all("started on node n" in result for result in results), results
     wait_until(lambda: len([s for s in all_sightings(nodes) if s.worker == "manual" and s.kind == "end"]) >= 50,
                timeout=30, what="50 manual runs")
     manual = [s for s in all_sightings(nodes) if s.worker == "manual" and s.kind == "start"]
     assert len(manual) == 50
-    said = sorted(out.split("started on node ")[1].split()[0].rstrip(")") for out, _ in answers)
+    said = sorted(result.split("started on node ")[1].split()[0] for result in results)
     assert said == sorted(s.node for s in manual)  # each answer names the node that ran it
     assert len(query(pg_url, "select id from run where worker = 'manual'")) == 50
     # A pause sent while the node that runs fast0 is frozen holds when it thaws, whatever its view says.
@@ -337,8 +357,8 @@ def test_a_database_restart_kills_nothing_and_declares_nobody_dead(cluster, pg_u
         assert ended
         settle = time.time() + 1
         wait_until(lambda: time.time() > settle, timeout=5, step=0.1)
-    later = time.time() + 2 * LEASE_S
-    wait_until(lambda: time.time() > later, timeout=3 * LEASE_S, step=0.2, what="two leases")
+    later = time.time() + LEASE_S + GRACE + HEARTBEAT  # long enough for a peer to have declared one dead
+    wait_until(lambda: time.time() > later, timeout=3 * LEASE_S, step=0.2, what="a lease and its grace")
     assert query(pg_url, "select count(*) as n from node where state = 'dead'")[0]["n"] == 0
     assert psutil.pid_exists(first.pid) and psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE
     seen = [s for s in all_sightings(nodes) if s.kind == "start"]
