@@ -150,6 +150,10 @@ class NodeLedger:
                 )
         return None if row is None else row[0]
 
+    def paused(self, workers: list[str]) -> dict[str, str | None]:
+        """Which of these workers the record says are paused, and why (None: an operator)."""
+        return dict(self._all("SELECT name, pause_reason FROM worker WHERE name = ANY(%s) AND paused", (workers,)))
+
     def ticks_of(self, runs: list[str]) -> dict[str, int]:
         """The ticks of these runs (by run id), for those the ledger has."""
         if not runs:

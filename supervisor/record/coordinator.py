@@ -142,7 +142,7 @@ class Coordinator:
         self.seen = [m.id for m in members]  # written at the next heartbeat: only then are they acknowledged
         send(self.control, "renewed", node=node, since=since, offset=self.offset,
              members=[[m.id, m.name, sorted(m.workers)] for m in members], slots=self.ledger.last_slots(workers),
-             ticks=self.ledger.ticks_of([run for run, _ in unclaimed]))
+             ticks=self.ledger.ticks_of([run for run, _ in unclaimed]), paused=self.ledger.paused(workers))
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_INTERVAL
             self.ledger.prune_ticks(TICKS_KEPT_HOURS)

@@ -141,6 +141,9 @@ class Cluster:
         self.finished_ticks: list[int] = []
         self.stopped = False
         self.failing: str | None = None
+        self.paused_on_record: dict[str, str | None] | None = None
+        """The workers the record said were paused at the last heartbeat (None: no news since the loop took it):
+        an operator's pause or resume reaches one node's recorder, and every node follows the record."""
         self.last_slots: dict[str, float] = {}
         """Each worker's last claimed slot (Unix time), from the last heartbeat: the loop keeps its interval
         timetables in step with them (Timetable.align), so every node names each slot alike."""
@@ -193,6 +196,7 @@ class Cluster:
             self.lease_until = float(message["since"]) + self.settings.lease - self.settings.margin
             self.fence(self.lease_until)
             self.last_slots = {name: float(at) for name, at in message.get("slots", {}).items()}
+            self.paused_on_record = message.get("paused")
             for run, tick in message.get("ticks", {}).items():
                 if self.unclaimed.pop(run, None) is not None:
                     self.ticks[run] = int(tick)

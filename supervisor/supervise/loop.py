@@ -363,6 +363,9 @@ class Supervisor:
                     status.timetable.align(now, wall, claimed)
                     self.cluster.realigned.append(status)
             self.cluster.last_slots = {}
+            if self.cluster.paused_on_record is not None:
+                self.commands.follow_record(self.cluster.paused_on_record, now, wall)
+                self.cluster.paused_on_record = None
             for status in self.cluster.realigned:
                 self.scheduler.attend(status, now)
             self.cluster.realigned.clear()

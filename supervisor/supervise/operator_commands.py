@@ -18,6 +18,9 @@ from ..record.store import utcnow
 
 log = logging.getLogger("supervisor")
 
+PAUSE_SETTLE = 5.0
+"""Seconds a pause or resume made here is kept against the record, which learns of it through the journal."""
+
 
 class OperatorCommands:
     """Act on each command once, and record what was done, signed with this supervisor's host and pid."""
@@ -62,6 +65,7 @@ class OperatorCommands:
         elif action == "pause":
             result = "already paused" if status.paused else "paused"
             status.pause()
+            status.pause_changed = self.clock()
             self.recording.record(records.worker_paused(worker, True, now))
         elif action == "resume" and not status.paused:
             result = "not paused"
@@ -74,6 +78,21 @@ class OperatorCommands:
             result = f"unknown action {action!r}"
         self.scheduler.attend(status, self.clock())
         self._answer(number, worker, action, result)
+
+    def follow_record(self, paused: dict[str, str | None], now: float, wall: float) -> None:
+        """Take each worker's pause from the record (another node took the operator's pause, resume or
+        quarantine), unless this supervisor changed it itself too recently for the record to know."""
+        for name, status in self.scheduler.workers.items():
+            there = name in paused
+            if there == status.paused or now - status.pause_changed < PAUSE_SETTLE:
+                continue
+            if there:
+                status.pause(paused[name])
+                log.info("%s: paused (on record: by an operator or by another node)", name)
+            else:
+                status.resume(now, wall)
+                log.info("%s: resumed (on record: by an operator or by another node)", name)
+            self.scheduler.attend(status, now)
 
     def answer_trigger(self, number: int, worker: str, result: str) -> None:
         """Answer a trigger once its claim on the shared database is decided (won here, or refused)."""

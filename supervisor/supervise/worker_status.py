@@ -90,6 +90,8 @@ class WorkerStatus:
     retry_attempt: int = 1
     failures_before_resume: int = 0
     """The failure streak when last resumed, so quarantine counts only the failures since."""
+    pause_changed: float = 0.0
+    """When this supervisor last paused or resumed it (monotonic): a newer change than the record may know of."""
 
     @property
     def run(self) -> Run | None:
@@ -174,6 +176,7 @@ class WorkerStatus:
         limit = self.definition.quarantine_after
         if limit is not None and self.consecutive_failures - self.failures_before_resume >= limit and not self.paused:
             self.paused = True
+            self.pause_changed = mono
             self.pause_reason = f"quarantined after {limit} failures in a row"
             self.retry_at = self.queued_since = None
             return self.pause_reason
@@ -192,6 +195,7 @@ class WorkerStatus:
     def resume(self, mono: float, wall: float) -> None:
         """Schedule again from now, with a fresh count of failures toward quarantine."""
         self.paused, self.pause_reason = False, None
+        self.pause_changed = mono
         self.failures_before_resume = self.consecutive_failures
         self.timetable.resume(mono, wall)
 
