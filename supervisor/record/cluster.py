@@ -15,7 +15,6 @@ section 8, and docs/design.md.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 from dataclasses import dataclass
@@ -267,7 +266,7 @@ class NodeLedger:
         """Claim the worker's slot at `slot_at` for run `run`, in one short transaction (see the module's note).
 
         Slots are numbered per worker: a cron slot by its own time (exact on every node), an interval slot
-        counting on from the last one claimed (see _slot_number), so nodes whose clocks or timetables differ by
+        counting on from the last one claimed (see claim_sql.py), so nodes whose clocks or timetables differ by
         less than a quarter of a period name the same slot alike. `scheduled=False` is a run that
         is not a slot (a trigger, a retry, a queued run): it gets a row, unnumbered, so its run is seen in flight;
         a trigger's row names its `command`, which only one row may name.
@@ -300,81 +299,6 @@ class NodeLedger:
             claims[order[position]] = Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
         return claims
 
-    def claim_in_statements(
-        self,
-        me: str,
-        worker: str,
-        slot_at: datetime,
-        period: float | None,
-        overlap: str,
-        run: str,
-        margin: float,
-        scheduled: bool = True,
-        command: int | None = None,
-    ) -> Claim:
-        """The claim statement by statement, as claim_sql.py's function does it in one: kept to measure what the
-        function saves (bench/cluster_claims.py); the supervisor does not use it."""
-        with self.db.atomic():
-            self._one("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CLAIM_LOCK + worker,))
-            decided = self._decide(self._facts(me, worker, margin, command), slot_at, period, scheduled)
-            if decided.result != "won":
-                return decided
-            # In flight elsewhere: our own runs the supervisor knows of, and it claims nothing while one goes.
-            busy = overlap != "allow" and self._one(
-                "SELECT 1 FROM tick JOIN node ON node.id = tick.node WHERE tick.worker = %s AND tick.node <> %s"
-                " AND tick.state = 'running' AND node.state <> 'dead' LIMIT 1",
-                (worker, me),
-            ) is not None
-            if busy and not scheduled:
-                return Claim("busy")  # an extra run is not a slot: nothing to account for in the ledger
-            row = self._one(
-                f"INSERT INTO tick (worker, slot_no, slot_at, kind, node, claimed_at, state, skipped, run_id,"
-                f" command_id) VALUES (%s, %s, %s, %s, %s, {NOW}, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (worker, decided.tick if scheduled else None, slot_at, "scheduled" if scheduled else "extra", me,
-                 "skipped" if busy else "running", decided.skipped, None if busy else run, command),
-            )
-            if row is None:  # the unique index: a claim the advisory lock did not serialise (it always should)
-                return Claim("taken", taken_at=slot_at.timestamp())
-            if busy:
-                return Claim("busy", skipped=decided.skipped)
-            return Claim("won", tick=int(row[0]), skipped=decided.skipped)
-
-    def _facts(self, me: str, worker: str, margin: float, command: int | None) -> Any:
-        """What a claim depends on, in one statement: our lease (valid beyond the margin) and whether every live
-        peer has seen us (a node that believes itself alone runs without claims while the database cannot answer
-        it, so a newcomer claims nothing until each has seen it), the worker's pause, its last numbered slot and
-        that slot's time, and whether the trigger `command` has a tick already."""
-        return self._one(
-            f"SELECT (SELECT lease_until > {NOW} + %s * interval '1 second' FROM node WHERE id = %s AND state = 'alive')"
-            f" AND NOT EXISTS (SELECT 1 FROM node AS peer WHERE peer.state = 'alive' AND peer.id <> %s"
-            f" AND peer.lease_until > {NOW} AND NOT (peer.seen::jsonb ? %s)),"
-            f" (SELECT paused FROM worker WHERE name = %s),"
-            f" last.slot_no, last.slot_at,"
-            f" EXISTS (SELECT 1 FROM tick WHERE command_id = %s)"
-            f" FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT slot_no, slot_at FROM tick WHERE worker = %s"
-            f" AND slot_no IS NOT NULL ORDER BY slot_no DESC LIMIT 1) AS last ON true",
-            (margin, me, me, me, worker, command, worker),
-        )
-
-    @staticmethod
-    def _decide(facts: Any, slot_at: datetime, period: float | None, scheduled: bool) -> Claim:
-        """Whether the facts let us claim: `won` (not yet inserted) carries the slot's number in `tick`."""
-        valid, paused, last_no, last_at, command_taken = facts
-        if not valid:
-            return Claim("fenced")  # or still joining: not every live peer has seen us yet
-        if command_taken:
-            return Claim("taken")
-        if not scheduled:
-            return Claim("won")
-        if paused:
-            return Claim("paused")
-        last = None if last_no is None else (last_no, last_at)
-        slot_no = _slot_number(slot_at, period, last)
-        if last is not None and slot_no <= last_no:
-            return Claim("taken", taken_at=_unix(last_at))
-        skipped = slot_no - last_no - 1 if last is not None and period is not None else 0
-        return Claim("won", tick=slot_no, skipped=skipped)
-
     def ticks_done(self, ticks: list[int]) -> None:
         """Our runs of these ticks ended: other nodes' overlap checks stop counting them at once (their records
         travel through the journal and may come later)."""
@@ -383,19 +307,6 @@ class NodeLedger:
                 self.db.execute_sql(
                     "UPDATE tick SET state = 'done' WHERE id = ANY(%s) AND state = 'running'", (ticks,)
                 )
-
-
-def _slot_number(slot_at: datetime, period: float | None, last: Any) -> int:
-    """The number of the slot at `slot_at`: its Unix second for cron, else counted on from the last claim's."""
-    moment = _unix(slot_at)
-    if period is None:
-        return int(round(moment))
-    if last is None:
-        return int(round(moment / period))
-    last_no, last_at = last
-    # A quarter of a period early still names the next slot, no earlier: two nodes out of step (one just started)
-    # never run a worker less than three quarters of a period apart, and fall into step at their next heartbeat.
-    return int(last_no) + math.floor((moment - _unix(last_at)) / period + 0.25)
 
 
 def _unix(moment: datetime) -> float:
