@@ -42,6 +42,17 @@ def _names(value: Any) -> list[str]:
     return list(value)
 
 
+def _tags(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of tags, got {value!r}")
+    tags = [tag.strip() for part in value for tag in part.split(",") if tag.strip()]  # "a,b" and repeated flags
+    if not tags:
+        raise ValueError(f"must be a list of tags, got {value!r}")
+    return tags
+
+
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"must be a positive number of seconds, got {value!r}")
@@ -126,6 +137,9 @@ SETTINGS = (
     # Several supervisors on one PostgreSQL (supervise/cluster.py, docs/design.md "Several nodes").
     Setting("node_name", _text, None, "this supervisor's name among the nodes on a shared PostgreSQL: its share of "
             "the workers follows the name (default: the host name)", "--node-name", "SUPERVISOR_NODE_NAME", "NAME"),
+    Setting("node_tags", _tags, None, "this node's tags (repeat, or a comma-separated list): a worker with "
+            "nodes = ['tag:NAME'] runs only on nodes with that tag", "--node-tag", "SUPERVISOR_NODE_TAGS", "TAG",
+            repeat=True),
     Setting("heartbeat", _seconds, 2.0, "seconds between renewals of this node's lease (PostgreSQL)",
             "--heartbeat", "SUPERVISOR_HEARTBEAT", "SECONDS"),
     Setting("lease", _seconds, 15.0, "seconds a renewal holds this node's lease; raise it above the longest "
@@ -138,7 +152,7 @@ SETTINGS = (
             "claims a slot itself (at most a quarter of the worker's period)", "--backup-delay",
             "SUPERVISOR_BACKUP_DELAY", "SECONDS"),
 )
-CLUSTER_SETTINGS = ("node_name", "heartbeat", "lease", "lease_grace", "lease_margin", "backup_delay")
+CLUSTER_SETTINGS = ("node_name", "node_tags", "heartbeat", "lease", "lease_grace", "lease_margin", "backup_delay")
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -160,6 +174,7 @@ class Config:
     prune_interval: float = 600.0
     max_children: int | None = None
     node_name: str | None = None
+    node_tags: list[str] | None = None
     heartbeat: float = 2.0
     lease: float = 15.0
     lease_grace: float = 3.0

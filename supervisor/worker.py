@@ -82,6 +82,14 @@ def _zone_name(value: object) -> str:
     return value
 
 
+def _node_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"must be a list of node names or 'tag:NAME', got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
 def _url(value: object) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ValueError(f"must be a database URL (sqlite:///path or postgresql://...), got {value!r}")
@@ -110,6 +118,7 @@ POLICY: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "open_files": (lambda v: _whole(v, least=1), None),
     "database": (_url, None),
     "isolation": (lambda v: _choice(v, ISOLATION_MODES), "fork"),
+    "nodes": (_node_list, None),
 }
 OVERRIDABLE = tuple(POLICY)  # what a config's [worker.NAME] table may change
 SCHEDULE_KEYS = ("interval", "cron")
@@ -164,6 +173,9 @@ class WorkerDefinition:
     """`fork`: the run's child is a fork of the spawner; `exec`: a fresh interpreter that imports the module."""
     command: tuple[str, ...] | None = None
     """The argv of an external command worker; None for a Python worker."""
+    nodes: tuple[str, ...] | None = None
+    """On a shared PostgreSQL, the nodes that may run it: names, or `tag:NAME` for the nodes with that tag in their
+    `node_tags`; None: any node that has it."""
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -204,8 +216,9 @@ class WorkerDefinition:
     def from_dict(cls, data: dict[str, Any]) -> WorkerDefinition:
         """Rebuild a definition from the spawner's report."""
         values = {field: data[field] for field in cls.__dataclass_fields__ if field in data}
-        if values.get("command") is not None:
-            values["command"] = tuple(values["command"])
+        for listed in ("command", "nodes"):
+            if values.get(listed) is not None:
+                values[listed] = tuple(values[listed])
         return cls(**values)
 
     def overridden(self, override: dict[str, Any] | None) -> WorkerDefinition:

@@ -59,9 +59,10 @@ register(
     *[worker(name=f"long{i}", interval=1, timeout=120)(body(60)) for i in range({long})],
     worker(name="minute", cron="* * * * *")(body(0.05)),
     worker(name="manual", interval=3600, run_at_start=False, overlap="allow", max_running=100)(body(0.2)),
+    worker(name="pinned", interval=1, nodes=["tag:gpu"])(body(0.05)),
 )
 '''
-PERIODS = {"fast": 1.0, "slow": 3.0, "long": 1.0, "manual": 3600.0}
+PERIODS = {"fast": 1.0, "slow": 3.0, "long": 1.0, "manual": 3600.0, "pinned": 1.0}
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,14 @@ class Sighting:
 class Node:
     """One supervisor, its own directory and its own proxy to PostgreSQL."""
 
-    def __init__(self, root: Path, name: str, database: str, modules: dict[str, str]) -> None:
+    def __init__(self, root: Path, name: str, database: str, modules: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
         worker_package(self.dir, [], extra=modules)
         self.proxy = TcpProxy(5432)
         self.url = f"postgresql://postgres@127.0.0.1:{self.proxy.port}/{database}"
-        self.supervisor = SupervisorProcess(self.dir, self.url, ["--node-name", name, *LEASE])
+        self.supervisor = SupervisorProcess(self.dir, self.url, ["--node-name", name, *LEASE, *args])
 
     def sightings(self) -> list[Sighting]:
         path = self.dir / "witness.log"
@@ -137,10 +138,11 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[callable]:  # type: ignore[
     database = pg_url.rsplit("/", 1)[1]
     nodes: list[Node] = []
 
-    def start(names: list[str], fast: int = 0, slow: int = 0, long: int = 0) -> list[Node]:
+    def start(names: list[str], fast: int = 0, slow: int = 0, long: int = 0,
+              args: dict[str, tuple[str, ...]] | None = None) -> list[Node]:
         source = WITNESS.replace("{fast}", str(fast)).replace("{slow}", str(slow)).replace("{long}", str(long))
         modules = {"witness": source}
-        started = [Node(tmp_path, name, database, modules) for name in names]
+        started = [Node(tmp_path, name, database, modules, (args or {}).get(name, ())) for name in names]
         nodes.extend(started)
         wait_until(lambda: formed(pg_url, len(nodes)), timeout=60, what="every node alive and seen by the others")
         for node in started:
@@ -398,3 +400,21 @@ def test_a_node_alone_rides_out_a_short_outage_and_stops_within_its_lease_in_a_l
                what="runs again once the database is back")
     seen = [s for s in node.sightings() if s.kind == "start"]
     assert not duplicates(seen), duplicates(seen)
+
+
+def test_a_worker_pinned_to_a_tag_runs_only_on_the_nodes_with_it(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2", "n3"], fast=3, args={"n3": ("--node-tag", "gpu")})
+    wait_until(lambda: len([s for s in all_sightings(nodes) if s.worker == "pinned" and s.kind == "end"]) >= 4,
+               timeout=30, what="runs of the pinned worker")
+    assert {s.node for s in all_sightings(nodes) if s.worker == "pinned"} == {"n3"}
+    # Only n3 says it can run it: the others do not rank for it, so none of them claims it when n3 is gone.
+    assert [json.loads(row["workers"]).count("pinned") for row in query(pg_url, "select workers from node "
+            "where state = 'alive' order by name")] == [0, 0, 1]
+    gpu = next(node for node in nodes if node.name == "n3")
+    gpu.supervisor.signal(signal.SIGKILL)
+    gpu.supervisor.wait(10)
+    killed_at = time.time()
+    later = killed_at + LEASE_S + GRACE + 2  # past the declaration: a take-over would have happened by then
+    wait_until(lambda: time.time() > later, timeout=LEASE_S * 4, step=0.2, what="a lease and more")
+    assert not [s for s in all_sightings(nodes) if s.worker == "pinned" and s.at > killed_at]
+    assert [s for s in all_sightings(nodes) if s.worker == "fast0" and s.at > later - 1]  # the rest goes on

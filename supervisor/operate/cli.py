@@ -217,6 +217,7 @@ def _cluster_settings(config: Config) -> Any:
         return None
     return ClusterSettings(
         node_name=config.node_name or socket.gethostname(),
+        node_tags=tuple(config.node_tags or ()),
         heartbeat=config.heartbeat,
         lease=config.lease,
         grace=config.lease_grace,

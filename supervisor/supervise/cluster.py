@@ -34,6 +34,7 @@ from ..protocol import Message
 from .scheduling import DueRun
 from .runs import new_run_id
 from .worker_status import WorkerStatus
+from ..worker import WorkerDefinition
 
 log = logging.getLogger("supervisor")
 
@@ -59,6 +60,7 @@ class ClusterSettings:
     """A node's name and its lease: how often it renews, how long a renewal holds, and the margins around it."""
 
     node_name: str
+    node_tags: tuple[str, ...] = ()
     heartbeat: float = 2.0
     lease: float = 15.0
     grace: float = 3.0
@@ -267,6 +269,8 @@ class Cluster:
     def offer(self, due: DueRun, now: float) -> None:
         """A run is due here: claim it now, a backup delay later, or leave it to the nodes ranked before us."""
         definition = due.status.definition
+        if not self.may_run(definition):
+            return  # pinned elsewhere: the nodes it is pinned to run it (and only they advertise it)
         if self.may_run_alone(now):
             self._run_alone(due, new_run_id())
             return
@@ -310,6 +314,13 @@ class Cluster:
         self.won.append((due, run_id, None, None))
         if due.command is not None:
             self.answers.append((due.command, due.status.definition.name, "run started"))
+
+    def may_run(self, definition: WorkerDefinition) -> bool:
+        """Whether this node is one the worker is pinned to (by name or `tag:NAME`), or it is pinned to none."""
+        if definition.nodes is None:
+            return True
+        mine = {self.settings.node_name, *(f"tag:{tag}" for tag in self.settings.node_tags)}
+        return bool(mine.intersection(definition.nodes))
 
     def rank(self, worker: str) -> int:
         """Our place among the live nodes that have `worker` (0: we claim first)."""

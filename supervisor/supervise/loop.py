@@ -321,7 +321,9 @@ class Supervisor:
         self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
         self.keeper.ready(defined)
         if self.cluster is not None:
-            self.cluster.workers = sorted(defined)
+            # The workers it advertises: those it may run (pinned ones only where they are pinned), so the others
+            # rank only among the nodes that may.
+            self.cluster.workers = sorted(name for name, d in defined.items() if self.cluster.may_run(d))
             if self.cluster.lease_until is not None:
                 self._fence(self.cluster.lease_until)  # a new spawner keeps the deadline too
 
