@@ -25,7 +25,8 @@ from ..outcome import Outcome, StopReason, Verdict, signal_name
 from ..process import signal_group
 from ..protocol import Message
 from ..record.recording import Recording, RecordingSettings
-from .cluster import Cluster, ClusterSettings
+from .cluster import ClusterSettings
+from .node_runs import NodeRuns
 from .runs import RunKeeper
 from .signals import SignalInbox
 from .scheduling import DueRun, Scheduler
@@ -95,13 +96,11 @@ class Supervisor:
                                          f"by {node}, pid {self.run_keeper.pid}", clock, wall_clock,
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
-        self.cluster = (
-            None if cluster is None else
-            Cluster(cluster, recording.url, self.selector, clock, self._fence, self._declared_dead)
-        )
-        """This node among several on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
-        if self.cluster is not None:
-            self.run_keeper.node_id = self.cluster.node_id
+        self.node_runs = None if cluster is None else NodeRuns(
+            cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), lambda: self.spawner,
+            self.start_run, self.selector, clock)
+        """This node's share of the runs on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
+        self.cluster = None if self.node_runs is None else self.node_runs.cluster
         # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
         self.timer = precise_timer() if clock is time.monotonic else None
         if self.timer is not None:
@@ -304,8 +303,8 @@ class Supervisor:
                 self.keeper.take_broken(message)
             elif op == "ready":
                 self.handle_ready()
-            elif op == "fenced":
-                self.handle_fenced(message)
+            elif op == "fenced" and self.node_runs is not None:
+                self.node_runs.fenced(message)
             elif op == "spawn_failed":
                 run = self.runs.get(message["run"])
                 if run is not None:
@@ -320,12 +319,8 @@ class Supervisor:
         broken = [name for name in self.keeper.broken if name not in defined]
         self.recording.record(records.workers_synced(list(defined.values()), broken, utcnow(), next_runs))
         self.keeper.ready(defined)
-        if self.cluster is not None:
-            # The workers it advertises: those it may run (pinned ones only where they are pinned), so the others
-            # rank only among the nodes that may.
-            self.cluster.workers = sorted(name for name, d in defined.items() if self.cluster.may_run(d))
-            if self.cluster.lease_until is not None:
-                self._fence(self.cluster.lease_until)  # a new spawner keeps the deadline too
+        if self.node_runs is not None:
+            self.node_runs.spawner_ready(defined)
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""
@@ -353,62 +348,18 @@ class Supervisor:
             return
         wall = self.wall_clock()
         for due in self.scheduler.take_due(now, wall, len(self.runs)):
-            if self.cluster is not None:
-                self.cluster.offer(due, now)
-                self.scheduler.attend(due.status, now)
+            if self.node_runs is not None:
+                self.node_runs.offer(due, now)
             else:
                 self.start_run(due, now, wall)
-        if self.cluster is not None:
-            for name, claimed in self.cluster.last_slots.items():
-                status = self.workers.get(name)
-                if status is not None:
-                    status.timetable.align(now, wall, claimed)
-                    self.cluster.realigned.append(status)
-            self.cluster.last_slots = {}
-            if self.cluster.paused_on_record is not None:
-                self.commands.follow_record(self.cluster.paused_on_record, now, wall)
-                self.cluster.paused_on_record = None
-            for status in self.cluster.realigned:
-                self.scheduler.attend(status, now)
-            self.cluster.realigned.clear()
-            for due, run_id, skipped in self.cluster.take_won():
-                if skipped is not None:
-                    due.status.unrecorded_skips = skipped  # the ledger counts the slots no node claimed
-                self.start_run(due, now, wall, run_id)
-            for command, worker, result in self.cluster.answers:
-                self.commands.answer_trigger(command, worker, result)
-            self.cluster.answers.clear()
+        if self.node_runs is not None:
+            self.node_runs.take_news(now, wall)
 
     def start_run(self, due: DueRun, now: float, wall: float, run_id: str | None = None) -> None:
         name = due.status.definition.name
         self.run_keeper.start(self.spawner, due.status, now, wall, due.attempt, due.slot,  # type: ignore[arg-type]
                               self.keeper.found_in.get(name), run_id)
         self.scheduler.attend(due.status, now)
-
-    # -- the cluster ------------------------------------------------------------------------------------------------
-
-    def _fence(self, deadline: float) -> None:
-        """The lease was renewed: the spawner may let our runs go on until `deadline` (boottime)."""
-        if self.spawner is not None:
-            self.spawner.send("fence", until=deadline)
-
-    def _declared_dead(self) -> None:
-        """A peer declared this node dead: its runs are recorded lost there; kill them now (the spawner's fence
-        normally has already), and start afresh as a new node."""
-        assert self.cluster is not None
-        self.run_keeper.node_id = self.cluster.node_id
-        for run in self.runs.values():
-            run.stop_reason = StopReason.FENCED
-            if self.spawner is not None:
-                self.spawner.signal_run(run.id, signal.SIGKILL)
-
-    def handle_fenced(self, message: Message) -> None:
-        """The spawner killed our runs: our lease was running out (spawn/fence.py)."""
-        runs = [self.runs[r] for r in message["runs"] if r in self.runs]
-        for run in runs:
-            run.stop_reason = StopReason.FENCED
-        log.error("the lease on the database was not renewed in time: the spawner killed %d run(s) (%s)",
-                  len(runs), ", ".join(run.definition.name for run in runs))
 
     def handle_exited(self, message: Message) -> None:
         """A run's child was reaped: drain its pipes, classify it and record it."""
