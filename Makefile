@@ -24,8 +24,11 @@ run: $(VENV)/.installed-run
 status: $(VENV)/.installed-run
 	$(PY) -m supervisor status --db $(DB)
 
+# Two test processes at a time (pytest-xdist): the suite mostly waits on real processes, and each test keeps to
+# its own directory, database and ports. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
