@@ -9,6 +9,7 @@ import ctypes
 import errno
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 _PR_SET_PDEATHSIG = 1
@@ -168,3 +169,9 @@ def ensure_standard_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+
+
+def boottime() -> float:
+    """CLOCK_BOOTTIME: the clock a node's fencing deadlines are kept on (supervise/cluster.py, spawn/fence.py). Unlike
+    the monotonic clock it counts a suspended machine's sleep, as the database's clock does."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)

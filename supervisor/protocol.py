@@ -27,6 +27,8 @@ COMMANDS_ENV = "SUPERVISOR_SPAWNER_COMMANDS"
 """The config's command workers travel to the spawner in the environment, not on its command line: their `env`
 may hold secrets, and argv is visible to every user in ps. The spawner takes the variable out before any worker
 code runs."""
+COORDINATOR_DB_ENV = "SUPERVISOR_COORDINATOR_DB"
+"""The database URL reaches the coordinator (record/coordinator.py) in its environment: argv is visible in ps."""
 RESULT_FD = 3
 """Where a run's child finds its result pipe (stdout and stderr are on 1 and 2)."""
 

@@ -9,8 +9,8 @@ only choose when to try. A node whose lease ran out `grace` ago is declared dead
 first (a row lock decides), and the runs it had in flight become `lost`: they were its children, and died with it
 or were killed by its own spawner before its lease ran out (fencing, spawn/fence.py).
 
-The design and its anchors (Quartz, GoodJob, Solid Queue, db-scheduler): ../shared/research/multinode-anchors.md
-section 8, and docs/design.md.
+The design, and the systems it learned from (Quartz, GoodJob, Solid Queue, db-scheduler, Oban): docs/design.md,
+"Several nodes on one PostgreSQL".
 """
 from __future__ import annotations
 
@@ -271,12 +271,7 @@ class NodeLedger:
         is not a slot (a trigger, a retry, a queued run): it gets a row, unnumbered, so its run is seen in flight;
         a trigger's row names its `command`, which only one row may name.
         """
-        # One statement, its own transaction: the checks and the insert run inside PostgreSQL (claim_sql.py).
-        result, tick, skipped, taken_at = self._one(
-            f"SELECT * FROM {CLAIM_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (me, worker, slot_at, period, overlap, run, margin, scheduled, command),
-        )
-        return Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
+        return self.claim_many(me, margin, [ClaimRequest(worker, slot_at, period, overlap, run, scheduled, command)])[0]
 
     def claim_many(self, me: str, margin: float, requests: list[ClaimRequest]) -> list[Claim]:
         """Several claims in one statement (one transaction), answered in order. The workers' locks are taken in

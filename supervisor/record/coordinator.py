@@ -26,19 +26,14 @@ import peewee
 
 from .cluster import ClaimRequest, NodeLedger
 from ..errors import StoreUnavailable
-from ..process import die_with_parent
-from ..protocol import Message, receive, send
+from ..process import boottime, die_with_parent
+from ..protocol import COORDINATOR_DB_ENV, Message, receive, send
 from .store import Store
 
-DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # the URL travels in the environment: argv is visible to every user in ps
 PRUNE_INTERVAL = 600.0
 TICKS_KEPT_HOURS = 24.0
 """The ledger keeps a day of claims (and each worker's last one for good): enough to see what ran where."""
 
-
-def boottime() -> float:
-    """The clock fencing deadlines are kept on: it counts a suspended machine's sleep, as the database's does."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Coordinator:
@@ -185,7 +180,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    url = os.environ.pop(DB_ENV)
+    url = os.environ.pop(COORDINATOR_DB_ENV)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     store = Store(url, connect_timeout=2, statement_timeout_ms=args.statement_timeout_ms)

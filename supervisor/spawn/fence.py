@@ -10,12 +10,8 @@ newer renewal has come, it kills them all.
 """
 from __future__ import annotations
 
-import time
+from ..process import boottime
 
-
-def boottime() -> float:
-    """The clock deadlines are kept on: it counts a suspended machine's sleep too."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Fence:

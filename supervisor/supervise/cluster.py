@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .helper import HelperProcess
-from ..protocol import Message
+from ..process import boottime
+from ..protocol import COORDINATOR_DB_ENV, Message
 from .scheduling import DueRun
 from .runs import new_run_id
 from .worker_status import WorkerStatus
@@ -38,7 +39,6 @@ from ..worker import WorkerDefinition
 
 log = logging.getLogger("supervisor")
 
-DB_ENV = "SUPERVISOR_COORDINATOR_DB"  # as record/coordinator.py reads it (the supervisor does not import it)
 BACKUPS = 2
 """Ranks 1..BACKUPS try a slot its first choice did not claim; beyond them nobody does (they would only conflict)."""
 RESTART_DELAY = 1.0
@@ -49,10 +49,6 @@ CLAIM_PATIENCE = 0.5
 STOP_WAIT = 2.0
 """At a clean stop, how long we wait for the database to hear that this node stopped (else its lease runs out)."""
 
-
-def boottime() -> float:
-    """The clock the fencing deadlines are kept on (as spawn/fence.py keeps them)."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +76,7 @@ class CoordinatorProcess(HelperProcess):
         super().__init__(
             ["--lease", str(settings.lease), "--grace", str(settings.grace), "--margin", str(settings.margin),
              "--statement-timeout-ms", str(int(settings.statement_timeout * 1000))],
-            env={DB_ENV: url},
+            env={COORDINATOR_DB_ENV: url},
         )
 
 
