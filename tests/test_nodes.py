@@ -57,12 +57,13 @@ register(
     *[worker(name=f"fast{i}", interval=1)(body(0.05)) for i in range({fast})],
     *[worker(name=f"slow{i}", interval=3)(body(0.05)) for i in range({slow})],
     *[worker(name=f"long{i}", interval=1, timeout=120)(body(60)) for i in range({long})],
+    *[worker(name=f"late{i}", interval=2, misfire_grace=60)(body(0.05)) for i in range({late})],
     worker(name="minute", cron="* * * * *")(body(0.05)),
     worker(name="manual", interval=3600, run_at_start=False, overlap="allow", max_running=100)(body(0.2)),
     worker(name="pinned", interval=1, nodes=["tag:gpu"])(body(0.05)),
 )
 '''
-PERIODS = {"fast": 1.0, "slow": 3.0, "long": 1.0, "manual": 3600.0, "pinned": 1.0}
+PERIODS = {"fast": 1.0, "slow": 3.0, "long": 1.0, "late": 2.0, "manual": 3600.0, "pinned": 1.0}
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,22 @@ def gaps(sightings: list[Sighting], worker: str, begin: float, end: float) -> li
     return edges + [b - a for a, b in zip(dues, dues[1:]) if b - a > period * 1.5]
 
 
+def witness_module(fast: int = 0, slow: int = 0, long: int = 0, late: int = 0) -> str:
+    counts = {"{fast}": fast, "{slow}": slow, "{long}": long, "{late}": late}
+    source = WITNESS
+    for field, count in counts.items():
+        source = source.replace(field, str(count))
+    return source
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str) -> Iterator[callable]:  # type: ignore[valid-type]
     database = pg_url.rsplit("/", 1)[1]
     nodes: list[Node] = []
 
-    def start(names: list[str], fast: int = 0, slow: int = 0, long: int = 0,
+    def start(names: list[str], fast: int = 0, slow: int = 0, long: int = 0, late: int = 0,
               args: dict[str, tuple[str, ...]] | None = None) -> list[Node]:
-        source = WITNESS.replace("{fast}", str(fast)).replace("{slow}", str(slow)).replace("{long}", str(long))
+        source = witness_module(fast, slow, long, late)
         modules = {"witness": source}
         started = [Node(tmp_path, name, database, modules, (args or {}).get(name, ())) for name in names]
         nodes.extend(started)
@@ -367,10 +376,47 @@ def test_a_database_restart_kills_nothing_and_declares_nobody_dead(cluster, pg_u
     assert not duplicates(seen), duplicates(seen)
 
 
+def test_slots_an_outage_of_every_node_cost_are_made_up_once_and_counted(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    nodes = cluster(["n1", "n2"], fast=2, late=4)
+    wait_until(lambda: all(node.sightings() for node in nodes), timeout=30, what="runs on both nodes")
+    # Neither node reaches the database for 3 s (less than a lease less its margin: nothing is fenced). The
+    # `late` workers (every 2 s, misfire grace 60 s) miss one or two slots each.
+    for node in nodes:
+        node.proxy.set("cut")
+    cut_at = time.time()
+    settle = cut_at + 3
+    wait_until(lambda: time.time() > settle, timeout=10, step=0.1)
+    for node in nodes:
+        node.proxy.set("forward")
+    back_at = time.time()
+    later = back_at + 5
+    wait_until(lambda: time.time() > later, timeout=20, step=0.2, what="two periods after the outage")
+    seen = [s for s in all_sightings(nodes) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
+    assert query(pg_url, "select count(*) as n from node where state = 'dead'")[0]["n"] == 0
+    for name in [f"late{i}" for i in range(4)]:
+        starts = sorted((s for s in seen if s.worker == name), key=lambda s: s.due)
+        # The slots due while cut off ran once between them, late (after the outage), for the latest of them.
+        missed = [s for s in starts if cut_at + 0.05 < s.due < back_at - 0.05]
+        made_up = [s for s in starts if s.at - s.due > 0.5]
+        assert len(made_up) == 1 and made_up[0].at > back_at, (name, starts)
+        assert len(missed) <= 1 and missed == [s for s in made_up if s.due < back_at - 0.05], (name, starts)
+        # After it, the worker keeps its slots: none missing up to now.
+        assert not gaps(seen, name, made_up[0].due, time.time() - 1), (name, gaps(seen, name, made_up[0].due, time.time()))
+        # The ledger accounts for every slot: the numbered ticks and the slots they say were skipped leave no hole.
+        ticks = query(pg_url, "select slot_no, slot_at, skipped, state from tick where worker = ? and slot_no is "
+                      "not null order by slot_no", name)
+        numbers = [row["slot_no"] for row in ticks]
+        assert sum(row["skipped"] for row in ticks[1:]) == numbers[-1] - numbers[0] + 1 - len(numbers), ticks
+        late_tick = [row for row in ticks if abs(when(row["slot_at"]).timestamp() - made_up[0].due) < 0.01]
+        assert late_tick and late_tick[0]["state"] in ("running", "done"), (ticks, made_up[0])
+    log = "".join(node.supervisor.log() for node in nodes)
+    assert "one run now makes up for it" in log
+
+
 def test_node_settings_are_refused_on_sqlite_in_one_line(tmp_path: Path) -> None:
     # SQLite serves one supervisor (a second is refused: test_ownership.py); a node's settings there are a mistake.
-    worker_package(tmp_path, [], extra={"witness": WITNESS.replace("{fast}", "1").replace("{slow}", "0")
-                                        .replace("{long}", "0")})
+    worker_package(tmp_path, [], extra={"witness": witness_module(fast=1)})
     done = subprocess.run([sys.executable, "-m", "supervisor", "run", "--db", f"sqlite:///{tmp_path / 'x.db'}",
                            "--node-name", "n1"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

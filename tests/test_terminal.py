@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from helpers import worker_package
+from helpers import SupervisorProcess, worker_package
 from terminal import Terminal
 
 
@@ -31,3 +31,33 @@ def test_live_table_shows_a_crash_and_the_recovery(tmp_path: Path, db: Path) -> 
         assert terminal.interrupt() == 0
     finally:
         terminal.close()
+
+
+SPREAD = """
+from supervisor import register, worker
+
+register(*[worker(name=f"w{i}", interval=1)(lambda ctx: None) for i in range(8)])
+"""
+
+
+def test_a_nodes_live_table_names_the_node_of_each_workers_last_run(tmp_path: Path, pg_url: str) -> None:
+    # Two supervisors on one PostgreSQL share the workers: each one's table says which node ran each last.
+    lease = ["--heartbeat", "0.5", "--lease", "4", "--lease-grace", "1", "--lease-margin", "1"]
+    first, second = tmp_path / "t1", tmp_path / "t2"
+    for directory in (first, second):
+        worker_package(directory, [], extra={"spread": SPREAD})
+    other = SupervisorProcess(second, pg_url, ["--node-name", "t2", *lease])
+    terminal = Terminal([sys.executable, "-m", "supervisor", "run", "--db", pg_url, "--node-name", "t1", *lease], first)
+    try:
+        def both(screen: str) -> bool:
+            rows = [row(screen, f"w{i}") for i in range(8)]
+            ours = [r for r in rows if " t1 " in r]
+            theirs = [r for r in rows if " t2 " in r]
+            # A node's table counts its own runs: the workers the other node ran show only its name.
+            return len(ours) + len(theirs) == 8 and bool(theirs) and bool(ours) and all("succeeded" in r for r in ours)
+        screen = terminal.wait_for(both)
+        assert "node t1, 2 alive" in screen
+        assert terminal.interrupt() == 0
+    finally:
+        terminal.close()
+        other.stop()

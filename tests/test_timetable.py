@@ -132,6 +132,19 @@ def test_counting_the_slots_of_an_outage() -> None:
     assert (count, local(last)) == (7, "2026-01-05 04:00 CET")
 
 
+def test_the_slots_between_two_claims_and_how_late_a_missed_one_may_still_run() -> None:
+    # What a node counts when its claim wins a slot after others went unclaimed (supervise/cluster.py).
+    nightly = Timetable(definition(cron="30 2 * * *", timezone="Europe/Berlin"))
+    # Across spring forward (29 March 2026): 02:30 does not exist that day and runs at 03:00, once.
+    assert nightly.slots_between(at(2026, 3, 27, 2, 30), at(2026, 3, 31, 2, 30)) == 3
+    assert nightly.slots_between(at(2026, 3, 30, 2, 30), at(2026, 3, 31, 2, 30)) == 0
+    assert nightly.misfire_grace(at(2026, 3, 30, 2, 30)) == 24 * 3600
+    hourly = Timetable(definition(cron="0 * * * *", misfire_grace=600))
+    assert hourly.misfire_grace(at(2026, 1, 5, 3)) == 600
+    every = Timetable(definition(interval=10))
+    assert every.slots_between(100.0, 100.0 + 40.002) == 3 and every.misfire_grace(100.0) == 10
+
+
 # -- the first slot: run at start, wait a period, the record after a restart --------------------------------
 
 

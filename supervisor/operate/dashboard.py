@@ -122,6 +122,10 @@ class Footer:
     """The error the database last gave, while it keeps failing."""
     started_at: datetime | None = None
     """When the supervisor started (for its uptime); None when unknown."""
+    node: str | None = None
+    """This supervisor's node name, when it is one of several on a shared PostgreSQL."""
+    nodes_alive: int = 0
+    """How many nodes (this one included) the database last showed alive."""
 
 
 def printable(text: str) -> str:
@@ -341,7 +345,7 @@ def _columns(rows: list[WorkerView], every: list[WorkerView], now: datetime, usa
         schedules = tuple(Text(printable(row.schedule or "")) for row in rows)
         width = min(SCHEDULE_WIDTH, max(len("schedule"), schedule_width))
         columns.insert(-3, _Column("schedule", schedules, width, drop=8))
-    # The node that ran each worker last, when `status` reads several supervisors' record (never the live table).
+    # The node that ran each worker last, when several supervisors share the record (`status`, and a node's table).
     node_width = max((len(printable(row.node)) for row in every if row.node), default=0)
     if node_width:
         nodes = tuple(Text(printable(row.node or ""), no_wrap=True, overflow="ellipsis") for row in rows)
@@ -418,6 +422,8 @@ def _footer(rows: list[WorkerView], now: datetime, footer: Footer) -> list[Text]
             totals.append(f" · {count} {label}", style=style)
     if footer.started_at is not None:
         totals.append(f" · up {uptime((now - footer.started_at).total_seconds())}")
+    if footer.node is not None:
+        totals.append(f" · node {printable(footer.node)}, {footer.nodes_alive or '?'} alive")
     health = Text("database: ", no_wrap=True, overflow="ellipsis")
     if footer.pending_records:
         health.append(f"{footer.pending_records} record(s) waiting to be written", style="yellow")

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-CLAIM_FUNCTION = "worker_supervisor_claim_v1"
+CLAIM_FUNCTION = "worker_supervisor_claim_v2"
+"""v2: a won claim also returns the slot claimed before it (`o_last_at`), so a cron worker's skipped slots are
+counted by its schedule (the ledger numbers cron slots by their second, so it cannot count them itself)."""
 
 CLAIM_FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION {CLAIM_FUNCTION}(
     p_me text, p_worker text, p_slot_at timestamp, p_period double precision, p_overlap text, p_run text,
     p_margin double precision, p_scheduled boolean, p_command bigint)
-RETURNS TABLE (o_result text, o_tick bigint, o_skipped integer, o_taken_at timestamp)
+RETURNS TABLE (o_result text, o_tick bigint, o_skipped integer, o_taken_at timestamp, o_last_at timestamp)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamp;
@@ -41,17 +43,17 @@ BEGIN
     IF v_valid IS NOT TRUE OR EXISTS (
             SELECT 1 FROM node peer WHERE peer.state = 'alive' AND peer.id <> p_me AND peer.lease_until > v_now
             AND NOT (peer.seen::jsonb ? p_me)) THEN
-        RETURN QUERY SELECT 'fenced'::text, NULL::bigint, 0, NULL::timestamp;
+        RETURN QUERY SELECT 'fenced'::text, NULL::bigint, 0, NULL::timestamp, NULL::timestamp;
         RETURN;
     END IF;
     IF p_command IS NOT NULL AND EXISTS (SELECT 1 FROM tick t WHERE t.command_id = p_command) THEN
-        RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, NULL::timestamp;
+        RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, NULL::timestamp, NULL::timestamp;
         RETURN;
     END IF;
     IF p_scheduled THEN
         SELECT w.paused INTO v_paused FROM worker w WHERE w.name = p_worker;
         IF v_paused THEN
-            RETURN QUERY SELECT 'paused'::text, NULL::bigint, 0, NULL::timestamp;
+            RETURN QUERY SELECT 'paused'::text, NULL::bigint, 0, NULL::timestamp, NULL::timestamp;
             RETURN;
         END IF;
         SELECT t.slot_no, t.slot_at INTO v_last_no, v_last_at FROM tick t
@@ -66,7 +68,7 @@ BEGIN
             v_slot_no := v_last_no + floor(extract(epoch FROM (p_slot_at - v_last_at)) / p_period + 0.25);
         END IF;
         IF v_last_no IS NOT NULL AND v_slot_no <= v_last_no THEN
-            RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, v_last_at;
+            RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, v_last_at, NULL::timestamp;
             RETURN;
         END IF;
         IF v_last_no IS NOT NULL AND p_period IS NOT NULL THEN
@@ -79,7 +81,7 @@ BEGIN
                           AND t.node <> p_me AND t.state = 'running' AND n.state <> 'dead');
     END IF;
     IF v_busy AND NOT p_scheduled THEN
-        RETURN QUERY SELECT 'busy'::text, NULL::bigint, 0, NULL::timestamp;
+        RETURN QUERY SELECT 'busy'::text, NULL::bigint, 0, NULL::timestamp, NULL::timestamp;
         RETURN;
     END IF;
     -- A busy slot is written too (skipped), so that every slot is accounted for and no backup claims it.
@@ -90,10 +92,10 @@ BEGIN
                 CASE WHEN v_busy THEN NULL ELSE p_run END, p_command)
         ON CONFLICT DO NOTHING RETURNING id INTO v_id;
     IF v_id IS NULL THEN  -- the unique index refused what the lock should have kept out: taken all the same
-        RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, p_slot_at;
+        RETURN QUERY SELECT 'taken'::text, NULL::bigint, 0, p_slot_at, NULL::timestamp;
         RETURN;
     END IF;
-    RETURN QUERY SELECT CASE WHEN v_busy THEN 'busy' ELSE 'won' END, v_id, v_skipped, NULL::timestamp;
+    RETURN QUERY SELECT CASE WHEN v_busy THEN 'busy' ELSE 'won' END, v_id, v_skipped, NULL::timestamp, v_last_at;
 END
 $$
 """

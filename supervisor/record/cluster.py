@@ -46,7 +46,8 @@ class Member:
 class Claim:
     """What a claim came to. `result` is one of:
 
-    won      the slot is ours: run it (`tick`, `skipped` slots nobody claimed since the last claim);
+    won      the slot is ours: run it (`tick`; `skipped` interval slots nobody claimed since the last claim, and
+             `last_at`, that claim's slot, from which a cron schedule counts its own);
     taken    another node claimed it (`taken_at`: that slot's time, to line our timetable up with);
     busy     a run of the worker is in flight on a live node: the slot is skipped (and the ledger says so);
     paused   an operator paused the worker;
@@ -57,6 +58,7 @@ class Claim:
     tick: int | None = None
     skipped: int = 0
     taken_at: float | None = None
+    last_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +161,15 @@ class NodeLedger:
             return {}
         return {run: int(tick) for run, tick in self._all("SELECT run_id, id FROM tick WHERE run_id = ANY(%s)", (runs,))}
 
-    def last_slots(self, workers: list[str]) -> dict[str, float]:
-        """The time of each worker's last claimed slot, for the nodes to keep their timetables in step with."""
+    def last_slots(self, workers: list[str]) -> dict[str, tuple[float, str]]:
+        """The time of each worker's last claimed slot, for the nodes to keep their timetables in step with, and
+        the name of the node that claimed it, for their tables to show."""
         rows = self._all(
-            "SELECT DISTINCT ON (worker) worker, slot_at FROM tick WHERE worker = ANY(%s) AND slot_no IS NOT NULL"
-            " ORDER BY worker, slot_no DESC",
+            "SELECT DISTINCT ON (t.worker) t.worker, t.slot_at, n.name FROM tick t JOIN node n ON n.id = t.node"
+            " WHERE t.worker = ANY(%s) AND t.slot_no IS NOT NULL ORDER BY t.worker, t.slot_no DESC",
             (workers,),
         )
-        return {worker: _unix(slot_at) for worker, slot_at in rows}
+        return {worker: (_unix(slot_at), name) for worker, slot_at, name in rows}
 
     def prune_ticks(self, older_than_hours: float) -> int:
         """Delete ticks older than this, but each worker's last numbered one (the next claim counts from it)."""
@@ -290,8 +293,9 @@ class NodeLedger:
             (*params, me, margin),
         )
         claims: list[Claim] = [Claim("unavailable")] * len(requests)
-        for position, result, tick, skipped, taken_at in found:
-            claims[order[position]] = Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at))
+        for position, result, tick, skipped, taken_at, last_at in found:
+            claims[order[position]] = Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at),
+                                            None if last_at is None else _unix(last_at))
         return claims
 
     def ticks_done(self, ticks: list[int]) -> None:

@@ -10,7 +10,7 @@ Protocol (see protocol.py):
   supervisor -> coordinator: heartbeat {node, name, running, workers}; claim {run, worker, slot_at, period, overlap,
                              scheduled}; done {ticks}; stop {node}
   coordinator -> supervisor: renewed {node, since, members, offset}; dead {node, by, at}; declared {name, where,
-                             runs}; claim {run, result, tick, skipped, taken_at}; unavailable {error}; stopped {}
+                             runs}; claim {run, result, tick, skipped, taken_at, last_at}; unavailable {error}; stopped {}
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class Coordinator:
         ]
         for message, claim in zip(messages, self.ledger.claim_many(messages[0]["node"], self.margin, requests)):
             send(self.control, "claim", run=message["run"], result=claim.result, tick=claim.tick,
-                 skipped=claim.skipped, taken_at=claim.taken_at)
+                 skipped=claim.skipped, taken_at=claim.taken_at, last_at=claim.last_at)
 
     def take_waiting(self) -> list[Message] | None:
         """Every message waiting (at least one, blocking for it); None once the supervisor is gone."""
@@ -150,7 +150,8 @@ class Coordinator:
         error = self.store.describe(exc)
         self.store.reconnect()
         if message["op"] == "claim":
-            send(self.control, "claim", run=message["run"], result="unavailable", tick=None, skipped=0, taken_at=None)
+            send(self.control, "claim", run=message["run"], result="unavailable", tick=None, skipped=0, taken_at=None,
+                 last_at=None)
         elif message["op"] == "heartbeat":
             send(self.control, "unavailable", error=error)
         self.failing = error

@@ -16,6 +16,13 @@ the single supervisor's promise that the database is a record, not the heartbeat
 answer, it runs its slots without claims. That is safe because a newcomer claims nothing until every live node
 has seen it (record/cluster.py), and no peer may declare it dead before its lease ran out, by which time it has
 stopped and its runs are fenced like any node's. A database failover longer than the lease needs a longer lease.
+
+A slot whose claim the database could not take (it was restarting, or our lease had lapsed in a longer outage)
+is owed: once the lease is renewed, its claim goes out again if the slot is still within the worker's misfire
+grace (default one period) and no later slot of the worker has come due meanwhile, so one late run makes up for
+the slots an outage cost, as a single supervisor does at start (Timetable.begin). The ledger counts the slots
+before it as skipped. Every node owes the same slot, so the ranks decide again who runs it, and the unique slot
+makes it run once.
 """
 from __future__ import annotations
 
@@ -93,6 +100,8 @@ class PendingClaim:
     sent: bool = False
     sent_at: float = 0.0
     tries: int = 1
+    late: bool = False
+    """A claim owed since an outage, sent again once the database answered: its run makes up for missed slots."""
 
 
 class Cluster:
@@ -127,6 +136,9 @@ class Cluster:
         self.lease_until: float | None = None
         """Boottime until which we may claim (our lease, less the margin), from the last renewal."""
         self.pending: dict[str, PendingClaim] = {}
+        self.owed: dict[str, PendingClaim] = {}
+        """By worker: the latest scheduled slot whose claim the database could not take, to claim again (late)
+        once it answers, if still within the worker's misfire grace."""
         self.won: list[tuple[DueRun, str, int | None, int | None]] = []
         """Runs to start: (the run owed, its id, its tick, slots skipped before it); tick None: run alone, unclaimed."""
         self.solo_workers: set[str] = set()
@@ -145,6 +157,10 @@ class Cluster:
         self.last_slots: dict[str, float] = {}
         """Each worker's last claimed slot (Unix time), from the last heartbeat: the loop keeps its interval
         timetables in step with them (Timetable.align), so every node names each slot alike."""
+        self.last_node: dict[str, str] = {}
+        """The node that claimed each worker's last slot (by name), for the live table."""
+        self.alive = 0
+        """How many nodes were live at the last heartbeat, this one included."""
         self.answers: list[tuple[int, str, str]] = []
         """Trigger commands whose claim was decided here: (command, worker, what to answer), for the loop."""
         self.realigned: list[WorkerStatus] = []
@@ -183,7 +199,9 @@ class Cluster:
             coordinator.close()
             self.coordinator = None
             self.restart_at = self.clock() + RESTART_DELAY
-            # Their slots are gone by the time another answers: missed, and counted by the next claim.
+            # Whether the database took them is unknown: owed, claimed again once another renews our lease.
+            for claim in list(self.pending.values()):
+                self._owe(claim)
             self.pending.clear()
 
     def _handle_message(self, message: Message) -> None:
@@ -193,11 +211,15 @@ class Cluster:
             self.members = [(m[0], m[1], frozenset(m[2])) for m in message["members"]]
             self.lease_until = float(message["since"]) + self.settings.lease - self.settings.margin
             self.fence(self.lease_until)
-            self.last_slots = {name: float(at) for name, at in message.get("slots", {}).items()}
+            slots = message.get("slots", {})
+            self.last_slots = {worker: float(at) for worker, (at, _) in slots.items()}
+            self.last_node.update({worker: node for worker, (_, node) in slots.items()})
+            self.alive = len(self.members)
             self.paused_on_record = message.get("paused")
             for run, tick in message.get("ticks", {}).items():
                 if self.unclaimed.pop(run, None) is not None:
                     self.ticks[run] = int(tick)
+            self._claim_owed()
             if abs(message.get("offset") or 0.0) > 1.0:
                 log.warning("this node's clock is %+.1fs off the database's; slots are claimed on the database's",
                             message["offset"])
@@ -209,6 +231,7 @@ class Cluster:
                       "rejoining as a new node (%s)", old[:8], message["by"], message["at"], self.node_id[:8])
             self.lease_until = None
             self.pending.clear()
+            self.owed.clear()  # our slots went to the live nodes meanwhile
             self.won.clear()
             self.ticks.clear()
             self.fenced()
@@ -239,8 +262,13 @@ class Cluster:
                                  f"{claim.run_id[:8]})" if result == "won" else
                                  "not run: a run is in progress on another node"))
         if result == "won":
-            skipped = None if name in self.solo_workers else int(message["skipped"] or 0)
+            skipped = None if name in self.solo_workers else self._skipped_before(due, message)
             self.solo_workers.discard(name)
+            self.last_node[name] = self.settings.node_name
+            if claim.late:
+                log.warning("%s: the slot at %s was missed while the database did not answer; one run now makes up "
+                            "for it%s", name, time.strftime("%H:%M:%S", time.localtime(due.slot_wall)),
+                            f" ({skipped} earlier slot(s) skipped)" if skipped else "")
             self.won.append((due, claim.run_id, int(message["tick"]), skipped))
         elif result == "unavailable" and self.alone and self.lease_valid:
             self._run_alone(due, claim.run_id)  # the database said it cannot: we are cut off
@@ -250,6 +278,8 @@ class Cluster:
             self.pending[claim.run_id] = claim
         elif result == "unavailable" and due.command is not None:
             self.answers.append((due.command, name, "not run: the database is unavailable"))
+        elif result == "unavailable" or (result == "fenced" and due.scheduled):
+            self._owe(claim)
         elif result == "taken":
             if message.get("taken_at") is not None:
                 due.status.timetable.align(self.clock(), time.time(), float(message["taken_at"]))
@@ -270,13 +300,54 @@ class Cluster:
         if self.may_run_alone(now):
             self._run_alone(due, new_run_id())
             return
+        if due.scheduled:
+            self.owed.pop(definition.name, None)  # a later slot has come: the owed one is skipped (the ledger counts it)
+        send_at = self._send_at(due, now)
+        if send_at is not None:
+            run_id = new_run_id()
+            self.pending[run_id] = PendingClaim(due, run_id, send_at)
+
+    def _send_at(self, due: DueRun, now: float) -> float | None:
+        """When we claim `due`: at once if we rank first, a backup delay later per rank, or never (None)."""
+        definition = due.status.definition
         rank = self.rank(definition.name) if due.scheduled else 0
         if rank > BACKUPS:
-            return
+            return None
         period = definition.interval
         delay = self.settings.backup_delay if period is None else min(self.settings.backup_delay, period / 4)
-        run_id = new_run_id()
-        self.pending[run_id] = PendingClaim(due, run_id, now + rank * delay)
+        return now + rank * delay
+
+    def _owe(self, claim: PendingClaim) -> None:
+        """The database could not take this claim: keep the latest scheduled slot of each worker to claim late."""
+        due = claim.due
+        name = due.status.definition.name
+        if not due.scheduled or due.command is not None:
+            return  # an extra run was asked for now, or answered already (a trigger)
+        known = self.owed.get(name)
+        if known is None or known.due.slot_wall < due.slot_wall:
+            self.owed[name] = claim
+
+    def _claim_owed(self) -> None:
+        """The database answers again and our lease holds: claim the owed slots still within their misfire grace."""
+        now, wall = self.clock(), time.time()
+        for name, claim in list(self.owed.items()):
+            due = claim.due
+            del self.owed[name]
+            if wall - due.slot_wall > due.status.timetable.misfire_grace(due.slot_wall):
+                log.warning("%s: the slot at %s was missed while the database did not answer; past its misfire "
+                            "grace, it is skipped", name, time.strftime("%H:%M:%S", time.localtime(due.slot_wall)))
+                continue
+            send_at = self._send_at(due, now)
+            if send_at is not None:
+                self.pending[claim.run_id] = PendingClaim(due, claim.run_id, send_at, late=True)
+
+    def _skipped_before(self, due: DueRun, message: Message) -> int:
+        """The slots of the worker nobody claimed between the last claimed one and ours: the ledger counts an
+        interval's by their numbers; a cron schedule counts its own from the last claimed slot's time."""
+        timetable = due.status.timetable
+        if timetable.is_cron and message.get("last_at") is not None:
+            return timetable.slots_between(float(message["last_at"]), due.slot_wall)
+        return int(message["skipped"] or 0)
 
     @property
     def alone(self) -> bool:

@@ -417,8 +417,11 @@ class Supervisor:
     def views(self, now: float | None = None) -> list[WorkerView]:
         """Return the table's rows: every worker, then every broken module."""
         now = self.clock() if now is None else now
-        return self.table.views(self.workers, self.keeper.broken, self.stopping, now)
+        nodes = None if self.cluster is None else self.cluster.last_node
+        return self.table.views(self.workers, self.keeper.broken, self.stopping, now, nodes)
 
     def footer(self) -> Footer:
-        """The line under the table: records waiting, the database's health, uptime."""
-        return Footer(self.recording.pending, self.recording.failing, self.started_at)
+        """The line under the table: records waiting, the database's health, uptime, the node."""
+        cluster = self.cluster
+        return Footer(self.recording.pending, self.recording.failing, self.started_at,
+                      None if cluster is None else cluster.settings.node_name, 0 if cluster is None else cluster.alive)

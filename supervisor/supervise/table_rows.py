@@ -25,8 +25,9 @@ class TableRows:
         self._sampled: set[str] = set()  # runs whose usage was measured for the table being drawn
 
     def views(self, workers: dict[str, WorkerStatus], broken: dict[str, str], stopping: bool,
-              now: float) -> list[WorkerView]:
-        """Return the table's rows: every worker, then every broken module."""
+              now: float, nodes: dict[str, str] | None = None) -> list[WorkerView]:
+        """Return the table's rows: every worker, then every broken module. `nodes`: the node that claimed each
+        worker's last slot, when this supervisor is one of several nodes."""
         self._sampled = set()
         rows = []
         wall = self.wall_clock()
@@ -63,6 +64,7 @@ class TableRows:
                     queued=s.queued_since is not None,
                     retry_attempt=s.retry_attempt if s.retry_at is not None else None,
                     last_failure_at=s.last_failure_at,
+                    node=None if nodes is None else nodes.get(name),
                 )
             )
         for module, error in sorted(broken.items()):

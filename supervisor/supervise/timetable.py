@@ -70,8 +70,7 @@ class Timetable:
             self._set_slot(self._slot_at(mono, wall, first), mono, wall)
             return Catchup(0, False)
         missed, latest, period = self._missed_since(recorded_next, wall)
-        grace = self.definition.misfire_grace if self.definition.misfire_grace is not None else period
-        if wall - latest <= grace:
+        if wall - latest <= self.misfire_grace(latest):
             self._set_slot(self._slot_at(mono, wall, latest), mono, wall, jitter=False)
             self.due = mono  # made up now, not at the old slot's time
             return Catchup(missed, True)
@@ -141,6 +140,24 @@ class Timetable:
         aligned = claimed + round((current - claimed) / interval) * interval
         if abs(aligned - current) > 0.001:
             self._set_slot(mono + (aligned - wall), mono, wall)
+
+    def misfire_grace(self, slot_wall: float) -> float:
+        """How late a missed slot (Unix time) may still be made up by a run: `misfire_grace`, else one period."""
+        if self.definition.misfire_grace is not None:
+            return self.definition.misfire_grace
+        if self.is_cron:
+            return self._next_wall_after(slot_wall) - slot_wall
+        assert self.definition.interval is not None
+        return self.definition.interval
+
+    def slots_between(self, earlier: float, later: float) -> int:
+        """How many slots lie strictly between two slots of this schedule (Unix time)."""
+        if self.is_cron:
+            assert self._zone is not None and self.definition.cron is not None
+            count, _ = schedule.cron_slots_until(self.definition.cron, self._zone, earlier, later - 0.001)
+            return count - 1
+        assert self.definition.interval is not None
+        return max(0, round((later - earlier) / self.definition.interval) - 1)
 
     # -- reading it --------------------------------------------------------------------------------------------
 
