@@ -257,7 +257,7 @@ def lost_message(url: str, run: str) -> str:
     return rows[0]["message"] if rows else ""
 
 
-@pytest.mark.parametrize("fault", ["sigstop", "partition"])
+@pytest.mark.parametrize("fault", ["sigstop", "hang", "cut"])
 def test_a_frozen_or_cut_off_node_stops_its_runs_before_its_work_is_taken(cluster, pg_url: str, fault: str) -> None:  # type: ignore[no-untyped-def]
     nodes = cluster(["n1", "n2"], fast=2, long=1)
     first = wait_until(lambda: [s for s in all_sightings(nodes) if s.worker == "long0"], timeout=30, what="long0")[0]
@@ -267,8 +267,8 @@ def test_a_frozen_or_cut_off_node_stops_its_runs_before_its_work_is_taken(cluste
     run_process = psutil.Process(first.pid)
     if fault == "sigstop":
         victim.supervisor.signal(signal.SIGSTOP)
-    else:
-        victim.proxy.set("hang")
+    else:  # a partition that drops every packet, or one that resets every connection
+        victim.proxy.set(fault)
     # Its spawner kills the run on its own, before the lease runs out: poll for the death (seen late, if at all).
     run_process.wait(LEASE_S + 5)
     died_at = time.time()
@@ -302,6 +302,30 @@ def test_a_frozen_or_cut_off_node_stops_its_runs_before_its_work_is_taken(cluste
 def cli(node: Node, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "supervisor", *args, "--db", node.url], cwd=node.dir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_rolling_deploy_runs_every_slot_once(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    # The old release runs alone; the new one starts beside it; the old one is stopped (SIGTERM, as systemd does).
+    (old,) = cluster(["old"], fast=4, slow=3)
+    wait_until(lambda: len(old.sightings()) >= 8, timeout=30, what="the old release at work")
+    begin = time.time()
+    (new,) = cluster(["new"], fast=4, slow=3)
+    wait_until(lambda: new.sightings(), timeout=30, what="the new release taking its share")
+    stop_at = time.time()
+    old.supervisor.signal(signal.SIGTERM)
+    assert old.supervisor.wait(30) == 0
+    assert query(pg_url, "select state from node where name = 'old'")[0]["state"] == "stopped"
+    later = time.time() + 4
+    wait_until(lambda: time.time() > later, timeout=20, step=0.2, what="a few slots after the stop")
+    end = time.time() - 1.0
+    seen = [s for s in all_sightings([old, new]) if s.kind == "start"]
+    assert not duplicates(seen), duplicates(seen)
+    for name in [f"fast{i}" for i in range(4)] + [f"slow{i}" for i in range(3)]:
+        assert not gaps(seen, name, begin, end), (name, gaps(seen, name, begin, end))
+    # After the stop, the new release runs everything, on time: no waiting for the old one's lease.
+    after = [s for s in seen if s.due > stop_at + 0.5]
+    assert after and {s.node for s in after} == {"new"}
+    assert max(s.at - s.due for s in after) < 1.0
 
 
 def test_each_trigger_runs_once_and_a_pause_holds_on_a_node_that_was_frozen(cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
