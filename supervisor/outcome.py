@@ -25,11 +25,19 @@ class Outcome(str, enum.Enum):
     """The supervisor stopped the run over a memory or CPU limit."""
     LOST = "lost"
     """The supervisor itself died during the run; the next start found the run unfinished."""
+    INTERRUPTED = "interrupted"
+    """The supervisor's own graceful stop ended the run (SIGTERM, its grace, SIGKILL): a deploy or a restart, not a
+    failure of the worker. It counts neither as a success nor as a failure."""
 
     @property
     def failed(self) -> bool:
         """Tell whether this outcome counts as a failure (gets a failure row, bumps failure_count)."""
-        return self is not Outcome.SUCCEEDED
+        return self not in (Outcome.SUCCEEDED, Outcome.INTERRUPTED)
+
+    @property
+    def counted(self) -> bool:
+        """Tell whether this outcome counts as a success or a failure (an interrupted run is neither)."""
+        return self is not Outcome.INTERRUPTED
 
 
 class WorkerState(str, enum.Enum):
@@ -130,7 +138,7 @@ def classify(
         name = signal_name(signum)
         # Only the signals we send count as ours; a run that segfaults while being stopped still crashed.
         if stop_reason is StopReason.SHUTDOWN and signum in (signal.SIGTERM, signal.SIGKILL):
-            return Verdict(Outcome.KILLED, f"stopped by {name} at supervisor shutdown")
+            return Verdict(Outcome.INTERRUPTED, f"stopped by {name} at supervisor shutdown")
         if stop_reason is StopReason.FENCED and signum == signal.SIGKILL:
             return Verdict(Outcome.LOST, "killed by the node's spawner: its lease on the database was running out")
         if stop_reason is StopReason.SPAWNER_LOST and signum == signal.SIGKILL:

@@ -173,7 +173,7 @@ def test_the_command_replaces_the_child_and_holds_only_its_stdio(tmp_path: Path,
 
     assert supervisor.stop() == 0
     (stopped,) = record.runs("sleeper")
-    assert stopped["outcome"] == "killed" and stopped["signal"] == signal.SIGTERM
+    assert stopped["outcome"] == "interrupted" and stopped["signal"] == signal.SIGTERM
     wait_until(lambda: not pid_alive(sleep_pid), timeout=10, what="the sleep to be gone")
 
 

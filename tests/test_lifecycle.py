@@ -1,6 +1,7 @@
 """Stopping and killing the supervisor: children stop with it, and every run ends up recorded."""
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -64,15 +65,28 @@ def test_sigterm_stops_runs_within_grace_and_records_them(tmp_path: Path, record
 
 def test_sigint_kills_a_child_that_ignores_sigterm_after_its_grace(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
     worker_package(tmp_path, ["ignores_term"])
-    supervisor = start_supervisor(config="[worker.ignores_term]\ntimeout = 600\ngrace = 0.5\n")
+    # Quarantined after one failure: the stop must not count as one.
+    config = "[worker.ignores_term]\ntimeout = 600\ngrace = 0.5\nquarantine_after = 1\n"
+    supervisor = start_supervisor(config=config)
     (run,) = wait_until(lambda: running(record, "ignores_term"), timeout=60, what="a run in progress")
     supervisor.signal(signal.SIGINT)
     assert supervisor.wait(10) == 0
     (final,) = [r for r in record.runs("ignores_term") if r["id"] == run["id"]]
-    assert final["outcome"] == "killed" and final["signal"] == signal.SIGKILL
-    (failure,) = record.failures("ignores_term")
-    assert "shutdown" in failure["message"]
+    # Our own stop ended it: `interrupted`, no failure, nothing counted, no quarantine; logged as a warning.
+    assert final["outcome"] == "interrupted" and final["signal"] == signal.SIGKILL
+    assert not record.failures("ignores_term")
+    row = record.worker("ignores_term")
+    assert row is not None
+    assert (row["failure_count"], row["consecutive_failures"], row["success_count"], row["paused"]) == (0, 0, 0, 0)
+    assert row["last_outcome"] == "interrupted"
+    assert re.search(r"WARNING .*ignores_term: pid \d+ interrupted in .*stopped by SIGKILL at supervisor shutdown",
+                     supervisor.log()), supervisor.log()
     assert not pid_alive(run["pid"])
+    # The next start runs it again: it was not quarantined.
+    again = start_supervisor(config=config)
+    wait_until(lambda: [r for r in running(record, "ignores_term") if r["id"] != run["id"]], timeout=60,
+               what="a run after the restart")
+    assert again.stop() == 0
 
 
 def test_a_killed_spawner_is_replaced_and_its_runs_recorded(tmp_path: Path, record: Record, start_supervisor: Any) -> None:

@@ -168,9 +168,10 @@ def test_timeout_stop_reason_wins_over_anything(exit_code: int | None, signum: i
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_shutdown_stop_by_our_signal_is_killed_and_says_shutdown(signum: signal.Signals) -> None:
+def test_shutdown_stop_by_our_signal_is_interrupted_no_failure_and_says_shutdown(signum: signal.Signals) -> None:
     verdict = classify(None, int(signum), None, StopReason.SHUTDOWN)
-    assert verdict.outcome is Outcome.KILLED
+    assert verdict.outcome is Outcome.INTERRUPTED
+    assert not verdict.outcome.failed and not verdict.outcome.counted
     assert verdict.message == f"stopped by {signum.name} at supervisor shutdown"
 
 
@@ -209,8 +210,9 @@ def test_spawner_lost_without_a_status_is_killed() -> None:
 # -- Outcome.failed ------------------------------------------------------------------------------------------
 
 
-def test_only_succeeded_is_not_failed() -> None:
-    assert [o for o in Outcome if not o.failed] == [Outcome.SUCCEEDED]
+def test_only_succeeded_and_interrupted_are_not_failures_and_only_interrupted_is_not_counted() -> None:
+    assert [o for o in Outcome if not o.failed] == [Outcome.SUCCEEDED, Outcome.INTERRUPTED]
+    assert [o for o in Outcome if not o.counted] == [Outcome.INTERRUPTED]
     for outcome in (Outcome.ERROR, Outcome.EXIT, Outcome.CRASH, Outcome.KILLED, Outcome.TIMEOUT, Outcome.LIMIT, Outcome.LOST):
         assert outcome.failed, outcome
 

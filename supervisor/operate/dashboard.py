@@ -34,7 +34,7 @@ WATCH_INTERVAL = 1.0  # `status --watch` reads the database once a second
 STATE_STYLES = {"idle": "green", "running": "bold cyan", "stopping": "bold yellow", "broken": "bold red",
                 "paused": "magenta", "quarantined": "bold magenta"}
 OUTCOME_STYLES = {"succeeded": "green", "error": "red", "exit": "red", "crash": "bold red", "killed": "bold red",
-                  "timeout": "yellow", "limit": "yellow", "lost": "magenta"}
+                  "timeout": "yellow", "limit": "yellow", "lost": "magenta", "interrupted": "dim yellow"}
 ACTIVE_STATES = ("running", "stopping")
 NAME_WIDTH = 32
 NODE_WIDTH = 16
@@ -209,7 +209,7 @@ def size(octets: int) -> str:
 
 def is_failing(row: WorkerView) -> bool:
     """Tell whether the worker's last run failed."""
-    return row.last_outcome is not None and row.last_outcome != "succeeded"
+    return row.last_outcome not in (None, "succeeded", "interrupted")
 
 
 def relevance(row: WorkerView, now: datetime) -> tuple[int, int, float, str]:

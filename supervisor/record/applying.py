@@ -240,7 +240,7 @@ class RecordApplier(StoreConnection):
                     FailureRow.signal: record["signal"],
                 },
             )
-        else:
+        elif outcome.counted:
             fields[WorkerRow.success_count] = statements.Add(1)
             fields[WorkerRow.consecutive_failures] = 0
             fields[WorkerRow.last_success_at] = finished_at

@@ -248,7 +248,8 @@ class RunKeeper:
             # A failure is on record within milliseconds; a success may wait for the next batch.
             can_wait=not verdict.outcome.failed,
         )
-        level = logging.INFO if not verdict.outcome.failed else logging.WARNING
+        # An interrupted run is no failure, but work left undone: a warning, as a failure that needs no one is.
+        level = logging.INFO if verdict.outcome is Outcome.SUCCEEDED else logging.WARNING
         if verdict.outcome in (Outcome.CRASH, Outcome.KILLED):
             level = logging.ERROR
         log.log(

@@ -204,7 +204,7 @@ class Scheduler:
         if worker is None:
             return RunEnded(None, 0, None)
         skipped, worker.unrecorded_skips = worker.unrecorded_skips, 0
-        decided = worker.run_ended(run, verdict.outcome.failed, now, stopping)
+        decided = worker.run_ended(run, verdict.outcome, now, stopping)
         if worker.state is not WorkerState.BROKEN and not worker.runs:
             worker.state = WorkerState.IDLE
         worker.last_outcome = verdict.outcome.value

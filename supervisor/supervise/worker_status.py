@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .capture import Capture
-from ..outcome import StopReason, Verdict, WorkerState
+from ..outcome import Outcome, StopReason, Verdict, WorkerState
 from .timetable import Timetable, retry_delay
 from .usage import ResourceSampler
 from ..worker import WorkerDefinition
@@ -161,11 +161,13 @@ class WorkerStatus:
         self._skip(self.timetable.advance(mono, wall))
         return StartReason.SLOT, 1
 
-    def run_ended(self, run: Run, failed: bool, mono: float, stopping: bool) -> str | None:
+    def run_ended(self, run: Run, outcome: Outcome, mono: float, stopping: bool) -> str | None:
         """Count the run's end and decide what follows: a retry, quarantine, or nothing. Say what was decided."""
         if run in self.runs:
             self.runs.remove(run)
-        if not failed:
+        if not outcome.counted:
+            return None  # our own stop interrupted it: no success, no failure, no retry
+        if not outcome.failed:
             self.successes += 1
             self.consecutive_failures = self.failures_before_resume = 0
             return None
