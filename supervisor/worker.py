@@ -23,6 +23,7 @@ from . import schedule
 from .units import parse_duration, parse_size
 
 DEFAULT_GRACE = 5.0
+DEFAULT_OOM_SCORE_ADJ = 200
 DEFAULT_MAX_RUNNING_WHEN_ALLOWED = 2
 OVERLAP_MODES = ("skip", "queue", "allow")
 ISOLATION_MODES = ("fork", "exec")
@@ -50,6 +51,12 @@ def _duration(value: object, *, zero: bool = False) -> float:
 def _whole(value: object, *, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"must be a whole number of at least {least}, got {value!r}")
+    return value
+
+
+def _oom_score(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1000 <= value <= 1000:
+        raise ValueError(f"must be a whole number from -1000 to 1000 (the kernel's oom_score_adj), got {value!r}")
     return value
 
 
@@ -116,6 +123,7 @@ POLICY: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "memory_limit": (_size, None),
     "cpu_limit": (_duration, None),
     "open_files": (lambda v: _whole(v, least=1), None),
+    "oom_score_adj": (_oom_score, DEFAULT_OOM_SCORE_ADJ),
     "database": (_url, None),
     "isolation": (lambda v: _choice(v, ISOLATION_MODES), "fork"),
     "nodes": (_node_list, None),
@@ -167,6 +175,10 @@ class WorkerDefinition:
     """CPU seconds each process of the run may use (RLIMIT_CPU)."""
     open_files: int | None = None
     """Descriptors each process of the run may hold open (RLIMIT_NOFILE)."""
+    oom_score_adj: int = DEFAULT_OOM_SCORE_ADJ
+    """The run's OOM score adjustment: above the supervisor's (0, or the unit's -500), so that when memory runs out
+    the kernel kills a run, which is recorded, rather than the supervisor. A run cannot go below what it inherited
+    without privilege; it then keeps that."""
     database: str | None = None
     """URL of the worker's own database, opened by `ctx.db` / `ctx.transaction()` in the run."""
     isolation: str = "fork"
@@ -334,6 +346,7 @@ class Worker:
     memory_limit: int | str | None = None
     cpu_limit: Duration | None = None
     open_files: int | None = None
+    oom_score_adj: int | None = None
     database: str | None = None
     isolation: str | None = None
     abstract: ClassVar[bool] = False

@@ -62,7 +62,8 @@ def worker_package(root: Path, modules: Iterable[str], name: str = "workers", ex
 class SupervisorProcess:
     """A real `python -m supervisor run` in a directory of the test's, its output going to a file."""
 
-    def __init__(self, cwd: Path, url: str, args: Iterable[str] = (), config: str | None = None) -> None:
+    def __init__(self, cwd: Path, url: str, args: Iterable[str] = (), config: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cwd = cwd
         self.url = url
         self.log_path = cwd / f"supervisor-{time.monotonic_ns()}.log"
@@ -71,7 +72,7 @@ class SupervisorProcess:
             config_path = cwd / "supervisor.toml"
             config_path.write_text(config)
             argv += ["--config", str(config_path)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.pid = self.process.pid

@@ -17,6 +17,7 @@ installation.check(installation.program(sys.argv[0]))
 from .. import __version__  # noqa: E402
 from ..config import SETTINGS, Config, add_arguments, journal_path, load
 from ..errors import ConfigError, StoreUnavailable, SupervisorError
+from .service_unit import render_unit
 
 INSTALLED_NAME = "worker-supervisor"
 PROG = INSTALLED_NAME
@@ -40,6 +41,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "history": DATABASE_SETTINGS,
     "failures": DATABASE_SETTINGS,
     "check": ("workers", "import_timeout"),  # it never opens the database
+    "systemd-unit": (),  # only the config file, for the unit's ExecStart
 }
 BEFORE = "before_command_"
 """Prefix of where a setting given before the command is parsed to, until `main` hands it to the command."""
@@ -92,6 +94,10 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
         _add_settings(control)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
     _add_settings(prune)
+    unit = commands.add_parser("systemd-unit", help="print a systemd unit that runs this installation with the config "
+                               "file (install it as /etc/systemd/system/worker-supervisor.service)")
+    unit.add_argument("--user", metavar="NAME", help="the user (and group) to run as (default worker-supervisor)")
+    _add_settings(unit)
     _add_reading_commands(commands)
     return parser
 
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
             raise ConfigError("a command is required: run, status, nodes, history, failures, trigger, pause, resume, "
-                              "check or prune (see --help)")
+                              "check, prune or systemd-unit (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(config, watch=args.watch)
         if args.command == "nodes":
             return cmd_nodes(config, json_output=args.json)
+        if args.command == "systemd-unit":
+            print(render_unit(config.config_file, args.user), end="")
+            return 0
         command = {"run": cmd_run, "prune": cmd_prune}[args.command]
         return command(config)
     except SupervisorError as exc:

@@ -15,6 +15,9 @@ CPU_LIMIT_SLACK = 1
 
 def apply_limits(settings: dict[str, Any]) -> None:
     """Set the run's kernel limits on this process (the run's child, before the worker's code runs)."""
+    oom_score = settings.get("oom_score_adj")
+    if oom_score is not None:
+        set_oom_score(int(oom_score))
     cpu = settings.get("cpu_limit")
     if cpu:
         # Whole seconds is what the kernel counts. Nothing to deduct: fork gives the child CPU counters of its own,
@@ -32,3 +35,13 @@ def apply_limits(settings: dict[str, Any]) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         limit = int(files) if hard == resource.RLIM_INFINITY else min(int(files), hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def set_oom_score(value: int) -> None:
+    """Make this process the OOM killer's likelier victim (`value`, -1000..1000). Going below what was inherited
+    needs CAP_SYS_RESOURCE: without it the run keeps the inherited score, which is then the higher one anyway."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write(str(value))
+    except OSError:
+        pass  # no /proc, or not allowed to lower it: the inherited score stands

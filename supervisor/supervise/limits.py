@@ -31,6 +31,7 @@ def run_settings(definition: WorkerDefinition) -> dict[str, Any]:
     return {
         "cpu_limit": definition.cpu_limit,
         "open_files": definition.open_files,
+        "oom_score_adj": definition.oom_score_adj,
         "database": definition.database,
         "isolation": definition.isolation,
     }

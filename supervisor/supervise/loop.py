@@ -33,6 +33,7 @@ from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
+from .service import ServiceManager
 from .table_rows import TableRows
 from .timer import precise_timer
 from .worker_status import Run, WorkerStatus
@@ -80,6 +81,9 @@ class Supervisor:
         self.stopping = False
         self.finished = False
         self.exit_code = 0
+        self.service = ServiceManager()
+        """systemd's notify socket and watchdog (first: its variables leave our environment before any helper
+        starts, so that no run inherits them)."""
         self.signals = SignalInbox(HANDLED_SIGNALS)
         self.next_refresh = 0.0
         self.started_at = utcnow()
@@ -206,6 +210,7 @@ class Supervisor:
         self.start_due_runs(now)
         if self.cluster is not None:
             self.cluster.tend(now, list(self.runs))
+        self.service.tend(now, self.behind(now), self.status_line())
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
@@ -241,6 +246,7 @@ class Supervisor:
     def begin_shutdown(self, now: float) -> None:
         """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
         self.stopping = True
+        self.service.stopping(f"stopping: {len(self.runs)} run(s) in progress")
         for run in self.runs.values():
             if run.stop_reason is None:
                 assert self.spawner is not None
@@ -275,6 +281,7 @@ class Supervisor:
             self.selector.unregister(self.timer.fd)
             self.timer.close()
         self.selector.close()
+        self.service.close()
         if self.display is not None:
             self.display.update(self.views(), self.footer())
             self.display.stop()
@@ -321,6 +328,7 @@ class Supervisor:
         self.keeper.ready(defined)
         if self.node_runs is not None:
             self.node_runs.spawner_ready(defined)
+        self.service.ready(self.status_line())
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""
@@ -398,6 +406,9 @@ class Supervisor:
         times += self.run_keeper.next_times()
         if self.cluster is not None:
             times += self.cluster.next_times()
+        service = self.service.next_time()
+        if service is not None:
+            times.append(service)
         recording = self.recording.next_deadline()
         if recording is not None:
             times.append(recording)
@@ -419,6 +430,19 @@ class Supervisor:
         now = self.clock() if now is None else now
         nodes = None if self.cluster is None else self.cluster.last_node
         return self.table.views(self.workers, self.keeper.broken, self.stopping, now, nodes)
+
+    def behind(self, now: float) -> float:
+        """How long due work has waited to start (0 while stopping: then nothing is meant to start)."""
+        if self.stopping:
+            return 0.0
+        return max(self.scheduler.behind(now), self.run_keeper.waiting_to_start(now))
+
+    def status_line(self) -> str:
+        """One line for the service manager (`systemctl status`): the whole supervisor at a glance."""
+        failing = sum(1 for worker in self.workers.values() if worker.consecutive_failures)
+        database = "database failing" if self.recording.failing else "database ok"
+        return (f"{len(self.workers)} workers · {len(self.runs)} running · {failing} failing · "
+                f"{self.recording.pending} records waiting · {database}")
 
     def footer(self) -> Footer:
         """The line under the table: records waiting, the database's health, uptime, the node."""

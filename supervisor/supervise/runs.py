@@ -328,6 +328,10 @@ class RunKeeper:
         if worker is not None:
             worker.state = WorkerState.STOPPING
 
+    def waiting_to_start(self, now: float) -> float:
+        """How long the oldest run asked of the spawner has waited for its child (0: none waits)."""
+        return max((now - run.started for run in self.runs.values() if run.pid is None), default=0.0)
+
     def next_times(self) -> list[float]:
         """When the runs next need the loop: a deadline, or the memory watch's next sample."""
         times = [] if not self.memory_limited else [self.memory.next_sample]

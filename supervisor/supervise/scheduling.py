@@ -186,6 +186,11 @@ class Scheduler:
             self.attend(status, now)
         self.next_full_pass = now + FULL_PASS_INTERVAL
 
+    def behind(self, now: float) -> float:
+        """How long the earliest worker due has waited for the loop to take it (0: none is waiting)."""
+        earliest = self.agenda.next_time()
+        return 0.0 if earliest is None else max(0.0, now - earliest)
+
     def next_times(self, now: float, running: int) -> list[float]:
         """When the loop must next look at the workers (a due worker, room for a waiting run, the full pass)."""
         times = [self.next_full_pass]
