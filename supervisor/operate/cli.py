@@ -35,6 +35,7 @@ DATABASE_SETTINGS = ("database", "statement_timeout")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "run": tuple(s.name for s in SETTINGS),
     "status": DATABASE_SETTINGS,
+    "health": DATABASE_SETTINGS,
     "nodes": DATABASE_SETTINGS,
     **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
     "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
@@ -82,6 +83,13 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
     _add_settings(status)
     status.add_argument("--watch", action="store_true",
                         help="redraw the table every second, from the database, until Ctrl-C")
+    status.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    health = commands.add_parser("health", help="exit 0 healthy, 1 degraded (a worker broken, quarantined, failing or "
+                                 "overdue), 2 down (no supervisor alive, or the database unreadable)",
+                                 description="Judge the workers and their supervisors from the database: works "
+                                 "from any host that reaches it. One line, then one per problem.")
+    health.add_argument("--json", action="store_true", help="print JSON: the verdict, the problems, every worker")
+    _add_settings(health)
     nodes = commands.add_parser("nodes", help="the supervisors (nodes) on the database: alive, stopped or dead; on "
                                 "SQLite whether its one supervisor runs")
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -133,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
-            raise ConfigError("a command is required: run, status, nodes, history, failures, trigger, pause, resume, "
-                              "check, prune or systemd-unit (see --help)")
+            raise ConfigError("a command is required: run, status, health, nodes, history, failures, trigger, pause, "
+                              "resume, check, prune or systemd-unit (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -142,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in READING_COMMANDS:
             return READING_COMMANDS[args.command](config, args)
         if args.command == "status":
-            return cmd_status(config, watch=args.watch)
+            if args.watch and args.json:
+                raise ConfigError("give --watch or --json, not both (see --help)")
+            return cmd_status(config, watch=args.watch, json_output=args.json)
+        if args.command == "health":
+            from .health import cmd_health
+
+            return cmd_health(config.database, int(config.statement_timeout * 1000), args.json)
         if args.command == "nodes":
             return cmd_nodes(config, json_output=args.json)
         if args.command == "systemd-unit":
@@ -236,16 +250,17 @@ def _cluster_settings(config: Config) -> Any:
     )
 
 
-def cmd_status(config: Config, watch: bool = False) -> int:
+def cmd_status(config: Config, watch: bool = False, json_output: bool = False) -> int:
     """Print which supervisor is alive and the workers table from the database: once (exit status 2 when no
-    supervisor is alive), or with `watch` every second until Ctrl-C."""
+    supervisor is alive; as JSON with `json_output`), or with `watch` every second until Ctrl-C."""
     from rich.console import Console
 
+    from . import as_json
     from .dashboard import LiveDashboard, render
     from .dashboard import watch as watch_table
-    from .liveness import NO_SUPERVISOR, liveness
-    from .report import console, last_failures, open_store, read_only
-    from ..record.nodes_view import database_now
+    from .liveness import NO_SUPERVISOR
+    from .report import console, open_store, read_only
+    from .worker_views import read_status
     from ..record.store import Store, utcnow
 
     if watch:
@@ -258,12 +273,10 @@ def cmd_status(config: Config, watch: bool = False) -> int:
                 if store.db.is_closed():
                     snapshot = bool(read_only(store))
                     store.open()
-                workers = store.workers()
-                failed_at = last_failures(store, workers)
-                now, nodes = database_now(store), _run_nodes(store, workers)
+                rows = read_status(store, with_liveness=False).rows
                 if snapshot:
                     store.close()  # a snapshot never changes: the next frame opens afresh, and sees a new supervisor
-                return [_row_view(row, failed_at.get(row.name), now, nodes.get(row.name)) for row in workers]
+                return rows
             except StoreUnavailable:
                 store.reconnect()  # the next frame tries a fresh connection
                 raise
@@ -276,23 +289,17 @@ def cmd_status(config: Config, watch: bool = False) -> int:
         return 0
     store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
-        alive = liveness(store)
-        workers = store.workers()
-        failed_at = last_failures(store, workers)
-        now, nodes = database_now(store), _run_nodes(store, workers)
-        rows: list[Any] = [_row_view(row, failed_at.get(row.name), now, nodes.get(row.name)) for row in workers]
+        status = read_status(store)
     finally:
         store.close()
-    out = console()
-    out.print(alive.line, style="bold red" if alive.alive is False else "", highlight=False, markup=False)
-    out.print(render(rows, now, usage=False))  # ages against the database's clock, as the overdue mark
+    alive = status.alive
+    if json_output:
+        print(as_json.dumps(as_json.status(status)))
+    else:
+        out = console()
+        out.print(alive.line, style="bold red" if alive.alive is False else "", highlight=False, markup=False)
+        out.print(render(status.rows, status.now, usage=False))  # ages against the database's clock, as overdue
     return NO_SUPERVISOR if alive.alive is False else 0
-
-
-def _run_nodes(store: Any, workers: list[Any]) -> dict[str, str]:
-    from .liveness import run_nodes
-
-    return run_nodes(store, [row.name for row in workers])
 
 
 def cmd_nodes(config: Config, json_output: bool = False) -> int:
@@ -383,40 +390,6 @@ def cmd_prune(config: Config) -> int:
     return 0
 
 
-def _row_view(row: Any, last_failure_at: datetime | None = None, now: datetime | None = None,
-              node: str | None = None) -> Any:
-    """Turn a worker row of the database into a row of the table (`last_failure_at` from the failure table; at
-    `now`, the database's clock, an idle worker's late next run is marked overdue; `node` ran its latest run)."""
-    from .dashboard import ACTIVE_STATES, WorkerView
-    from .liveness import is_overdue
-
-    state = row.status
-    if state == "idle" and getattr(row, "paused", False):
-        # A pause is kept beside the status; a run in progress still shows as running.
-        state = "quarantined" if getattr(row, "pause_reason", None) else "paused"
-    active = state in ACTIVE_STATES
-    return WorkerView(
-        name=row.name,
-        state=state,
-        pid=row.pid,
-        last_outcome=row.last_outcome,
-        last_run_at=row.last_run_at,
-        duration=row.last_duration,
-        next_run_at=row.next_run_at,
-        successes=row.success_count,
-        failures=row.failure_count,
-        last_error=row.last_error,
-        # The row keeps no start of its own for the run in progress: last_run_at is that run's start.
-        running_since=row.last_run_at if active else None,
-        timeout=row.timeout,
-        consecutive_failures=row.consecutive_failures or 0,
-        schedule=getattr(row, "schedule", None),
-        last_failure_at=last_failure_at,
-        overdue=state == "idle" and now is not None and is_overdue(row.next_run_at, row.interval, now),
-        node=node,
-    )
-
-
 # -- reading and checking: history, failures, check ---------------------------------------------------------------
 
 LIMIT_DEFAULT = 20
@@ -439,6 +412,7 @@ def _add_reading_commands(commands: Any) -> None:
     history.add_argument("worker", metavar="WORKER")
     history.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
                          help=f"how many runs (default {LIMIT_DEFAULT})")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_settings(history)
     failures = commands.add_parser("failures", help="recent failures (of one worker), or one in full with --id")
     failures.add_argument("worker", metavar="WORKER", nargs="?", help="only this worker's failures")
@@ -446,6 +420,7 @@ def _add_reading_commands(commands: Any) -> None:
                           help=f"how many failures (default {LIMIT_DEFAULT})")
     failures.add_argument("--id", dest="failure_id", type=_positive, metavar="N",
                           help="show this failure in full: traceback, stderr and stdout tails")
+    failures.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_settings(failures)
     check = commands.add_parser("check", help="validate the config and import the workers (in a spawner), "
                                 "without running anything")
@@ -462,13 +437,18 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
         runs = store.recent_runs(args.worker, args.limit)
     finally:
         store.close()
+    if args.json:
+        from . import as_json
+
+        print(as_json.dumps({**as_json.runs(args.worker, runs), "status": worker.status}))
+        return 0
     report.console().print(report.history(args.worker, runs, worker.status))
     return 0
 
 
 def cmd_failures(config: Config, args: argparse.Namespace) -> int:
     """Print the recent failures (of one worker), or one failure in full."""
-    from . import report
+    from . import as_json, report
 
     if args.failure_id is not None and args.worker is not None:
         raise ConfigError("give a WORKER or --id N, not both (see --help)")
@@ -481,13 +461,19 @@ def cmd_failures(config: Config, args: argparse.Namespace) -> int:
                     f"no failure with id {args.failure_id} in the database (pruned, or never was); "
                     f"`{PROG} failures` lists them", store.where,
                 )
+            document = as_json.failure(row)
             view = report.failure(row)
         else:
             if args.worker is not None:
                 report.require_worker(store, args.worker)
-            view = report.failures(store.recent_failures(args.worker, args.limit), args.worker)
+            rows = store.recent_failures(args.worker, args.limit)
+            document = as_json.failures(rows)
+            view = report.failures(rows, args.worker)
     finally:
         store.close()
+    if args.json:
+        print(as_json.dumps(document))
+        return 0
     report.console().print(view)
     return 0
 
