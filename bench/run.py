@@ -239,11 +239,11 @@ class Supervised:
 
     @property
     def spawner(self) -> psutil.Process:
-        return self.helper("supervisor.spawn.spawner")
+        return self.helper("worker-supervisor: spawner")
 
     @property
     def recorder(self) -> psutil.Process:
-        return self.helper("supervisor.record.recorder")
+        return self.helper("worker-supervisor: recorder")
 
     def check_alive(self) -> None:
         assert self.proc is not None

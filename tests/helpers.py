@@ -111,11 +111,16 @@ class SupervisorProcess:
         return self.process.wait()
 
 
+def title(process: psutil.Process) -> str:
+    """What `ps` shows for one of our processes (set by supervisor/process_title.py): `worker-supervisor: ROLE ...`."""
+    return " ".join(part for part in process.cmdline() if part)
+
+
 def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
     """The supervisor's spawner, once it has started it."""
     def find() -> psutil.Process | None:
         for child in psutil.Process(supervisor.pid).children():
-            if "supervisor.spawn.spawner" in child.cmdline():
+            if "worker-supervisor: spawner" in title(child):
                 return child
         return None
 

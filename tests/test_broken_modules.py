@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from helpers import Record, wait_until, worker_package
+from helpers import Record, title, wait_until, worker_package
 
 
 def test_modules_that_segfault_thread_or_raise_at_import(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
@@ -44,9 +44,9 @@ def test_modules_that_segfault_thread_or_raise_at_import(tmp_path: Path, record:
     assert "this module cannot be imported" in failure["traceback"]
 
     # The spawner now running is single-threaded too, and imported none of the broken (or threaded) modules.
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawn.spawner" in " ".join(p.cmdline())]
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p)]
     assert spawner.num_threads() == 1
-    assert {"workers.import_segfault", "workers.import_thread", "workers.import_raises"} <= set(spawner.cmdline())
+    assert {"workers.import_segfault", "workers.import_thread", "workers.import_raises"} <= set(title(spawner).split())
     assert supervisor.stop() == 0
 
 
@@ -144,7 +144,7 @@ def test_issue_11_a_spawner_that_cannot_be_restarted_is_tried_again_not_the_supe
                                    stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_until(lambda: "spawner ready" in log_path.read_text(), timeout=60, what="the spawner")
-        (spawner,) = [p for p in psutil.Process(process.pid).children() if "supervisor.spawn.spawner" in p.cmdline()]
+        (spawner,) = [p for p in psutil.Process(process.pid).children() if "worker-supervisor: spawner" in title(p)]
         process.send_signal(signal.SIGUSR1)
         spawner.kill()
         wait_until(lambda: log_path.read_text().count("cannot start supervisor.spawn.spawner: Permission denied") >= 2,

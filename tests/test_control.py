@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 from dbtools import query, query_or_empty
-from helpers import SupervisorProcess, cpu_load, wait_until, worker_package
+from helpers import SupervisorProcess, cpu_load, title, wait_until, worker_package
 
 # Once a minute, and the first run at start: any other run within the test comes from a trigger.
 RARE = "from supervisor import worker\n\n@worker(interval=60)\ndef rare(ctx):\n    pass\n"
@@ -100,7 +100,7 @@ def test_pause_survives_a_restart_and_unknown_workers_are_one_line(tmp_path: Pat
 def recorder_of(supervisor: SupervisorProcess) -> psutil.Process:
     def find() -> psutil.Process | None:
         for child in psutil.Process(supervisor.process.pid).children():
-            if "supervisor.record.recorder" in " ".join(child.cmdline()):
+            if "worker-supervisor: recorder" in title(child):
                 return child
         return None
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from helpers import Record, pid_alive, spawner_of, wait_until, worker_package
+from helpers import Record, pid_alive, spawner_of, title, wait_until, worker_package
 from test_limits import FILES, HOG, SPINNERS, assert_stopped_at_memory_limit, failure_of, only_run
 
 INTROSPECT = '''
@@ -34,14 +34,14 @@ def fresh(ctx):
         "pid": os.getpid(),
         "pgid": os.getpgid(0),
         "ppid": os.getppid(),
-        "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\\0")[0:3],
+        "cmdline": sys.orig_argv[0:3],  # as exec gave it (ps shows the process title instead)
+        "title": open("/proc/self/cmdline", "rb").read().split(b"\\0")[0].decode(),
         "spawner_loaded": "supervisor.spawn.spawner" in sys.modules,
         "request_in_environment": any(k == "SUPERVISOR_RUN_REQUEST" for k in os.environ),
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "run_id": ctx.run_id,
         "deadline": ctx.deadline,
     }
-    seen["cmdline"] = [part.decode() for part in seen["cmdline"]]
     with open(os.path.join(os.getcwd(), "seen.json"), "w") as f:
         json.dump(seen, f)
     print("to stdout from a fresh interpreter", flush=True)
@@ -90,6 +90,7 @@ def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
     assert seen["pid"] == run["pid"] == seen["pgid"]
     assert seen["ppid"] == spawner.pid
     assert seen["cmdline"][1:] == ["-m", "supervisor.spawn.exec_child"]
+    assert seen["title"] == f"worker-supervisor: run {run['worker']} {run['id'][:8]} (exec)"
     assert not seen["spawner_loaded"] and not seen["request_in_environment"]
     assert seen["fds"][:4] == [0, 1, 2, 3] and seen["run_id"] == run["id"] and seen["deadline"] is not None
     failure = failure_of(record, run)
@@ -102,13 +103,14 @@ def test_issue_11_an_exec_run_is_a_fresh_interpreter_in_the_runs_own_process(
 
 WHOAMI = '''
 import os
+import sys
 from supervisor import worker
 
 
 @worker(interval=3600, timeout=30)
 def whoami(ctx):
     with open(os.path.join(os.getcwd(), f"argv-{os.getpid()}"), "wb") as f:
-        f.write(open("/proc/self/cmdline", "rb").read())
+        f.write("\\0".join(sys.orig_argv).encode())  # as exec gave it (ps shows the title)
 '''
 
 
@@ -137,7 +139,7 @@ def test_issue_11_a_module_that_starts_a_thread_at_import_runs_its_workers_by_ex
     assert len(warnings) == 1 and "fresh interpreter" in warnings[0] and "milliseconds" in warnings[0], warnings
     assert record.worker("workers.exported") is None
     spawner = spawner_of(supervisor)
-    assert spawner.num_threads() == 1 and "workers.exported" in spawner.cmdline()  # left out of the fork server
+    assert spawner.num_threads() == 1 and "workers.exported" in title(spawner).split()  # left out of the fork server
     assert supervisor.stop() == 0
 
 
@@ -161,8 +163,8 @@ def test_issue_11_an_exec_run_sees_its_cancellation(tmp_path: Path, record: Reco
     worker_package(tmp_path, [], extra={"patient": PATIENT})
     supervisor = start_supervisor()
     wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60, what="a run")
-    wait_until(lambda: "supervisor.spawn.exec_child" in " ".join(
-        psutil.Process(record.runs("patient", finished=False)[0]["pid"]).cmdline()), timeout=30,
+    wait_until(lambda: "(exec)" in title(
+        psutil.Process(record.runs("patient", finished=False)[0]["pid"])), timeout=30,
         what="the run's interpreter")
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0
@@ -178,7 +180,7 @@ def test_issue_11_an_exec_run_dies_with_a_killed_supervisor_and_is_recorded_lost
     supervisor = start_supervisor()
     (run,) = wait_until(lambda: [r for r in record.runs("patient", finished=False) if r["pid"]], timeout=60,
                         what="a run")
-    wait_until(lambda: "supervisor.spawn.exec_child" in " ".join(psutil.Process(run["pid"]).cmdline()), timeout=30,
+    wait_until(lambda: "(exec)" in title(psutil.Process(run["pid"])), timeout=30,
                what="the run's interpreter")
     supervisor.signal(signal.SIGKILL)
     supervisor.wait(10)
@@ -205,7 +207,7 @@ def test_issue_11_exec_runs_after_the_first_start_in_an_interpreter_started_ahea
     def fresh_standby() -> psutil.Process | None:
         run_pids = {r["pid"] for r in record.query("select pid from run where pid is not null")}
         waiting = [p for p in spawner.children()
-                   if p.pid not in run_pids and "supervisor.spawn.exec_child" in " ".join(p.cmdline())]
+                   if p.pid not in run_pids and "standby (exec)" in title(p)]
         return waiting[0] if len(waiting) == 1 else None
 
     standby = wait_until(fresh_standby, timeout=30, what="an interpreter waiting for the next exec run")

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from helpers import Record, pid_alive, wait_until, worker_package
+from helpers import Record, pid_alive, title, wait_until, worker_package
 
 LONG = "[worker.grandchild]\ntimeout = 600\n"
 
@@ -94,7 +94,7 @@ def test_a_killed_spawner_is_replaced_and_its_runs_recorded(tmp_path: Path, reco
     supervisor = start_supervisor()
     (run,) = wait_until(lambda: running(record, "slow"), timeout=60, what="a slow run in progress")
     # Runs are the spawner's children, not the supervisor's, so its direct children are the spawner and recorder.
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawn.spawner" in p.cmdline()]
+    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p)]
     spawner.kill()
     # The run died with its spawner, is recorded as killed, and a new spawner carries on with both workers.
     final = wait_until(lambda: [r for r in record.runs("slow") if r["id"] == run["id"]], timeout=30, what="the run's row")[0]
@@ -122,3 +122,19 @@ def test_hundreds_of_runs_requested_at_once_do_not_deadlock_the_channel(tmp_path
                what="600 runs recorded")
     assert supervisor.stop() == 0
     assert record.query("select count(*) as n from run where outcome = 'succeeded'")[0]["n"] == 600
+
+
+def test_ps_shows_each_process_role_and_the_worker_a_run_runs(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["slow", "healthy"])
+    supervisor = start_supervisor()
+    (run,) = wait_until(lambda: running(record, "slow"), timeout=60, what="a slow run in progress")
+    tree = {p.pid: p for p in psutil.Process(supervisor.pid).children(recursive=True)}
+    titles = {title(p) for p in tree.values()}
+    assert title(psutil.Process(supervisor.pid)) == f"worker-supervisor: supervisor sqlite:///{tmp_path / 'supervisor.db'}"
+    assert "worker-supervisor: spawner workers" in titles and "worker-supervisor: recorder" in titles
+    assert title(tree[run["pid"]]) == f"worker-supervisor: run slow {run['id'][:8]}"
+    # `top` and `pgrep` show the short name: the worker's, for a run.
+    assert psutil.Process(run["pid"]).name() == "slow"
+    assert psutil.Process(supervisor.pid).name() == "ws-supervisor"
+    assert "ws-standby" in {p.name() for p in tree.values()}  # the next run's child, forked ahead
+    assert supervisor.stop() == 0

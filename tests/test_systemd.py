@@ -20,7 +20,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from helpers import SupervisorProcess, wait_until, worker_package
+from helpers import SupervisorProcess, title, wait_until, worker_package
 
 ENVIRONMENT_PROBE = '''
 import os
@@ -79,7 +79,7 @@ def systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSyst
 
 
 def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
-    return next(p for p in psutil.Process(supervisor.pid).children() if "supervisor.spawn.spawner" in p.cmdline())
+    return next(p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p))
 
 
 def test_ready_watchdog_and_stopping_reach_systemd_and_no_child_inherits_the_socket(

@@ -183,6 +183,8 @@ def cmd_run(config: Config) -> int:
     from ..record.recording import RecordingSettings, prepare
     from .sources import missing_source
     from ..record.store import utcnow
+    from ..process_title import set_title
+    from ..record.database import redact
 
     ensure_standard_fds()
     # Before the database and the journal are created: a run that cannot start must leave no files behind.
@@ -204,6 +206,9 @@ def cmd_run(config: Config) -> int:
     )
     display = LiveDashboard(console, utcnow) if console is not None else None
     cluster = _cluster_settings(config)
+    # ps shows this, not the command line (which may hold the database's password).
+    set_title(f"supervisor {redact(config.database)}" + (f" node {cluster.node_name}" if cluster else ""),
+              "ws-supervisor")
     supervisor = Supervisor(
         settings,
         config.workers,

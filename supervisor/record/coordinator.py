@@ -29,6 +29,7 @@ from ..errors import StoreUnavailable
 from ..process import boottime, die_with_parent
 from ..protocol import COORDINATOR_DB_ENV, Message, receive, send
 from .store import Store
+from ..process_title import set_title
 
 PRUNE_INTERVAL = 600.0
 TICKS_KEPT_HOURS = 24.0
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--margin", type=float, required=True)
     parser.add_argument("--statement-timeout-ms", type=int, required=True)
     args = parser.parse_args(argv)
+    set_title("coordinator", "ws-coordinator")
     # Nothing to clean up: what is committed stays; a lease not renewed runs out, which is the point.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
         os._exit(1)

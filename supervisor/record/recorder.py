@@ -34,6 +34,7 @@ from ..process import die_with_parent
 from .record_files import share_companions
 from ..protocol import receive, send
 from .store import CONNECT_TIMEOUT, Store
+from ..process_title import set_title
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--statement-timeout-ms", type=int, required=True)
     parser.add_argument("--write-timeout", type=float, required=True)
     args = parser.parse_args(argv)
+    set_title("recorder", "ws-recorder")
     # Nothing to clean up: what is committed stays, what is not is still in the journal.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
         os._exit(1)

@@ -29,6 +29,7 @@ from ..outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
 from ..process import die_with_parent, reset_signal_handlers, write_all
 from ..protocol import RESULT_FD, clip
 from ..worker import RunContext, Worker
+from ..process_title import title_run
 
 # Signals the spawner handles itself; a run must start with their default actions.
 INHERITED_HANDLERS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGALRM)
@@ -167,6 +168,7 @@ def become_run(
     """
     result_fd = fds[0]
     try:
+        title_run(str(request["worker"]), str(request["run"]))
         take_stdio(fds, prepared.keep)
         result_fd = RESULT_FD
         if _settings(request).get("isolation") == "exec":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..outcome import EXIT_BOOT_FAILED
 from ..worker import Worker
+from ..process_title import set_title, title_run
 
 if TYPE_CHECKING:
     from .child import Prepared
@@ -62,9 +63,12 @@ def main() -> NoReturn:
         prepared = Prepared(int(payload["spawner_pid"]))
     except BaseException:  # noqa: B036 - nothing is bound to the run's pipes yet; the exit status tells
         os._exit(EXIT_BOOT_FAILED)
+    if "request" not in payload:
+        set_title("standby (exec)", "ws-standby")
     request: dict[str, object] = payload["request"] if "request" in payload else _wait_for_run(prepared, payload)
     settings = request.get("settings")
     module = str(settings.get("module")) if isinstance(settings, dict) else ""
+    title_run(str(request["worker"]), str(request["run"]), " (exec)")
 
     def import_worker() -> Worker:
         from . import discovery

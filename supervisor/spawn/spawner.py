@@ -43,6 +43,7 @@ from ..process import (
 )
 from ..protocol import COMMANDS_ENV, EXIT_RESTART, clip, receive, send
 from ..worker import Worker
+from ..process_title import set_title
 
 # If the final reaping at shutdown takes longer than this, SIGALRM's default action ends the spawner anyway.
 SHUTDOWN_ALARM = 10
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--cgroup", help="the supervisor's cgroup for our tree (cgroup.py)")
     parser.add_argument("--escape-record", help="where to note escaped processes without a cgroup (escaped.py)")
     args = parser.parse_args(argv)
+    set_title(" ".join(["spawner", *args.source, *(["except", *args.exclude] if args.exclude else [])]), "ws-spawner")
     commands = json.loads(os.environ.pop(COMMANDS_ENV, "[]"))
     # Until the loop runs, the supervisor's death must end us outright: an import may hang with signals blocked.
     if not die_with_parent(signal.SIGKILL, args.supervisor_pid):

@@ -24,6 +24,7 @@ from .child import Prepared, Streams, become_run
 from ..outcome import EXIT_BOOT_FAILED
 from ..protocol import channel, encode, receive, send_now
 from ..worker import Worker
+from ..process_title import set_title
 
 
 def fork_with_sigterm_blocked(child: Callable[[set[int]], NoReturn]) -> int:
@@ -145,6 +146,7 @@ def _serve_one_run(
 ) -> NoReturn:
     """In the standby child: prepare, wait for the request, become the run."""
     try:
+        set_title("standby", "ws-standby")
         prepared = Prepared(spawner_pid, streams)
         request, fds = receive(link)
     except BaseException:  # noqa: B036 - before any run is ours there is nobody to tell; the spawner sees us die

@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from .. import escaped
 from ..cgroup import Cgroup
+from ..process_title import set_title
 
 ENV = "SUPERVISOR_GUARD"
 REMOVE_TIMEOUT = 2.0  # how long the killed cgroup's processes get to leave it
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--escape-record", required=True)
     parser.add_argument("--cgroup")
     args = parser.parse_args(argv)
+    set_title("guard", "ws-guard")
     # Ctrl-C and a closed terminal are the supervisor's to act on; we wait for its end, not theirs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
