@@ -125,7 +125,9 @@ def classify(
     """
     error = result.get("error") if result else None
     if stop_reason is StopReason.TIMEOUT:
-        return Verdict(Outcome.TIMEOUT, f"stopped after its timeout of {timeout:g}s" if timeout else "stopped at its deadline")
+        message = f"stopped after its timeout of {timeout:g}s" if timeout else "stopped at its deadline"
+        # A Python run wrote its stack when the timeout came (runs.py, STACK_SIGNAL); a command has none to give.
+        return Verdict(Outcome.TIMEOUT, message if command else message + " (its stack at the timeout is in stderr)")
     if result and result.get("ok") and exit_code == EXIT_OK:
         return Verdict(Outcome.SUCCEEDED, "")
     if command and result is None and exit_code == EXIT_OK:

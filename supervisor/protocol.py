@@ -5,7 +5,7 @@ file descriptors (SCM_RIGHTS) with the message they belong to, and reads as EOF 
 process dies, which is how the spawner learns that the supervisor is gone.
 
 Supervisor -> spawner:  spawn {run, worker, attempt, deadline} + [result_w, stdout_w, stderr_w]
-                        signal {run, signal}
+                        signal {run, signal}; dump_stack {run}; fence {until}
 Spawner -> supervisor:  importing {module}; broken {module, worker?, error, traceback};
                         worker {definition, module (where it was found)}; threaded {module, threads};
                         ready {pid}; spawned {run, pid}; spawn_failed {run, error};
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import json
+import signal
 import socket
 from typing import Any
 
@@ -30,6 +31,10 @@ code runs."""
 COORDINATOR_DB_ENV = "SUPERVISOR_COORDINATOR_DB"
 """The database URL reaches the coordinator (record/coordinator.py) in its environment: argv is visible in ps."""
 RESULT_FD = 3
+STACK_SIGNAL = signal.SIGUSR2
+"""At a run's timeout, before it is asked to stop, this signal makes its Python write its stack (faulthandler) to
+its stderr, so the failure says where it hung. Sent to a Python run's own process only (an external command's
+default action for it would be to die)."""
 """Where a run's child finds its result pipe (stdout and stderr are on 1 and 2)."""
 
 # Large enough for any message we send (tracebacks are capped well below); SEQPACKET truncates, never splits.

@@ -138,3 +138,33 @@ def test_ps_shows_each_process_role_and_the_worker_a_run_runs(tmp_path: Path, re
     assert psutil.Process(supervisor.pid).name() == "ws-supervisor"
     assert "ws-standby" in {p.name() for p in tree.values()}  # the next run's child, forked ahead
     assert supervisor.stop() == 0
+
+
+STUCK = '''
+import time
+from supervisor import worker
+
+
+def wait_for_upstream():
+    time.sleep(600)  # in C: no Python runs until a signal
+
+
+@worker(interval=600, timeout=1, grace=1)
+def stuck(ctx):
+    wait_for_upstream()
+'''
+
+
+def test_a_run_that_hangs_past_its_timeout_leaves_the_stack_it_hung_in(tmp_path: Path, record: Record,
+                                                                       start_supervisor: Any) -> None:
+    worker_package(tmp_path, [], extra={"stuck": STUCK})
+    supervisor = start_supervisor()
+    (run,) = wait_until(lambda: record.runs("stuck"), timeout=60, what="the stuck run recorded")
+    assert run["outcome"] == "timeout"
+    (failure,) = record.failures("stuck")
+    # faulthandler's dump, taken at the timeout before the stop: the function it hung in, and the line.
+    assert "(most recent call first)" in failure["stderr_tail"], failure["stderr_tail"]
+    assert re.search(r'File ".*stuck\.py", line 7 in wait_for_upstream', failure["stderr_tail"]), failure["stderr_tail"]
+    assert 'line 12 in stuck' in failure["stderr_tail"]
+    assert "stack at the timeout" in failure["message"]
+    assert supervisor.stop() == 0

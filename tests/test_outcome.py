@@ -135,16 +135,16 @@ def test_unknown_signal_number_is_named_by_number() -> None:
 def test_timeout_with_sigkill() -> None:
     verdict = classify(None, signal.SIGKILL, None, StopReason.TIMEOUT, 30.0)
     assert verdict.outcome is Outcome.TIMEOUT
-    assert verdict.message == "stopped after its timeout of 30s"
+    assert verdict.message == "stopped after its timeout of 30s (its stack at the timeout is in stderr)"
 
 
 def test_timeout_message_without_a_known_timeout() -> None:
     verdict = classify(None, signal.SIGTERM, None, StopReason.TIMEOUT)
-    assert verdict == Verdict(Outcome.TIMEOUT, "stopped at its deadline")
+    assert verdict == Verdict(Outcome.TIMEOUT, "stopped at its deadline (its stack at the timeout is in stderr)")
 
 
 def test_timeout_message_keeps_fractional_seconds() -> None:
-    assert classify(None, signal.SIGTERM, None, StopReason.TIMEOUT, 0.5).message == "stopped after its timeout of 0.5s"
+    assert classify(None, signal.SIGTERM, None, StopReason.TIMEOUT, 0.5, command=True).message == "stopped after its timeout of 0.5s"
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from typing import Callable, NoReturn
 from .run_limits import apply_limits
 from ..outcome import EXIT_BOOT_FAILED, EXIT_OK, EXIT_RAISED
 from ..process import die_with_parent, reset_signal_handlers, write_all
-from ..protocol import RESULT_FD, clip
+from ..protocol import RESULT_FD, STACK_SIGNAL, clip
 from ..worker import RunContext, Worker
 from ..process_title import title_run
 
@@ -123,6 +123,9 @@ class Prepared:
         # the fd number, not the file.
         if not faulthandler.is_enabled():
             faulthandler.enable(file=2, all_threads=True)
+        # Where it hangs, asked at its timeout (runs.py): every thread's stack to stderr, from C, so a run stuck in a
+        # C call answers too. A worker that takes the signal for itself replaces this.
+        faulthandler.register(STACK_SIGNAL, file=2, all_threads=True, chain=False)
         random.seed()
         self.cancellation = Cancellation()
         self.keep = set(self.cancellation.fds)

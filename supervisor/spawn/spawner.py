@@ -41,7 +41,7 @@ from ..process import (
     signal_group,
     thread_count,
 )
-from ..protocol import COMMANDS_ENV, EXIT_RESTART, clip, receive, send
+from ..protocol import COMMANDS_ENV, EXIT_RESTART, STACK_SIGNAL, clip, receive, send
 from ..worker import Worker
 from ..process_title import set_title
 
@@ -266,6 +266,8 @@ class Spawner:
                 self.spawn_run(message, fds)
             elif op == "signal":
                 self.signal_run(str(message["run"]), int(message["signal"]))
+            elif op == "dump_stack":
+                self.dump_stack(str(message["run"]))
             elif op == "fence":
                 self.fence.renew(float(message["until"]))
             else:
@@ -332,6 +334,15 @@ class Spawner:
         pid = self.pids.get(run_id)
         if pid is not None:
             signal_group(pid, sig)
+
+    def dump_stack(self, run_id: str) -> None:
+        """Ask a Python run's own process (not its group: its children are not ours to ask) for its stack."""
+        pid = self.pids.get(run_id)
+        if pid is not None:
+            try:
+                os.kill(pid, STACK_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def reap(self) -> None:
         """Collect every exited child and report the runs among them."""

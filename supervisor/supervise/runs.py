@@ -269,6 +269,8 @@ class RunKeeper:
         run.stop_reason = reason
         run.kill_at = now + run.definition.grace
         self._watch_deadline(run)
+        if reason is StopReason.TIMEOUT and run.definition.command is None:
+            spawner.dump_stack(run.id)  # where it hung, into its stderr, before anything may change it
         spawner.signal_run(run.id, signal.SIGTERM)
         self._show_stopping(run)
         log.info("%s: pid %s asked to stop (%s)", run.definition.name, run.pid, reason.value)

@@ -74,6 +74,10 @@ class SpawnerLink(HelperProcess):
         """Ask the spawner to signal a run's process group (it alone knows whether the pid is still the run's)."""
         self.send("signal", run=run_id, signal=int(sig))
 
+    def dump_stack(self, run_id: str) -> None:
+        """Ask the spawner to have a Python run write its stack to its stderr (faulthandler)."""
+        self.send("dump_stack", run=run_id)
+
     def await_exit(self, timeout: float) -> None:
         """Wait up to `timeout` for the spawner to exit (SIGKILL it then), and reap it."""
         ready = selectors.DefaultSelector()
