@@ -24,6 +24,7 @@ from .units import parse_duration, parse_size
 
 DEFAULT_GRACE = 5.0
 DEFAULT_OOM_SCORE_ADJ = 200
+DEFAULT_KEEP_OUTPUT = 4096
 DEFAULT_MAX_RUNNING_WHEN_ALLOWED = 2
 OVERLAP_MODES = ("skip", "queue", "allow")
 ISOLATION_MODES = ("fork", "exec")
@@ -124,6 +125,7 @@ POLICY: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "cpu_limit": (_duration, None),
     "open_files": (lambda v: _whole(v, least=1), None),
     "oom_score_adj": (_oom_score, DEFAULT_OOM_SCORE_ADJ),
+    "keep_output": (lambda v: 0 if v == 0 else _size(v), DEFAULT_KEEP_OUTPUT),
     "database": (_url, None),
     "isolation": (lambda v: _choice(v, ISOLATION_MODES), "fork"),
     "nodes": (_node_list, None),
@@ -176,6 +178,9 @@ class WorkerDefinition:
     open_files: int | None = None
     """Descriptors each process of the run may hold open (RLIMIT_NOFILE)."""
     oom_score_adj: int = DEFAULT_OOM_SCORE_ADJ
+    keep_output: int = DEFAULT_KEEP_OUTPUT
+    """Bytes of the end of each of stdout and stderr kept for a run that did not fail (`history --run`); 0 keeps
+    none. A failed run keeps up to 64 KiB of each in its failure, whatever this says."""
     """The run's OOM score adjustment: above the supervisor's (0, or the unit's -500), so that when memory runs out
     the kernel kills a run, which is recorded, rather than the supervisor. A run cannot go below what it inherited
     without privilege; it then keeps that."""
@@ -347,6 +352,7 @@ class Worker:
     cpu_limit: Duration | None = None
     open_files: int | None = None
     oom_score_adj: int | None = None
+    keep_output: int | str | None = None
     database: str | None = None
     isolation: str | None = None
     abstract: ClassVar[bool] = False

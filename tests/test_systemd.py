@@ -24,7 +24,13 @@ from helpers import SupervisorProcess, title, wait_until, worker_package
 
 ENVIRONMENT_PROBE = '''
 import os
+import time
 from supervisor import worker
+
+
+@worker(interval=0.2, timeout=0.5, grace=0.2)
+def ticker(ctx):
+    time.sleep(0.05)
 
 
 @worker(interval=0.3)
@@ -84,7 +90,7 @@ def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
 
 def test_ready_watchdog_and_stopping_reach_systemd_and_no_child_inherits_the_socket(
         tmp_path: Path, db: Path, systemd: FakeSystemd) -> None:
-    worker_package(tmp_path, ["healthy"], extra={"probe": ENVIRONMENT_PROBE})
+    worker_package(tmp_path, [], extra={"probe": ENVIRONMENT_PROBE})
     started = time.monotonic()
     supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", env={
         "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "2000000"})
@@ -104,7 +110,8 @@ def test_ready_watchdog_and_stopping_reach_systemd_and_no_child_inherits_the_soc
         assert environment == "NOTIFY_SOCKET=None WATCHDOG_USEC=None WATCHDOG_PID=None"
         for helper in psutil.Process(supervisor.pid).children():
             assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC"} & set(helper.environ()), helper.cmdline()
-        # Due runs that cannot start (the spawner frozen): the pings stop within a watchdog period or two...
+        # The spawner frozen: due runs cannot start, and a run in flight then cannot be reported ended, even once
+        # killed at its timeout. Either way the pings stop within a watchdog period or two...
         spawner = spawner_of(supervisor)
         spawner.suspend()
         frozen_at = time.monotonic()

@@ -62,6 +62,14 @@ def runs(worker_name: str, rows: Iterable[Any]) -> dict[str, Any]:
     return {"worker": worker_name, "runs": [{key: getattr(row, key) for key in RUN_FIELDS} for row in rows]}
 
 
+def run_in_full(run: Any, output: Any, failure: Any) -> dict[str, Any]:
+    """`history WORKER --run ID --json`: one run, with what it printed (a failure's tails, or the output kept)."""
+    source = failure if failure is not None else output
+    return {"run": {"worker": str(run.worker_id), **{key: getattr(run, key) for key in RUN_FIELDS},
+                    "failure": None if failure is None else failure.id,
+                    "stdout_tail": getattr(source, "stdout_tail", ""), "stderr_tail": getattr(source, "stderr_tail", "")}}
+
+
 def failure_summary(row: Any) -> dict[str, Any]:
     return {"id": row.id, "worker": str(row.worker_id), "run": row.run_id, "created_at": row.created_at,
             "kind": row.kind, "message": row.message, "exit_code": row.exit_code, "signal": row.signal}

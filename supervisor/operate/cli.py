@@ -417,6 +417,8 @@ def _add_reading_commands(commands: Any) -> None:
     history.add_argument("worker", metavar="WORKER")
     history.add_argument("--limit", type=_positive, default=LIMIT_DEFAULT, metavar="N",
                          help=f"how many runs (default {LIMIT_DEFAULT})")
+    history.add_argument("--run", metavar="ID", help="show this run in full (an id, or its first characters as the "
+                         "table shows them): what it printed, kept as long as its worker's keep_output")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_settings(history)
     failures = commands.add_parser("failures", help="recent failures (of one worker), or one in full with --id")
@@ -439,6 +441,8 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
     store = report.open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
         worker = report.require_worker(store, args.worker)
+        if args.run is not None:
+            return _show_run(store, args.worker, args.run, args.json)
         runs = store.recent_runs(args.worker, args.limit)
     finally:
         store.close()
@@ -448,6 +452,24 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
         print(as_json.dumps({**as_json.runs(args.worker, runs), "status": worker.status}))
         return 0
     report.console().print(report.history(args.worker, runs, worker.status))
+    return 0
+
+
+def _show_run(store: Any, worker: str, run_id: str, json_output: bool) -> int:
+    """`history WORKER --run ID`: one run in full, with what it printed."""
+    from . import as_json, report
+
+    found = store.runs_named(worker, run_id) if run_id else []
+    if len(found) != 1:
+        which = "no run" if not found else "more than one run"
+        raise SupervisorError(f"{which} of {worker} has an id starting {run_id!r}; `{PROG} history {worker}` lists "
+                              "them", store.where)
+    run = found[0]
+    output, failure = store.output_of(run.id), store.failure_of(run.id)
+    if json_output:
+        print(as_json.dumps(as_json.run_in_full(run, output, failure)))
+    else:
+        report.console().print(report.run_in_full(run, output, failure))
     return 0
 
 

@@ -150,7 +150,8 @@ def history(worker: str, runs: Iterable[Any], status: str | None = None) -> Rend
     if not runs:
         return Text(f"no runs of {printable(worker)} recorded")
     title = printable(worker) + (f" ({status})" if status else "")
-    table = Table(title=title, caption=f"{len(runs)} most recent run(s), newest first", expand=False)
+    table = Table(title=title, caption=f"{len(runs)} most recent run(s), newest first; `history {printable(worker)} "
+                  "--run ID` shows one with what it printed", expand=False)
     table.add_column("started (local)", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
@@ -216,6 +217,30 @@ def failure(row: Any) -> RenderableType:
         parts.append(Panel(code, title="traceback", title_align="left"))
     for title, text in (("stderr (tail)", row.stderr_tail), ("stdout (tail)", row.stdout_tail)):
         body = Text(printable_lines(text)) if text.strip() else Text("(nothing captured)", style="dim")
+        parts.append(Panel(body, title=title, title_align="left"))
+    return Group(*parts)
+
+
+def run_in_full(run: Any, output: Any, failure: Any) -> RenderableType:
+    """One run: when, how it ended, where, and what it printed (a failure's tails, or the output kept)."""
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    outcome = run.outcome or ("running" if run.finished_at is None else "-")
+    facts.add_row("run", run.id)
+    facts.add_row("worker", printable(str(run.worker_id)))
+    facts.add_row("started", f"{local_time(run.started_at)} (local)")
+    facts.add_row("outcome", Text(outcome, style=OUTCOME_STYLES.get(outcome, "")))
+    facts.add_row("duration", "-" if run.duration is None else span(run.duration))
+    facts.add_row("ended by", ended_by(run.exit_code, run.signal))
+    facts.add_row("node", printable(f"{run.node} (pid {run.pid})" if run.pid else run.node))
+    if failure is not None:
+        facts.add_row("failure", f"{failure.id} (`failures --id {failure.id}`: traceback and all)")
+        facts.add_row("message", Text(printable_lines(failure.message) or "-"))
+    parts: list[RenderableType] = [facts]
+    source = failure if failure is not None else output
+    for title, text in (("stdout (tail)", getattr(source, "stdout_tail", "")), ("stderr (tail)", getattr(source, "stderr_tail", ""))):
+        body = Text(printable_lines(text)) if text.strip() else Text("(nothing kept)", style="dim")
         parts.append(Panel(body, title=title, title_align="left"))
     return Group(*parts)
 

@@ -17,7 +17,7 @@ from .. import schedule
 from ..outcome import Outcome, Verdict, WorkerState
 from .connection import StoreConnection
 from .records import Record, moment
-from .schema import CommandRow, FailureRow, RunRow, WorkerRow, utcnow
+from .schema import CommandRow, FailureRow, OutputRow, RunRow, WorkerRow, utcnow
 
 ERROR_MESSAGE_LIMIT = 2000
 
@@ -240,10 +240,16 @@ class RecordApplier(StoreConnection):
                     FailureRow.signal: record["signal"],
                 },
             )
-        elif outcome.counted:
-            fields[WorkerRow.success_count] = statements.Add(1)
-            fields[WorkerRow.consecutive_failures] = 0
-            fields[WorkerRow.last_success_at] = finished_at
+        else:
+            if record.get("stdout") or record.get("stderr"):
+                # What it printed (cut to its worker's keep_output by the supervisor already).
+                statements.insert(self.db, OutputRow, {OutputRow.run: record["run"], OutputRow.stdout_tail:
+                                  record.get("stdout") or "", OutputRow.stderr_tail: record.get("stderr") or ""},
+                                  ignore_conflict=True)
+            if outcome.counted:  # a success; an interrupted run is counted neither way
+                fields[WorkerRow.success_count] = statements.Add(1)
+                fields[WorkerRow.consecutive_failures] = 0
+                fields[WorkerRow.last_success_at] = finished_at
         statements.update(self.db, WorkerRow, fields, record["worker"])
 
     def _command_done(self, record: Record) -> None:

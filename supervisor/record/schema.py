@@ -13,7 +13,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from ..outcome import WorkerState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 database = peewee.DatabaseProxy()
 
@@ -84,6 +84,18 @@ class RunRow(BaseModel):
     class Meta:
         table_name = "run"
         indexes = ((("worker", "started_at"), False),)
+
+
+class OutputRow(BaseModel):
+    """What a run that did not fail printed: the tails of its stdout and stderr, as long as its worker's
+    `keep_output` (a failed run's are in its failure row). Deleted with its run."""
+
+    run = peewee.ForeignKeyField(RunRow, primary_key=True, backref="output", on_delete="CASCADE")
+    stdout_tail = peewee.TextField(default="")
+    stderr_tail = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "output"
 
 
 class FailureRow(BaseModel):
@@ -189,7 +201,7 @@ class TickRow(BaseModel):
         indexes = ((("worker", "slot_no"), True), (("worker", "state"), False))
 
 
-MODELS = [SchemaVersion, WorkerRow, RunRow, FailureRow, CommandRow, NodeRow, TickRow]
+MODELS = [SchemaVersion, WorkerRow, RunRow, OutputRow, FailureRow, CommandRow, NodeRow, TickRow]
 
 
 def utcnow() -> datetime:
@@ -228,4 +240,9 @@ def _migrate_4_to_5(db: peewee.Database) -> None:
     db.create_tables([NodeRow, TickRow], safe=True)
 
 
-MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4, 5: _migrate_4_to_5}
+def _migrate_5_to_6(db: peewee.Database) -> None:
+    """Version 6: what runs that did not fail printed (their output, kept as long as `keep_output`)."""
+    db.create_tables([OutputRow], safe=True)
+
+
+MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4, 5: _migrate_4_to_5, 6: _migrate_5_to_6}

@@ -21,6 +21,7 @@ from .schema import (
     BaseModel,
     CommandRow,
     FailureRow as FailureRow,
+    OutputRow,
     RunRow,
     WorkerRow,
     utcnow as utcnow,
@@ -186,6 +187,22 @@ class Store(RecordApplier):
             query = query.where(FailureRow.worker == worker)
         with self.unavailable_as("cannot read failures"):
             return list(query.order_by(FailureRow.created_at.desc(), FailureRow.id.desc()).limit(limit))
+
+    def runs_named(self, worker: str, run: str) -> list[RunRow]:
+        """A worker's runs whose id starts with `run` (a prefix as `history` shows ids; at most two, to tell)."""
+        with self.unavailable_as("cannot read runs"):
+            return list(RunRow.select().where(RunRow.worker == worker, RunRow.id.startswith(run)).limit(2))
+
+    def output_of(self, run: str) -> OutputRow | None:
+        """What a run that did not fail printed, if it printed anything and it is kept."""
+        with self.unavailable_as("cannot read output"):
+            row: OutputRow | None = OutputRow.get_or_none(OutputRow.run == run)
+        return row
+
+    def failure_of(self, run: str) -> FailureRow | None:
+        with self.unavailable_as("cannot read failures"):
+            row: FailureRow | None = FailureRow.get_or_none(FailureRow.run == run)
+        return row
 
     def failure(self, failure_id: int) -> FailureRow | None:
         """Return one failure by its id, or None if there is none (pruned, or never was)."""

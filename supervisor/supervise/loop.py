@@ -435,7 +435,7 @@ class Supervisor:
         """How long due work has waited to start (0 while stopping: then nothing is meant to start)."""
         if self.stopping:
             return 0.0
-        return max(self.scheduler.behind(now), self.run_keeper.waiting_to_start(now))
+        return max(self.scheduler.behind(now), self.run_keeper.waiting_on_spawner(now))
 
     def status_line(self) -> str:
         """One line for the service manager (`systemctl status`): the whole supervisor at a glance."""

@@ -239,8 +239,9 @@ class RunKeeper:
                 signal=end.signal,
                 cpu_time=usage[0] if usage else None,
                 peak_rss=usage[1] if usage else None,
-                stderr=run.stderr.text(),
-                stdout=run.stdout.text(),
+                # A failure keeps what the capture kept; a run that did not fail its worker's keep_output.
+                stderr=kept_output(run.stderr.text(), verdict, run.definition.keep_output),
+                stdout=kept_output(run.stdout.text(), verdict, run.definition.keep_output),
                 next_run_at=ended.next_run_at,
                 skipped=ended.skipped,
                 node_id=run.node_id,
@@ -330,9 +331,12 @@ class RunKeeper:
         if worker is not None:
             worker.state = WorkerState.STOPPING
 
-    def waiting_to_start(self, now: float) -> float:
-        """How long the oldest run asked of the spawner has waited for its child (0: none waits)."""
-        return max((now - run.started for run in self.runs.values() if run.pid is None), default=0.0)
+    def waiting_on_spawner(self, now: float) -> float:
+        """How long the spawner has kept us waiting: for a run's child to start, or for a run it was told to
+        SIGKILL to be reported dead (0: nothing waits; both take it milliseconds when it answers)."""
+        started = (now - run.started for run in self.runs.values() if run.pid is None)
+        killed = (now - run.kill_at for run in self.runs.values() if run.killed and run.kill_at is not None)
+        return max((*started, *killed), default=0.0)
 
     def next_times(self) -> list[float]:
         """When the runs next need the loop: a deadline, or the memory watch's next sample."""
@@ -341,6 +345,16 @@ class RunKeeper:
         if deadline is not None:
             times.append(deadline)
         return times
+
+
+def kept_output(text: str, verdict: Verdict, keep: int) -> str:
+    """What of a run's output its record keeps: all the capture kept for a failure, else the last `keep` bytes."""
+    if verdict.outcome.failed or not text:
+        return text
+    if keep <= 0:
+        return ""
+    data = text.encode()
+    return text if len(data) <= keep else data[-keep:].decode("utf-8", errors="ignore")
 
 
 def _parse_result(data: bytearray) -> dict[str, object] | None:
