@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import logging
 import os
 import signal
@@ -109,6 +110,37 @@ def test_run_with_json_logs_writes_only_json_lines(tmp_path: Path, start_supervi
     assert entries and all(set(entry) >= {"ts", "level", "logger", "message"} for entry in entries)
     assert any(entry["message"].startswith("SIGTERM: stopping") for entry in entries)
     assert all(datetime.fromisoformat(entry["ts"]).utcoffset() == timedelta(0) for entry in entries)
+    # A line about a run carries its fields as keys, not only in the message.
+    ended = next(entry for entry in entries if entry.get("outcome") == "succeeded")
+    assert ended["worker"] == "healthy" and len(ended["run_id"]) == 32 and ended["pid"] > 0
+    assert ended["exit_code"] == 0 and isinstance(ended["duration"], float) and "signal" not in ended
+    # The banner first (version, database, config, workers), the final line last.
+    assert entries[0]["message"].startswith("worker-supervisor ") and "starting" in entries[0]["message"]
+    assert "database sqlite:///" in entries[0]["message"] and "workers from workers" in entries[0]["message"]
+    assert entries[-1]["message"].startswith("worker-supervisor stopped") and "exit status 0" in entries[-1]["message"]
+
+
+def test_each_run_has_a_start_line_debug_for_frequent_workers(tmp_path: Path, start_supervisor: Any) -> None:
+    worker_package(tmp_path, ["healthy"], extra={"hourly": HOURLY})
+    supervisor = start_supervisor("--log-level", "INFO")
+    wait_until(lambda: "hourly: pid" in supervisor.log() and "started (run" in supervisor.log(), timeout=60,
+               what="the hourly worker's start line")
+    wait_until(lambda: supervisor.log().count("healthy: pid") >= 3, timeout=60, what="healthy runs")
+    assert supervisor.stop() == 0
+    log = supervisor.log()
+    assert re.search(r"INFO +supervisor: hourly: pid \d+ started \(run [0-9a-f]{8}\)", log), log
+    assert not re.search(r"healthy: pid \d+ started", log)  # every 0.2 s: its start line is DEBUG
+    assert "spawner ready" in log and ": healthy, hourly" in log
+
+
+HOURLY = '''
+from supervisor import worker
+
+
+@worker(interval=3600)
+def hourly(ctx):
+    pass
+'''
 
 
 def test_log_format_from_the_environment_and_a_bad_one(tmp_path: Path) -> None:

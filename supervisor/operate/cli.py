@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
+import time
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -183,8 +185,11 @@ def cmd_run(config: Config) -> int:
     from ..record.recording import RecordingSettings, prepare
     from .sources import missing_source
     from ..record.store import utcnow
+    from .dashboard import uptime
     from ..process_title import set_title
     from ..record.database import redact
+
+    logger = logging.getLogger("supervisor")
 
     ensure_standard_fds()
     # Before the database and the journal are created: a run that cannot start must leave no files behind.
@@ -227,7 +232,15 @@ def cmd_run(config: Config) -> int:
     owned = ownership.take(settings.url, settings.journal)
     try:
         supervisor.stored = prepare(settings)
-        return supervisor.run()
+        # The banner and the final line frame everything this supervisor logged (a crash ends without the last).
+        logger.info("worker-supervisor %s starting (pid %d): database %s, config %s, workers from %s%s", __version__,
+                    os.getpid(), redact(settings.url), config.config_file or "none", ", ".join(config.workers),
+                    f", node {cluster.node_name}" if cluster else "")
+        started = time.monotonic()
+        exit_code = supervisor.run()
+        logger.info("worker-supervisor stopped (pid %d) after %s; exit status %d", os.getpid(),
+                    uptime(time.monotonic() - started), exit_code)
+        return exit_code
     finally:
         owned.release()
 

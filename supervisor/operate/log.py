@@ -12,6 +12,9 @@ from rich.logging import RichHandler
 from .dashboard import printable
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+RUN_FIELDS = ("worker", "run_id", "attempt", "pid", "outcome", "duration", "exit_code", "signal", "node")
+"""Fields a line about a run carries (logging's `extra`), which JSON lines give as keys of their own, so that a log
+shipper can filter on `worker` or `outcome` without parsing the message."""
 
 
 class PrintableFormatter(logging.Formatter):
@@ -31,6 +34,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for field in RUN_FIELDS:
+            value = record.__dict__.get(field)
+            if value is not None:
+                entry[field] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -149,6 +149,12 @@ class RunKeeper:
         if run is None:
             return
         run.pid = int(message["pid"])
+        definition = run.definition
+        # A line per start; at DEBUG for workers that run more often than once a minute (their end line says it).
+        frequent = definition.interval is not None and definition.interval < 60
+        log.log(logging.DEBUG if frequent else logging.INFO, "%s: pid %d started (run %s%s)", definition.name, run.pid,
+                run.id[:8], f", attempt {run.attempt}" if run.attempt > 1 else "",
+                extra={"worker": definition.name, "run_id": run.id, "pid": run.pid, "attempt": run.attempt})
         if run.definition.memory_limit:
             self.memory_limited.add(run.id)
         self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid), can_wait=True)
@@ -261,6 +267,9 @@ class RunKeeper:
             verdict.outcome.value,
             end.duration,
             f": {verdict.message}" if verdict.message else "",
+            extra={"worker": run.definition.name, "run_id": run.id, "attempt": run.attempt, "pid": run.pid,
+                   "outcome": verdict.outcome.value, "duration": round(end.duration, 6), "exit_code": end.exit_code,
+                   "signal": end.signal, "node": self.node},
         )
 
     # -- stopping it ------------------------------------------------------------------------------------------------

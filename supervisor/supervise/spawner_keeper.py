@@ -266,11 +266,13 @@ class SpawnerKeeper:
     def ready(self, defined: dict[str, WorkerDefinition]) -> None:
         """The worker list is placed: say so, and start the backoff afresh."""
         assert self.link is not None
+        names = sorted(defined)
         log.info(
-            "spawner ready (pid %d): %d worker(s)%s",
+            "spawner ready (pid %d): %d worker(s)%s%s",
             self.link.pid,
             len(defined),
-            f", {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
+            f": {', '.join(names[:20])}" + (f" and {len(names) - 20} more" if len(names) > 20 else "") if names else "",
+            f"; {len(self.excluded)} module(s) left out as broken" if self.excluded else "",
         )
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = True
