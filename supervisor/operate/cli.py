@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from . import installation
 
@@ -164,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "systemd-unit":
             print(render_unit(config.config_file, args.user), end="")
             return 0
-        command = {"run": cmd_run, "prune": cmd_prune}[args.command]
-        return command(config)
+        if args.command == "run":
+            flags = vars(args)
+            # A reload reads the config again as this start did: the same flags, the environment, the file.
+            return cmd_run(config, lambda: load(flags, os.environ, COMMAND_SETTINGS["run"]))
+        return cmd_prune(config)
     except SupervisorError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -173,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def cmd_run(config: Config) -> int:
-    """Supervise until SIGTERM or SIGINT."""
+def cmd_run(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Supervise until SIGTERM or SIGINT; SIGHUP reloads the config (`reread`) and the workers."""
     from rich.console import Console
 
     from . import log
@@ -224,6 +227,8 @@ def cmd_run(config: Config) -> int:
         commands=config.commands,
         config_file=config.config_file,
         cluster=cluster,
+        reread=reread,
+        config=config,
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     # Said in one line before the lock file's own error: a directory that cannot be used is named (record_files).

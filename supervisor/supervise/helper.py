@@ -101,7 +101,7 @@ class HelperProcess:
             found.append(message)
         return found
 
-    def watch(self, selector: selectors.BaseSelector, owner: str) -> None:
+    def watch(self, selector: selectors.BaseSelector, owner: object) -> None:
         """Register the channel, the output pipe and the pidfd with `selector`, as (owner, what) events."""
         self._owner = owner
         self._events = selectors.EVENT_READ

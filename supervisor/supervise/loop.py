@@ -17,6 +17,7 @@ import socket
 import time
 from typing import Any, Callable, Protocol
 
+from ..config import Config
 from ..record import records
 from .containment import Containment
 from ..operate.dashboard import Footer, WorkerView
@@ -33,6 +34,7 @@ from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
+from .reload import Reloader, describe_changes
 from .service import ServiceManager
 from .table_rows import TableRows
 from .timer import precise_timer
@@ -73,6 +75,8 @@ class Supervisor:
         wall_clock: Callable[[], float] = time.time,
         config_file: str | None = None,
         cluster: ClusterSettings | None = None,
+        reread: Callable[[], Config] | None = None,
+        config: Config | None = None,
     ) -> None:
         self.recording_settings = recording
         self.display = display
@@ -100,8 +104,9 @@ class Supervisor:
                                          f"by {node}, pid {self.run_keeper.pid}", clock, wall_clock,
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
+        self.reloader = Reloader(reread, config)
         self.node_runs = None if cluster is None else NodeRuns(
-            cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), lambda: self.spawner,
+            cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), self.spawners,
             self.start_run, self.selector, clock)
         """This node's share of the runs on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
         self.cluster = None if self.node_runs is None else self.node_runs.cluster
@@ -178,7 +183,10 @@ class Supervisor:
         for key, events in self.selector.select(timeout):
             kind, target = key.data
             if target == "message" and events & selectors.EVENT_WRITE:
-                self.flush_to(kind)
+                if isinstance(kind, SpawnerLink):
+                    kind.flush()  # a retiring spawner's
+                else:
+                    self.flush_to(kind)
                 if not events & selectors.EVENT_READ:
                     continue
             if kind == "wakeup":
@@ -196,6 +204,8 @@ class Supervisor:
                 ]()
             elif kind == "run":
                 self.run_keeper.read_pipe(target, key.fd)
+            elif isinstance(kind, SpawnerLink):
+                self.handle_retiring(kind, target)
             elif kind == "coordinator":
                 assert self.cluster is not None
                 self.cluster.handle(target)
@@ -205,8 +215,8 @@ class Supervisor:
                     self.commands.handle(command, self.stopping)
         now = self.clock()
         self.handle_signals(now)
-        self.run_keeper.enforce_deadlines(self.spawner, now)
-        self.run_keeper.enforce_memory_limits(self.spawner, now)
+        self.run_keeper.enforce_deadlines(now)
+        self.run_keeper.enforce_memory_limits(now)
         self.start_due_runs(now)
         if self.cluster is not None:
             self.cluster.tend(now, list(self.runs))
@@ -214,7 +224,7 @@ class Supervisor:
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
-        for helper in (self.spawner, self.recording.recorder, self.cluster.coordinator if self.cluster else None):
+        for helper in (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None):
             if helper is not None:
                 helper.sync_interest(self.selector)
 
@@ -240,8 +250,8 @@ class Supervisor:
                 else:
                     log.info("%s: stopping; %d run(s) in progress", signal_name(signum), len(self.runs))
                     self.begin_shutdown(now)
-            elif signum == signal.SIGHUP:
-                log.info("SIGHUP: nothing to reload yet")
+            elif signum == signal.SIGHUP and not self.stopping:
+                self.reload("SIGHUP")
 
     def begin_shutdown(self, now: float) -> None:
         """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
@@ -249,8 +259,7 @@ class Supervisor:
         self.service.stopping(f"stopping: {len(self.runs)} run(s) in progress")
         for run in self.runs.values():
             if run.stop_reason is None:
-                assert self.spawner is not None
-                self.run_keeper.stop(self.spawner, run, StopReason.SHUTDOWN, now)
+                self.run_keeper.stop(run, StopReason.SHUTDOWN, now)
 
     def maybe_finish(self, now: float) -> None:
         """Once stopping and no run is left, close the spawner and end the loop."""
@@ -263,6 +272,11 @@ class Supervisor:
 
     def close(self) -> None:
         """Release every descriptor and handler, and write what is still queued."""
+        for old in list(self.keeper.retiring):
+            if not old.exited:
+                old.kill()
+                old.reap()
+            self.keeper.drop_retired(old)
         if self.spawner is not None:
             if not self.spawner.exited:
                 self.spawner.kill()
@@ -288,20 +302,28 @@ class Supervisor:
 
     def _helpers(self) -> set[int]:
         """The pids of our helper processes not yet reaped: children of ours, but not orphans to kill."""
-        helpers = (self.spawner, self.recording.recorder, self.cluster.coordinator if self.cluster else None)
+        helpers = (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None)
         return {helper.pid for helper in helpers if helper is not None and not helper.exited}
+
+    def spawners(self) -> list[SpawnerLink]:
+        """Every spawner alive or not yet reaped: the current one, and those a reload retired."""
+        return [*self.keeper.retiring, *([self.spawner] if self.spawner is not None else [])]
 
     # -- the spawner's reports ----------------------------------------------------------------------------------
 
-    def handle_messages(self) -> None:
-        """Hand every report waiting from the spawner to the part it is for."""
-        assert self.spawner is not None
-        for message in self.spawner.messages():
+    def handle_messages(self, link: SpawnerLink | None = None) -> None:
+        """Hand every report waiting from the spawner (or from a retiring one) to the part it is for."""
+        link = link or self.spawner
+        assert link is not None
+        current = link is self.spawner
+        for message in link.messages():
             op = message["op"]
             if op == "exited":
                 self.handle_exited(message)
             elif op == "spawned":
                 self.run_keeper.spawned(message)
+            elif not current:
+                continue  # a retiring spawner reports only on its runs
             elif op == "worker":
                 self.keeper.take_worker(message)
             elif op == "threaded":
@@ -316,8 +338,8 @@ class Supervisor:
                 run = self.runs.get(message["run"])
                 if run is not None:
                     self.finish_run(run, Verdict(Outcome.ERROR, f"could not start: {message['error']}"), None, None)
-        if self.spawner.channel_closed:
-            self.spawner.unwatch(self.selector, self.spawner.control)
+        if link.channel_closed:
+            link.unwatch(self.selector, link.control)
 
     def handle_ready(self) -> None:
         """Take the spawner's worker list: keep known workers' schedules, place new ones (from the record)."""
@@ -329,13 +351,18 @@ class Supervisor:
         if self.node_runs is not None:
             self.node_runs.spawner_ready(defined)
         self.service.ready(self.status_line())
+        if self.reloader.before is not None:
+            self.reloaded(defined)
+        if self.keeper.reload_waiting:
+            self.keeper.reload_waiting = False
+            self.keeper.renew()  # a reload came while it imported: the new config gets a spawner of its own
 
     def handle_spawner_exit(self) -> None:
         """The spawner died: record the module it was importing, or the runs it took down, and start another."""
         self.handle_messages()  # reports it sent before dying come first
         self.keeper.read_output()
         self.keeper.exited(self.stopping, self.clock())
-        for run in list(self.runs.values()):
+        for run in [run for run in self.runs.values() if run.spawner is self.spawner]:
             # Runs die with their spawner (PDEATHSIG); anything left in their groups goes now.
             if run.pid is not None:
                 signal_group(run.pid, signal.SIGKILL)
@@ -344,6 +371,57 @@ class Supervisor:
         # What the runs started outside their groups: in the spawner's cgroup, and adopted by us (subreaper).
         self.containment.spawner_died(self._helpers())
         self.keeper.drop()
+
+    def handle_retiring(self, link: SpawnerLink, what: str) -> None:
+        """An event of a spawner a reload retired: its runs' reports, its output, or its exit."""
+        if link not in self.keeper.retiring:
+            return  # its exit was handled earlier in this pass
+        if what == "message":
+            self.handle_messages(link)
+        elif what == "output":
+            link.log_output(self.selector, log, logging.INFO, "spawner")
+        else:
+            self.handle_messages(link)
+            exit_code, signum = link.reap()
+            for run in [run for run in self.runs.values() if run.spawner is link]:
+                # It died before its runs ended (killed, or crashed): they went with it.
+                log.error("spawner (pid %d) of the previous config died (%s) with its run of %s", link.pid,
+                          f"signal {signum}" if signum else f"status {exit_code}", run.definition.name)
+                if run.pid is not None:
+                    signal_group(run.pid, signal.SIGKILL)
+                run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
+                self.finish_run(run, None, None, None)
+            self.keeper.drop_retired(link)
+
+    # -- a reload ------------------------------------------------------------------------------------------------
+
+    def reload(self, source: str) -> str | None:
+        """Read the config again and hand it to a new spawner (reload.py); runs in progress go on. Return the
+        error that kept the running config, if one did."""
+        config, problem = self.reloader.read()
+        if config is None:
+            log.error("reload (%s): %s; the running config stays", source, problem)
+            return problem
+        self.service.reloading()
+        for name in self.reloader.restart_needed(config):
+            log.warning("reload (%s): %s changed; it takes effect at the next start", source, name)
+        self.reloader.current = config
+        self.reloader.before = {name: status.definition for name, status in self.workers.items()}
+        self.keeper.reconfigure(config.workers, config.overrides, config.commands, config.config_file)
+        self.scheduler.max_children = config.max_children
+        logging.getLogger().setLevel(config.log_level.upper())
+        renewed = self.keeper.renew()
+        log.info("reload (%s): config read again%s; %s", source, f" from {config.config_file}" if config.config_file
+                 else "", "a new spawner imports the workers; runs in progress finish on the old one" if renewed
+                 else "the next spawner takes it")
+        return None
+
+    def reloaded(self, defined: dict[str, Any]) -> None:
+        """The spawner of a reload is ready: say what changed."""
+        assert self.reloader.before is not None
+        log.info("reload: %s", describe_changes(self.reloader.before, defined))
+        self.reloader.before = None
+        self.service.reloaded()
 
     # -- runs ---------------------------------------------------------------------------------------------------
 
@@ -390,6 +468,8 @@ class Supervisor:
             self.cluster.run_ended(run.id)
         ended = self.scheduler.run_ended(run, end.verdict, end.duration, self.clock(), self.stopping)
         self.run_keeper.record_end(end, ended)
+        if run.spawner in self.keeper.retiring and not any(r.spawner is run.spawner for r in self.runs.values()):
+            self.keeper.release(run.spawner)  # a reload retired it: its last run has ended
         worker = self.workers.get(run.definition.name)
         if worker is not None and ended.decided:
             log.warning("%s: %s", run.definition.name, ended.decided)

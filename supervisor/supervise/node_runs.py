@@ -34,13 +34,14 @@ class NodeRuns:
         settings: ClusterSettings,
         url: str,
         parts: tuple[Scheduler, RunKeeper, OperatorCommands],
-        spawner: Callable[[], SpawnerLink | None],
+        spawners: Callable[[], list[SpawnerLink]],
         start_run: StartRun,
         selector: selectors.BaseSelector,
         clock: Callable[[], float],
     ) -> None:
         self.scheduler, self.run_keeper, self.commands = parts
-        self.spawner = spawner
+        self.spawners = spawners
+        """Every live spawner: the current one and those a reload retired (each fences its own runs)."""
         self.start_run = start_run
         self.cluster = Cluster(settings, url, selector, clock, self.fence, self.declared_dead)
         self.run_keeper.node_id = self.cluster.node_id
@@ -82,20 +83,17 @@ class NodeRuns:
             self.fence(self.cluster.lease_until)
 
     def fence(self, deadline: float) -> None:
-        """The lease was renewed: the spawner may let our runs go on until `deadline` (boottime)."""
-        spawner = self.spawner()
-        if spawner is not None:
+        """The lease was renewed: the spawners may let our runs go on until `deadline` (boottime)."""
+        for spawner in self.spawners():
             spawner.send("fence", until=deadline)
 
     def declared_dead(self) -> None:
         """A peer declared this node dead: its runs are recorded lost there; kill them now (the spawner's fence
         normally has already), and go on as the new node the cluster has become."""
         self.run_keeper.node_id = self.cluster.node_id
-        spawner = self.spawner()
         for run in self.run_keeper.runs.values():
             run.stop_reason = StopReason.FENCED
-            if spawner is not None:
-                spawner.signal_run(run.id, signal.SIGKILL)
+            run.spawner.signal_run(run.id, signal.SIGKILL)
 
     def fenced(self, message: Message) -> None:
         """The spawner killed our runs: our lease was running out (spawn/fence.py)."""

@@ -102,6 +102,7 @@ class RunKeeper:
             started_at=utcnow(),
             deadline=now + definition.timeout if definition.timeout else None,
             node_id=self.node_id,
+            spawner=spawner,
         )
         ends = [open_pipe() for _ in range(3)]
         for (read_end, _), stream in zip(ends, ("result", "stdout", "stderr")):
@@ -274,8 +275,9 @@ class RunKeeper:
 
     # -- stopping it ------------------------------------------------------------------------------------------------
 
-    def stop(self, spawner: SpawnerLink, run: Run, reason: StopReason, now: float) -> None:
+    def stop(self, run: Run, reason: StopReason, now: float) -> None:
         """Ask a run to stop: SIGTERM to its group now, SIGKILL after its grace period."""
+        spawner: SpawnerLink = run.spawner
         run.stop_reason = reason
         run.kill_at = now + run.definition.grace
         self._watch_deadline(run)
@@ -291,18 +293,19 @@ class RunKeeper:
             run.kill_at = now
             self._watch_deadline(run)
 
-    def enforce_deadlines(self, spawner: SpawnerLink | None, now: float) -> None:
-        """Stop runs past their deadline, and kill those still alive past their grace."""
+    def enforce_deadlines(self, now: float) -> None:
+        """Stop runs past their deadline, and kill those still alive past their grace (through each run's own
+        spawner)."""
         for run_id in self.deadlines.due(now):
             run = self.runs.get(run_id)
             if run is None:
                 continue
-            if run.stop_reason is None and run.deadline is not None and now >= run.deadline and spawner is not None:
-                self.stop(spawner, run, StopReason.TIMEOUT, now)
-            elif run.kill_at is not None and now >= run.kill_at and not run.killed and spawner is not None:
+            if run.stop_reason is None and run.deadline is not None and now >= run.deadline:
+                self.stop(run, StopReason.TIMEOUT, now)
+            elif run.kill_at is not None and now >= run.kill_at and not run.killed:
                 run.killed = True
                 log.warning("%s: pid %s did not stop within its grace; SIGKILL", run.definition.name, run.pid)
-                spawner.signal_run(run.id, signal.SIGKILL)
+                run.spawner.signal_run(run.id, signal.SIGKILL)
             self._watch_deadline(run)
 
     def _watch_deadline(self, run: Run) -> None:
@@ -314,13 +317,13 @@ class RunKeeper:
             when = run.kill_at
         self.deadlines.set(run.id, when)
 
-    def enforce_memory_limits(self, spawner: SpawnerLink | None, now: float) -> None:
+    def enforce_memory_limits(self, now: float) -> None:
         """Kill (SIGKILL, at once) the runs whose memory, with their descendants', is over their limit.
 
         At once, as the kernel's OOM killer would: a run over its memory limit is a danger to the server now,
         and the grace a timeout gets would let it grow further.
         """
-        if spawner is None or not self.memory_limited or not self.memory.due(now):
+        if not self.memory_limited or not self.memory.due(now):
             return
         limited = [self.runs[run_id] for run_id in sorted(self.memory_limited) if run_id in self.runs]
         for run, verdict in self.memory.check(limited, now):
@@ -328,7 +331,7 @@ class RunKeeper:
             run.kill_at, run.killed = now, True
             self._watch_deadline(run)
             self.memory_limited.discard(run.id)
-            spawner.signal_run(run.id, signal.SIGKILL)
+            run.spawner.signal_run(run.id, signal.SIGKILL)
             # The group kill misses descendants that left the run's group (start_new_session, setsid), and the
             # spawner does not look for them until it shuts down: kill those the memory watch saw, by pid.
             self.memory.kill_descendants(run.id)

@@ -72,6 +72,11 @@ class SpawnerKeeper:
         self.restart_at: float | None = None
         self.restart_delay = RESTART_BACKOFF_FIRST
         self.ever_ready = False
+        self.retiring: list[SpawnerLink] = []
+        """Spawners a reload replaced: each keeps its runs in progress, takes no new ones, and is let go (it exits)
+        once its last run has ended. Their events come to the loop with the link itself as the owner."""
+        self.reload_waiting = False
+        """A reload came while the spawner was still importing: it is carried out once that one is ready."""
 
     # -- start and end ----------------------------------------------------------------------------------------------
 
@@ -85,6 +90,45 @@ class SpawnerKeeper:
         self.link = link
         link.watch(self.selector, "spawner")
         log.debug("spawner started (pid %d)", link.pid)
+
+    # -- a reload: a new spawner takes the new runs, the old one keeps its own -------------------------------------
+
+    def reconfigure(self, sources: list[str], overrides: dict[str, dict[str, Any]], commands: list[dict[str, Any]],
+                    config_file: str | None) -> None:
+        """Take a reloaded config for the next spawner. Modules once broken are tried again: their code may be
+        fixed now (a broken one is recorded again by the new spawner)."""
+        self.sources, self.overrides, self.commands, self.config_file = sources, overrides, commands, config_file
+        self.excluded, self.threaded, self.broken = set(), {}, {}
+
+    def renew(self) -> bool:
+        """Start a new spawner for the reloaded config; the current one retires. Return whether one was started
+        (False: none runs now, or it is still importing; the reload then happens when it is ready)."""
+        old = self.link
+        if old is None:
+            return False  # a restart is due: it takes the new config
+        if not old.ready:
+            self.reload_waiting = True
+            return False
+        old.unwatch(self.selector)
+        old.watch(self.selector, old)
+        self.retiring.append(old)
+        self.link = None
+        self.start()
+        return True
+
+    def release(self, old: SpawnerLink) -> None:
+        """A retiring spawner's last run has ended: close its channel, and it exits (reaped on its pidfd)."""
+        if not old.channel_closed and not old.exited:
+            old.unwatch(self.selector, old.control)
+            old.close_channel()
+            old.channel_closed = True  # nothing more to read from it; its exit comes on its pidfd
+            log.info("spawner (pid %d) of the previous config: its last run ended; it exits", old.pid)
+
+    def drop_retired(self, old: SpawnerLink) -> None:
+        """A retiring spawner exited and is reaped: forget it."""
+        old.unwatch(self.selector)
+        old.close()
+        self.retiring.remove(old)
 
     def drop(self) -> None:
         """Let go of the spawner (exited and reaped, or about to be)."""
@@ -120,7 +164,11 @@ class SpawnerKeeper:
         return [] if deadline is None else [deadline]
 
     def stop(self) -> None:
-        """At the end: let the spawner go (it kills its runs' groups and exits), and reap it."""
+        """At the end: let the spawners go (each kills its runs' groups and exits), and reap them."""
+        for old in list(self.retiring):
+            if not old.exited:
+                old.close_channel()
+                old.await_exit(SPAWNER_EXIT_TIMEOUT)
         if self.link is None or self.link.exited:
             return
         if self.link.ready:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, timedelta
 
 from .capture import Capture
@@ -42,6 +43,9 @@ class Run:
     """The node incarnation that claimed it, on a shared PostgreSQL (cluster.py)."""
     usage: ResourceSampler | None = None
     """Samples the CPU and memory of the run and its descendants, for the table (only while one is shown)."""
+    spawner: Any = None
+    """The spawner (its SpawnerLink) that forked it: its signals go there, and that spawner's death ends it. After a
+    reload it may be an older one than the current spawner (reload.py)."""
 
 
 class StartReason(str, enum.Enum):
