@@ -67,6 +67,7 @@ DATABASE_OPTIONS = {"--config", "--db", "--statement-timeout"}
         (["run"], RUN_OPTIONS),
         (["status"], DATABASE_OPTIONS | {"--watch", "--json"}),
         (["health"], DATABASE_OPTIONS | {"--json"}),
+        (["reload"], DATABASE_OPTIONS | {"--wait"}),
         (["nodes"], DATABASE_OPTIONS | {"--json"}),
         (["history", "x"], DATABASE_OPTIONS | {"--limit", "--run", "--json"}),
         (["failures"], DATABASE_OPTIONS | {"--limit", "--id", "--json"}),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ def spawners(pid: int) -> list[psutil.Process]:
 
 
 def test_sighup_applies_added_removed_and_changed_workers_while_a_long_run_goes_on(
-        tmp_path: Path, record: Record, start_supervisor: Any) -> None:
+        tmp_path: Path, db: Path, record: Record, start_supervisor: Any) -> None:
     package = worker_package(tmp_path, [], extra={"long": LONG, "beat": BEAT.replace("{version}", "v1"), "gone": GONE})
     supervisor = start_supervisor(config="workers = [\"workers\"]\n")
     (long_run,) = wait_until(lambda: [r for r in record.runs("long", finished=False) if r["pid"]], timeout=60,
@@ -101,7 +103,25 @@ def test_sighup_applies_added_removed_and_changed_workers_while_a_long_run_goes_
     line = next(line for line in supervisor.log().splitlines() if "the running config stays" in line)
     assert "supervisor.toml" in line and "ERROR" in line, line
     wait_until(lambda: len(record.runs("added")) >= before + 3, timeout=30, what="runs go on")
+    # The same through the database, as an operator on another host would: one line, exit status 1.
+    refused = reload_command(tmp_path, db)
+    assert refused.returncode == 1 and not refused.stdout, refused
+    (line,) = refused.stderr.strip().splitlines()
+    assert ": error: reload: not reloaded: " in line and "supervisor.toml" in line, line
+    # Fixed, the config loads: the answer says what changed (beat back to its own interval).
+    (tmp_path / "supervisor.toml").write_text("workers = [\"workers\"]\n")
+    done = reload_command(tmp_path, db)
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("reload: reloaded: changed: beat (interval 2s → 1s)"), done.stdout
     assert supervisor.stop() == 0
+
+
+def reload_command(cwd: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    """`reload` from another directory (the broken config in the supervisor's own would stop the command line)."""
+    elsewhere = cwd / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "supervisor", "reload", "--db", f"sqlite:///{db}"], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=90)
 
 
 def _started(row: Any) -> float:

@@ -38,6 +38,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "run": tuple(s.name for s in SETTINGS),
     "status": DATABASE_SETTINGS,
     "health": DATABASE_SETTINGS,
+    "reload": DATABASE_SETTINGS,
     "nodes": DATABASE_SETTINGS,
     **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
     "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
@@ -102,6 +103,11 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
         control.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
                              help="how long to wait for a running supervisor to take it up (default 5)")
         _add_settings(control)
+    reload = commands.add_parser("reload", help="make every running supervisor read its config and workers again "
+                                 "(as SIGHUP does; through the database); exit 1 if the config does not load")
+    reload.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for the new workers to be imported (default 30)")
+    _add_settings(reload)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
     _add_settings(prune)
     unit = commands.add_parser("systemd-unit", help="print a systemd unit that runs this installation with the config "
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
             raise ConfigError("a command is required: run, status, health, nodes, history, failures, trigger, pause, "
-                              "resume, check, prune or systemd-unit (see --help)")
+                              "resume, reload, check, prune or systemd-unit (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -155,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.watch and args.json:
                 raise ConfigError("give --watch or --json, not both (see --help)")
             return cmd_status(config, watch=args.watch, json_output=args.json)
+        if args.command == "reload":
+            return cmd_reload(config, args.wait)
         if args.command == "health":
             from .health import cmd_health
 
@@ -350,8 +358,6 @@ def cmd_nodes(config: Config, json_output: bool = False) -> int:
 
 def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
     """Trigger, pause or resume a worker through the database, and say what the supervisor did."""
-    import time
-
     from .report import open_store, require_worker
 
     store = open_store(config.database, int(config.statement_timeout * 1000))
@@ -361,18 +367,7 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
         if settled is not None:
             print(f"{action} {worker}: {settled}")
             return 0
-        command = store.send_command(worker, action)
-        # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            result = store.command_result(command)
-            if result is not None:
-                print(f"{action} {worker}: {result}")
-                return 0
-            time.sleep(0.05)
-        # Taken back, so that no supervisor acts on it later: a trigger that fires hours after it was asked
-        # for, at the next start, is a surprise, not a service. A supervisor may have taken it up meanwhile.
-        result = store.withdraw_command(command, f"no running supervisor took it up within {wait:g}s")
+        result = _send_and_wait(store, worker, action, wait)
     finally:
         store.close()
     if result is not None:
@@ -383,6 +378,40 @@ def cmd_control(config: Config, action: str, worker: str, wait: float) -> int:
     state = "paused" if action == "pause" else "not paused"
     print(f"{action} {worker}: recorded; no running supervisor took it up within {wait:g}s, one that starts will find "
           f"it {state}")
+    return 0
+
+
+def _send_and_wait(store: Any, worker: str, action: str, wait: float) -> str | None:
+    """Send a command and wait up to `wait` seconds for a supervisor's answer (None: none came). One nobody took
+    up is withdrawn, so that no supervisor acts on it later: a trigger that fires hours after it was asked for, at
+    the next start, is a surprise, not a service (one may have answered meanwhile: that answer is returned)."""
+    command = store.send_command(worker, action)
+    # Polling is the point here: the answer comes through the database, from wherever the supervisor runs.
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        result = store.command_result(command)
+        if result is not None:
+            return str(result)
+        time.sleep(0.05)
+    withdrawn: str | None = store.withdraw_command(command, f"no running supervisor took it up within {wait:g}s")
+    return withdrawn
+
+
+def cmd_reload(config: Config, wait: float) -> int:
+    """Ask every running supervisor to reload, and say what the first that answered changed."""
+    from .report import open_store
+
+    store = open_store(config.database, int(config.statement_timeout * 1000))
+    try:
+        result = _send_and_wait(store, "*", "reload", wait)
+    finally:
+        store.close()
+    if result is None:
+        raise SupervisorError(f"no running supervisor took up the reload within {wait:g}s; withdrawn", store.where)
+    if result.startswith("not reloaded"):
+        print(f"{PROG}: error: reload: {result}", file=sys.stderr)
+        return 1
+    print(f"reload: {result}")
     return 0
 
 

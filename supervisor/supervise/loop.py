@@ -105,6 +105,7 @@ class Supervisor:
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
         self.reloader = Reloader(reread, config)
+        self.commands.on_reload = self.reload_command
         self.node_runs = None if cluster is None else NodeRuns(
             cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), self.spawners,
             self.start_run, self.selector, clock)
@@ -416,12 +417,24 @@ class Supervisor:
                  else "the next spawner takes it")
         return None
 
+    def reload_command(self, number: int) -> None:
+        """An operator's `reload` through the database: reload, and answer once it is done (or failed)."""
+        problem = self.reload("reload command")
+        if problem is not None:
+            self.commands.answer_reload(number, f"not reloaded: {problem}")
+        else:
+            self.reloader.answers.append(number)
+
     def reloaded(self, defined: dict[str, Any]) -> None:
         """The spawner of a reload is ready: say what changed."""
         assert self.reloader.before is not None
-        log.info("reload: %s", describe_changes(self.reloader.before, defined))
+        changes = describe_changes(self.reloader.before, defined)
+        log.info("reload: %s", changes)
         self.reloader.before = None
         self.service.reloaded()
+        for number in self.reloader.answers:
+            self.commands.answer_reload(number, f"reloaded: {changes}")
+        self.reloader.answers.clear()
 
     # -- runs ---------------------------------------------------------------------------------------------------
 

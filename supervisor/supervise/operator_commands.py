@@ -37,10 +37,17 @@ class OperatorCommands:
         self.done: set[int] = set()
         self.claimed = claimed
         """Several nodes share the database: a trigger is answered by the node whose claim of it won (cluster.py)."""
+        self.on_reload: Callable[[int], None] | None = None
+        """Carries out a `reload` command (its number, to answer once the new spawner is ready): the loop's."""
 
     def handle(self, command: Message, stopping: bool) -> None:
         """Act on an operator's trigger, pause or resume, and record what was done."""
         worker, action, number = str(command["worker"]), str(command["action"]), int(command["id"])
+        if action == "reload":  # for every supervisor on the database: each reloads, the first answer is shown
+            if number not in self.done and self.on_reload is not None and not stopping:
+                self.done.add(number)
+                self.on_reload(number)
+            return
         status = self.scheduler.workers.get(worker)
         if number in self.done or (status is None and worker not in self.broken):
             return  # a repeat, or another supervisor's worker (they share the database)
@@ -97,6 +104,9 @@ class OperatorCommands:
     def answer_trigger(self, number: int, worker: str, result: str) -> None:
         """Answer a trigger once its claim on the shared database is decided (won here, or refused)."""
         self._answer(number, worker, "trigger", result)
+
+    def answer_reload(self, number: int, result: str) -> None:
+        self._answer(number, "*", "reload", result)
 
     def _answer(self, number: int, worker: str, action: str, result: str) -> None:
         log.info("%s: %s: %s", worker, action, result)

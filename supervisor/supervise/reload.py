@@ -39,7 +39,8 @@ class Reloader:
         self.current = current
         self.before: dict[str, WorkerDefinition] | None = None
         """The workers as they were when a reload began, until the new spawner reports its own."""
-        self.answer: Callable[[str], None] | None = None
+        self.answers: list[int] = []
+        """`reload` commands to answer once the new spawner is ready."""
 
     def read(self) -> tuple[Config | None, str | None]:
         """The config read again, or None and why not (one line)."""
