@@ -352,6 +352,7 @@ class Supervisor:
         if self.node_runs is not None:
             self.node_runs.spawner_ready(defined)
         self.service.ready(self.status_line())
+        self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})
         if self.reloader.before is not None:
             self.reloaded(defined)
         if self.keeper.reload_waiting:
@@ -443,7 +444,8 @@ class Supervisor:
 
         On a shared PostgreSQL a run owed is first claimed (cluster.py); it starts when the claim is won.
         """
-        if self.stopping or not self.keeper.tend(now) or self.spawner is None:
+        self.keeper.tend(now)
+        if self.stopping or self.keeper.serving() is None:
             return
         wall = self.wall_clock()
         for due in self.scheduler.take_due(now, wall, len(self.runs)):
@@ -456,7 +458,8 @@ class Supervisor:
 
     def start_run(self, due: DueRun, now: float, wall: float, run_id: str | None = None) -> None:
         name = due.status.definition.name
-        self.run_keeper.start(self.spawner, due.status, now, wall, due.attempt, due.slot,  # type: ignore[arg-type]
+        spawner = self.keeper.serving() or self.spawner  # during a reload, the old spawner until the new is ready
+        self.run_keeper.start(spawner, due.status, now, wall, due.attempt, due.slot,  # type: ignore[arg-type]
                               self.keeper.found_in.get(name), run_id)
         self.scheduler.attend(due.status, now)
 
@@ -481,8 +484,8 @@ class Supervisor:
             self.cluster.run_ended(run.id)
         ended = self.scheduler.run_ended(run, end.verdict, end.duration, self.clock(), self.stopping)
         self.run_keeper.record_end(end, ended)
-        if run.spawner in self.keeper.retiring and not any(r.spawner is run.spawner for r in self.runs.values()):
-            self.keeper.release(run.spawner)  # a reload retired it: its last run has ended
+        if run.spawner in self.keeper.retiring:
+            self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})  # its last run may have ended
         worker = self.workers.get(run.definition.name)
         if worker is not None and ended.decided:
             log.warning("%s: %s", run.definition.name, ended.decided)
@@ -494,7 +497,7 @@ class Supervisor:
     def next_wakeup(self, now: float) -> float | None:
         """Return how long the loop may sleep before something is due (None: until an event)."""
         times = self.keeper.next_times(self.stopping)
-        if self.spawner is not None and self.spawner.ready and not self.stopping:
+        if self.keeper.serving() is not None and not self.stopping:
             times += self.scheduler.next_times(now, len(self.runs))
         times += self.run_keeper.next_times()
         if self.cluster is not None:

@@ -116,6 +116,23 @@ class SpawnerKeeper:
         self.start()
         return True
 
+    def serving(self) -> SpawnerLink | None:
+        """The spawner new runs go to: the current one once ready; until then, during a reload, the one it replaces
+        (a reload never holds due runs back while the new spawner imports: they start on the old code)."""
+        if self.link is not None and self.link.ready:
+            return self.link
+        return next((old for old in reversed(self.retiring) if old.ready and not old.channel_closed and not old.exited),
+                    None)
+
+    def release_idle(self, busy: set[int]) -> None:
+        """Let go of the retiring spawners no run needs (`busy`: ids of the links that have runs), unless one still
+        stands in for a new spawner that is not ready yet."""
+        if self.link is None or not self.link.ready:
+            return
+        for old in self.retiring:
+            if id(old) not in busy:
+                self.release(old)
+
     def release(self, old: SpawnerLink) -> None:
         """A retiring spawner's last run has ended: close its channel, and it exits (reaped on its pidfd)."""
         if not old.channel_closed and not old.exited:
