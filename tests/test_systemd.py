@@ -84,8 +84,15 @@ def systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSyst
     fake.close()
 
 
-def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
-    return next(p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p))
+def live_spawners(supervisor: SupervisorProcess) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(supervisor.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "worker-supervisor: spawner" in title(child):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def test_ready_watchdog_and_stopping_reach_systemd_and_no_child_inherits_the_socket(
@@ -110,9 +117,18 @@ def test_ready_watchdog_and_stopping_reach_systemd_and_no_child_inherits_the_soc
         assert environment == "NOTIFY_SOCKET=None WATCHDOG_USEC=None WATCHDOG_PID=None"
         for helper in psutil.Process(supervisor.pid).children():
             assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC"} & set(helper.environ()), helper.cmdline()
+        # A reload (SIGHUP): RELOADING with the monotonic time, then READY once the new spawner is ready.
+        supervisor.signal(signal.SIGHUP)
+        reloading = wait_until(lambda: systemd.first("RELOADING"), timeout=30, what="RELOADING=1")
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        wait_until(lambda: sum("READY" in fields for _, fields in list(systemd.messages)) == 2, timeout=30,
+                   what="READY=1 again")
+        wait_until(lambda: "reload: no worker changed" in supervisor.log(), timeout=30, what="the reload done")
         # The spawner frozen: due runs cannot start, and a run in flight then cannot be reported ended, even once
         # killed at its timeout. Either way the pings stop within a watchdog period or two...
-        spawner = spawner_of(supervisor)
+        # (The reload's old spawner exits once its runs ended: the one left is the new one.)
+        (spawner,) = wait_until(lambda: (lambda found: found if len(found) == 1 else None)(live_spawners(supervisor)),
+                                timeout=30, what="one spawner left after the reload")
         spawner.suspend()
         frozen_at = time.monotonic()
         wait_until(lambda: "no longer pinged" in supervisor.log(), timeout=10, what="the watchdog withheld")

@@ -34,7 +34,7 @@ from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
-from .reload import Reloader, describe_changes
+from .reload import Reloader
 from .service import ServiceManager
 from .table_rows import TableRows
 from .timer import precise_timer
@@ -104,8 +104,7 @@ class Supervisor:
                                          f"by {node}, pid {self.run_keeper.pid}", clock, wall_clock,
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
-        self.reloader = Reloader(reread, config)
-        self.commands.on_reload = self.reload_command
+        self.reloader = Reloader(reread, config, self.keeper, self.scheduler, self.service, self.commands)
         self.node_runs = None if cluster is None else NodeRuns(
             cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), self.spawners,
             self.start_run, self.selector, clock)
@@ -252,7 +251,7 @@ class Supervisor:
                     log.info("%s: stopping; %d run(s) in progress", signal_name(signum), len(self.runs))
                     self.begin_shutdown(now)
             elif signum == signal.SIGHUP and not self.stopping:
-                self.reload("SIGHUP")
+                self.reloader.reload("SIGHUP")
 
     def begin_shutdown(self, now: float) -> None:
         """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
@@ -353,8 +352,7 @@ class Supervisor:
             self.node_runs.spawner_ready(defined)
         self.service.ready(self.status_line())
         self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})
-        if self.reloader.before is not None:
-            self.reloaded(defined)
+        self.reloader.spawner_ready(defined)
         if self.keeper.reload_waiting:
             self.keeper.reload_waiting = False
             self.keeper.renew()  # a reload came while it imported: the new config gets a spawner of its own
@@ -394,48 +392,6 @@ class Supervisor:
                 run.stop_reason = run.stop_reason or StopReason.SPAWNER_LOST
                 self.finish_run(run, None, None, None)
             self.keeper.drop_retired(link)
-
-    # -- a reload ------------------------------------------------------------------------------------------------
-
-    def reload(self, source: str) -> str | None:
-        """Read the config again and hand it to a new spawner (reload.py); runs in progress go on. Return the
-        error that kept the running config, if one did."""
-        config, problem = self.reloader.read()
-        if config is None:
-            log.error("reload (%s): %s; the running config stays", source, problem)
-            return problem
-        self.service.reloading()
-        for name in self.reloader.restart_needed(config):
-            log.warning("reload (%s): %s changed; it takes effect at the next start", source, name)
-        self.reloader.current = config
-        self.reloader.before = {name: status.definition for name, status in self.workers.items()}
-        self.keeper.reconfigure(config.workers, config.overrides, config.commands, config.config_file)
-        self.scheduler.max_children = config.max_children
-        logging.getLogger().setLevel(config.log_level.upper())
-        renewed = self.keeper.renew()
-        log.info("reload (%s): config read again%s; %s", source, f" from {config.config_file}" if config.config_file
-                 else "", "a new spawner imports the workers; runs in progress finish on the old one" if renewed
-                 else "the next spawner takes it")
-        return None
-
-    def reload_command(self, number: int) -> None:
-        """An operator's `reload` through the database: reload, and answer once it is done (or failed)."""
-        problem = self.reload("reload command")
-        if problem is not None:
-            self.commands.answer_reload(number, f"not reloaded: {problem}")
-        else:
-            self.reloader.answers.append(number)
-
-    def reloaded(self, defined: dict[str, Any]) -> None:
-        """The spawner of a reload is ready: say what changed."""
-        assert self.reloader.before is not None
-        changes = describe_changes(self.reloader.before, defined)
-        log.info("reload: %s", changes)
-        self.reloader.before = None
-        self.service.reloaded()
-        for number in self.reloader.answers:
-            self.commands.answer_reload(number, f"reloaded: {changes}")
-        self.reloader.answers.clear()
 
     # -- runs ---------------------------------------------------------------------------------------------------
 

@@ -22,6 +22,10 @@ from typing import Any, Callable
 from ..config import Config
 from ..errors import SupervisorError
 from ..worker import WorkerDefinition
+from .operator_commands import OperatorCommands
+from .scheduling import Scheduler
+from .service import ServiceManager
+from .spawner_keeper import SpawnerKeeper
 
 log = logging.getLogger("supervisor")
 
@@ -31,16 +35,60 @@ IGNORED = ("config_file", "log_format")
 
 
 class Reloader:
-    """Reads the config again and says what a reload changed."""
+    """Reads the config again, hands it to a new spawner, and says what the reload changed."""
 
-    def __init__(self, reread: Callable[[], Config] | None, current: Config | None) -> None:
+    def __init__(self, reread: Callable[[], Config] | None, current: Config | None, keeper: SpawnerKeeper,
+                 scheduler: Scheduler, service: ServiceManager, commands: OperatorCommands) -> None:
         self.reread = reread
         """Loads the config as the supervisor's start did (flags, environment, file); None: nothing to reread."""
         self.current = current
+        self.keeper, self.scheduler, self.service, self.commands = keeper, scheduler, service, commands
+        commands.on_reload = self.command
         self.before: dict[str, WorkerDefinition] | None = None
         """The workers as they were when a reload began, until the new spawner reports its own."""
         self.answers: list[int] = []
         """`reload` commands to answer once the new spawner is ready."""
+
+    def reload(self, source: str) -> str | None:
+        """Read the config again and hand it to a new spawner; runs in progress go on. Return the error that kept
+        the running config, if one did."""
+        config, problem = self.read()
+        if config is None:
+            log.error("reload (%s): %s; the running config stays", source, problem)
+            return problem
+        self.service.reloading()
+        for name in self.restart_needed(config):
+            log.warning("reload (%s): %s changed; it takes effect at the next start", source, name)
+        self.current = config
+        self.before = {name: status.definition for name, status in self.scheduler.workers.items()}
+        self.keeper.reconfigure(config.workers, config.overrides, config.commands, config.config_file)
+        self.scheduler.max_children = config.max_children
+        logging.getLogger().setLevel(config.log_level.upper())
+        renewed = self.keeper.renew()
+        log.info("reload (%s): config read again%s; %s", source, f" from {config.config_file}" if config.config_file
+                 else "", "a new spawner imports the workers; runs in progress finish on the old one" if renewed
+                 else "the next spawner takes it")
+        return None
+
+    def command(self, number: int) -> None:
+        """An operator's `reload` through the database: reload, and answer once it is done (or failed)."""
+        problem = self.reload("reload command")
+        if problem is not None:
+            self.commands.answer_reload(number, f"not reloaded: {problem}")
+        else:
+            self.answers.append(number)
+
+    def spawner_ready(self, defined: dict[str, WorkerDefinition]) -> None:
+        """A spawner is ready: if a reload started it, say what changed (and answer the commands that asked)."""
+        if self.before is None:
+            return
+        changes = describe_changes(self.before, defined)
+        log.info("reload: %s", changes)
+        self.before = None
+        self.service.reloaded()
+        for number in self.answers:
+            self.commands.answer_reload(number, f"reloaded: {changes}")
+        self.answers.clear()
 
     def read(self) -> tuple[Config | None, str | None]:
         """The config read again, or None and why not (one line)."""
