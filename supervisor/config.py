@@ -81,6 +81,16 @@ def _path(value: Any) -> str:
     return _text(value)
 
 
+def _listen(value: Any) -> str:
+    """HOST:PORT to listen on (PORT 0: any free port); the host is required, so that nothing listens on every
+    address by accident."""
+    text = _text(value)
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT, such as 127.0.0.1:9464 (port 0 takes a free one), got {value!r}")
+    return text
+
+
 def _level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -151,6 +161,10 @@ SETTINGS = (
     Setting("backup_delay", _seconds, 0.5, "seconds a node ranked after a worker's first choice waits before it "
             "claims a slot itself (at most a quarter of the worker's period)", "--backup-delay",
             "SUPERVISOR_BACKUP_DELAY", "SECONDS"),
+    Setting("metrics", _listen, None, "serve Prometheus metrics on HOST:PORT (loopback unless you say otherwise; "
+            "needs the metrics extra: prometheus-client)", "--metrics", "SUPERVISOR_METRICS", "HOST:PORT"),
+    Setting("metrics_textfile", _path, None, "write Prometheus metrics to this file every 15 s, for node_exporter's "
+            "textfile collector (same extra)", "--metrics-textfile", "SUPERVISOR_METRICS_TEXTFILE", "PATH"),
 )
 CLUSTER_SETTINGS = ("node_name", "node_tags", "heartbeat", "lease", "lease_grace", "lease_margin", "backup_delay")
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -180,6 +194,8 @@ class Config:
     lease_grace: float = 3.0
     lease_margin: float = 2.0
     backup_delay: float = 0.5
+    metrics: str | None = None
+    metrics_textfile: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-worker settings from the file's `[worker.NAME]` tables, read (durations in seconds, sizes in bytes)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
@@ -303,8 +319,9 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], li
     base = os.path.dirname(os.path.abspath(path))
     if "database" in values:
         values["database"] = _sqlite_beside(base, values["database"])
-    if values.get("journal"):
-        values["journal"] = os.path.join(base, values["journal"])
+    for key in ("journal", "metrics_textfile"):
+        if values.get(key):
+            values[key] = os.path.join(base, values[key])
     return values, overrides, commands
 
 

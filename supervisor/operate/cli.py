@@ -237,6 +237,7 @@ def cmd_run(config: Config, reread: Callable[[], Config] | None = None) -> int:
         cluster=cluster,
         reread=reread,
         config=config,
+        metrics=(config.metrics, config.metrics_textfile),
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     # Said in one line before the lock file's own error: a directory that cannot be used is named (record_files).

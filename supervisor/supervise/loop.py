@@ -34,6 +34,7 @@ from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
+from .metrics import MetricsExport, MetricsSource
 from .reload import Reloader
 from .service import ServiceManager
 from .table_rows import TableRows
@@ -77,6 +78,7 @@ class Supervisor:
         cluster: ClusterSettings | None = None,
         reread: Callable[[], Config] | None = None,
         config: Config | None = None,
+        metrics: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.recording_settings = recording
         self.display = display
@@ -105,6 +107,10 @@ class Supervisor:
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
         self.reloader = Reloader(reread, config, self.keeper, self.scheduler, self.service, self.commands)
+        listen, textfile = metrics
+        self.metrics = None if listen is None and textfile is None else MetricsExport(
+            listen, textfile, self.selector, self.metrics_source, clock)
+        """Prometheus metrics (run --metrics, --metrics-textfile), served by this loop itself (metrics.py)."""
         self.node_runs = None if cluster is None else NodeRuns(
             cluster, recording.url, (self.scheduler, self.run_keeper, self.commands), self.spawners,
             self.start_run, self.selector, clock)
@@ -206,6 +212,9 @@ class Supervisor:
                 self.run_keeper.read_pipe(target, key.fd)
             elif isinstance(kind, SpawnerLink):
                 self.handle_retiring(kind, target)
+            elif kind == "metrics":
+                assert self.metrics is not None and self.metrics.server is not None
+                self.metrics.server.handle(target, events)
             elif kind == "coordinator":
                 assert self.cluster is not None
                 self.cluster.handle(target)
@@ -221,6 +230,8 @@ class Supervisor:
         if self.cluster is not None:
             self.cluster.tend(now, list(self.runs))
         self.service.tend(now, self.behind(now), self.status_line())
+        if self.metrics is not None:
+            self.metrics.tend(now, self.wall_clock())
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
@@ -294,6 +305,8 @@ class Supervisor:
         if self.timer is not None:
             self.selector.unregister(self.timer.fd)
             self.timer.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.selector.close()
         self.service.close()
         if self.display is not None:
@@ -353,6 +366,8 @@ class Supervisor:
         self.service.ready(self.status_line())
         self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})
         self.reloader.spawner_ready(defined)
+        if self.metrics is not None:
+            self.metrics.seed(self.stored)
         if self.keeper.reload_waiting:
             self.keeper.reload_waiting = False
             self.keeper.renew()  # a reload came while it imported: the new config gets a spawner of its own
@@ -362,6 +377,8 @@ class Supervisor:
         self.handle_messages()  # reports it sent before dying come first
         self.keeper.read_output()
         self.keeper.exited(self.stopping, self.clock())
+        if self.metrics is not None and not self.stopping:
+            self.metrics.counts.spawner_restarts += 1
         for run in [run for run in self.runs.values() if run.spawner is self.spawner]:
             # Runs die with their spawner (PDEATHSIG); anything left in their groups goes now.
             if run.pid is not None:
@@ -439,6 +456,8 @@ class Supervisor:
         if self.cluster is not None:
             self.cluster.run_ended(run.id)
         ended = self.scheduler.run_ended(run, end.verdict, end.duration, self.clock(), self.stopping)
+        if self.metrics is not None:
+            self.metrics.counts.run_ended(run.definition.name, end.verdict.outcome, end.duration, self.wall_clock())
         self.run_keeper.record_end(end, ended)
         if run.spawner in self.keeper.retiring:
             self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})  # its last run may have ended
@@ -458,9 +477,9 @@ class Supervisor:
         times += self.run_keeper.next_times()
         if self.cluster is not None:
             times += self.cluster.next_times()
-        service = self.service.next_time()
-        if service is not None:
-            times.append(service)
+        for helper_time in (self.service.next_time(), self.metrics.next_time() if self.metrics else None):
+            if helper_time is not None:
+                times.append(helper_time)
         recording = self.recording.next_deadline()
         if recording is not None:
             times.append(recording)
@@ -482,6 +501,11 @@ class Supervisor:
         now = self.clock() if now is None else now
         nodes = None if self.cluster is None else self.cluster.last_node
         return self.table.views(self.workers, self.keeper.broken, self.stopping, now, nodes)
+
+    def metrics_source(self) -> MetricsSource:
+        """What a scrape reads of the loop, now."""
+        return MetricsSource(self.workers, self.clock(), self.wall_clock(), self.recording.pending,
+                             self.recording.failing is not None)
 
     def behind(self, now: float) -> float:
         """How long due work has waited to start (0 while stopping: then nothing is meant to start)."""
