@@ -7,10 +7,11 @@ import os
 import re
 import sys
 from urllib.parse import urlsplit
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection, Mapping
 
 from .errors import ConfigError, WorkerDefinitionError
+from .notify.settings import NotifySettings, read_notify
 from .worker import OVERRIDABLE, read_setting
 
 if sys.version_info >= (3, 11):
@@ -198,6 +199,8 @@ class Config:
     metrics_textfile: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-worker settings from the file's `[worker.NAME]` tables, read (durations in seconds, sizes in bytes)."""
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """The `[notify]` table, with each worker's own `[worker.NAME.notify]` over it (notify/settings.py)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
     """Command workers the file declares (`[worker.NAME]` tables with a `command`), as given (paths resolved)."""
     config_file: str | None = None
@@ -253,9 +256,10 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], uses: Collection[
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     overrides: dict[str, dict[str, Any]] = {}
     commands: list[dict[str, Any]] = []
+    notify = NotifySettings()
     path = flags.get("config") or environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
     if path:
-        from_file, overrides, commands = _read_file(str(path))
+        from_file, overrides, commands, notify = _read_file(str(path))
         values.update(from_file)
     for s in SETTINGS:
         if s.env in environ and environ[s.env] != "":
@@ -271,7 +275,8 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], uses: Collection[
         )
     if uses is None or set(CLUSTER_SETTINGS) <= set(uses):
         _check_lease(values)
-    return Config(overrides=overrides, commands=commands, config_file=str(path) if path else None, **values)
+    return Config(overrides=overrides, commands=commands, notify=notify, config_file=str(path) if path else None,
+                  **values)
 
 
 def _check_lease(values: dict[str, Any]) -> None:
@@ -291,7 +296,7 @@ def _parse(setting: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{setting.name} {exc}", where) from None
 
 
-def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]], NotifySettings]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -305,14 +310,24 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], li
     values: dict[str, Any] = {}
     overrides: dict[str, dict[str, Any]] = {}
     commands: list[dict[str, Any]] = []
+    notify = NotifySettings()
+    worker_notify: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key)}"
         if key == "worker":
+            worker_notify = {name: table.pop("notify") for name, table in value.items()
+                             if isinstance(table, dict) and "notify" in table}
             overrides, commands = _worker_tables(value, path, text, os.path.dirname(os.path.abspath(path)))
+            continue
+        if key == "notify":
+            try:
+                notify = read_notify(value, where)
+            except ValueError as exc:
+                raise ConfigError(f"[notify] {exc}", where) from None
             continue
         setting = _BY_NAME.get(key)
         if setting is None:
-            raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, [*_BY_NAME, 'worker'])}", where)
+            raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, [*_BY_NAME, 'worker', 'notify'])}", where)
         values[key] = _parse(setting, value, where)
     # A relative path in the file means the file's directory: under systemd the working directory is `/`, and the
     # same file must name the same database for `run` and for a `status` typed in any directory.
@@ -322,7 +337,13 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], li
     for key in ("journal", "metrics_textfile"):
         if values.get(key):
             values[key] = os.path.join(base, values[key])
-    return values, overrides, commands
+    workers = {}
+    for name, table in worker_notify.items():
+        try:
+            workers[name] = read_notify(table, name, base=notify)
+        except ValueError as exc:
+            raise ConfigError(f"[worker.{name}.notify] {exc}", f"{path}:{_line_of(text, 'worker', name)}") from None
+    return values, overrides, commands, replace(notify, workers=workers)
 
 
 def _sqlite_beside(base: str, url: str) -> str:

@@ -39,6 +39,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "status": DATABASE_SETTINGS,
     "health": DATABASE_SETTINGS,
     "reload": DATABASE_SETTINGS,
+    "notify": (),  # only the config file's [notify] tables
     "nodes": DATABASE_SETTINGS,
     **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
     "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
@@ -108,6 +109,11 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
     reload.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for the new workers to be imported (default 30)")
     _add_settings(reload)
+    notify = commands.add_parser("notify", help="notify test [WORKER]: send a test event through every sink the "
+                                 "config gives (the worker's own, if named) and say how each went")
+    notify.add_argument("action", choices=["test"], metavar="test")
+    notify.add_argument("worker", metavar="WORKER", nargs="?", help="use this worker's [worker.NAME.notify] sinks")
+    _add_settings(notify)
     prune = commands.add_parser("prune", help="delete runs and failures past retention now (keep-runs, failure-days)")
     _add_settings(prune)
     unit = commands.add_parser("systemd-unit", help="print a systemd unit that runs this installation with the config "
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
             raise ConfigError("a command is required: run, status, health, nodes, history, failures, trigger, pause, "
-                              "resume, reload, check, prune or systemd-unit (see --help)")
+                              "resume, reload, notify, check, prune or systemd-unit (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.watch and args.json:
                 raise ConfigError("give --watch or --json, not both (see --help)")
             return cmd_status(config, watch=args.watch, json_output=args.json)
+        if args.command == "notify":
+            return cmd_notify_test(config, args.worker)
         if args.command == "reload":
             return cmd_reload(config, args.wait)
         if args.command == "health":
@@ -238,6 +246,7 @@ def cmd_run(config: Config, reread: Callable[[], Config] | None = None) -> int:
         reread=reread,
         config=config,
         metrics=(config.metrics, config.metrics_textfile),
+        notify=config.notify,
     )
     supervisor.catch_signals()  # a stop during the start-up below is then a clean stop, acted on once the loop runs
     # Said in one line before the lock file's own error: a directory that cannot be used is named (record_files).
@@ -396,6 +405,24 @@ def _send_and_wait(store: Any, worker: str, action: str, wait: float) -> str | N
         time.sleep(0.05)
     withdrawn: str | None = store.withdraw_command(command, f"no running supervisor took it up within {wait:g}s")
     return withdrawn
+
+
+def cmd_notify_test(config: Config, worker: str | None) -> int:
+    """Send a test event through each configured sink, one line per sink; exit 1 unless every one delivered."""
+    from ..notify.events import test_event
+    from ..notify.sinks import deliver
+
+    settings = config.notify.for_worker(worker) if worker else config.notify
+    if not settings.sinks:
+        where = f"[worker.{worker}.notify] or [notify]" if worker else "[notify]"
+        raise ConfigError(f"no sink to test: give a webhook or a command in {where}", config.config_file or "config")
+    event = test_event(worker, socket.gethostname())
+    failed = 0
+    for sink, target in settings.sinks.items():
+        result = deliver(sink, target, event, settings.timeout)
+        failed += result != "delivered"
+        print(f"{sink}: {result}")
+    return 1 if failed else 0
 
 
 def cmd_reload(config: Config, wait: float) -> int:

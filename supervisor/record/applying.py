@@ -257,6 +257,10 @@ class RecordApplier(StoreConnection):
             CommandRow.id == record["command"], CommandRow.done_at.is_null()
         ).execute()
 
+    def _alert_state(self, record: Record) -> None:
+        WorkerRow.update(alert_signature=record["signature"], alert_sent_at=moment(record["sent_at"])).where(
+            WorkerRow.name == record["worker"]).execute()
+
     def _worker_paused(self, record: Record) -> None:
         WorkerRow.update(paused=record["paused"], pause_reason=record.get("reason")).where(
             WorkerRow.name == record["worker"], WorkerRow.updated_at <= moment(record["at"])
@@ -303,6 +307,7 @@ APPLY = {
     "run_finished": RecordApplier._run_finished,
     "command_done": RecordApplier._command_done,
     "worker_paused": RecordApplier._worker_paused,
+    "alert_state": RecordApplier._alert_state,
 }
 
 

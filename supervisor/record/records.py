@@ -153,6 +153,11 @@ def command_done(command: int, result: str, at: datetime) -> Record:
     return {"type": "command_done", "command": command, "result": result, "at": timestamp(at)}
 
 
+def alert_state(worker: str, signature: str | None, sent_at: datetime | None) -> Record:
+    """What was last told of a worker (notify/policy.py): the failure alerted and when; None after a recovery."""
+    return {"type": "alert_state", "worker": worker, "signature": signature, "sent_at": timestamp(sent_at)}
+
+
 def worker_paused(worker: str, paused: bool, at: datetime, reason: str | None = None) -> Record:
     """A worker was paused (it keeps no schedule) or resumed; `reason` says why the supervisor paused it."""
     return {"type": "worker_paused", "worker": worker, "paused": paused, "reason": reason, "at": timestamp(at)}

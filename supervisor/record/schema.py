@@ -13,7 +13,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from ..outcome import WorkerState
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 database = peewee.DatabaseProxy()
 
@@ -54,6 +54,10 @@ class WorkerRow(BaseModel):
     """Why the supervisor paused it (quarantine); None when an operator did, or when not paused."""
     schedule = peewee.CharField(null=True, max_length=300)
     """The schedule in a few words ("every 5m", "cron 0 3 * * * (Europe/Berlin)"), for `status`."""
+    alert_signature = peewee.CharField(null=True, max_length=200)
+    """The kind of failure last alerted (notify/policy.py); None: no alert outstanding (none, or recovered)."""
+    alert_sent_at = peewee.DateTimeField(null=True)
+    """When that alert (or its last reminder) was sent."""
     updated_at = peewee.DateTimeField()
 
     class Meta:
@@ -245,4 +249,14 @@ def _migrate_5_to_6(db: peewee.Database) -> None:
     db.create_tables([OutputRow], safe=True)
 
 
-MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4, 5: _migrate_4_to_5, 6: _migrate_5_to_6}
+def _migrate_6_to_7(db: peewee.Database) -> None:
+    """Version 7: the alert state of each worker, so that a restart neither repeats nor loses an alert."""
+    migrator = SchemaMigrator.from_database(db)
+    migrate(
+        migrator.add_column("worker", "alert_signature", peewee.CharField(null=True, max_length=200)),
+        migrator.add_column("worker", "alert_sent_at", peewee.DateTimeField(null=True)),
+    )
+
+
+MIGRATIONS = {2: _migrate_1_to_2, 3: _migrate_2_to_3, 4: _migrate_3_to_4, 5: _migrate_4_to_5, 6: _migrate_5_to_6,
+              7: _migrate_6_to_7}

@@ -34,7 +34,9 @@ from .scheduling import DueRun, Scheduler
 from .spawner_keeper import SpawnerKeeper
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
+from .alerts import Alerts
 from .metrics import MetricsExport, MetricsSource
+from ..notify.settings import NotifySettings
 from .reload import Reloader
 from .service import ServiceManager
 from .table_rows import TableRows
@@ -79,6 +81,7 @@ class Supervisor:
         reread: Callable[[], Config] | None = None,
         config: Config | None = None,
         metrics: tuple[str | None, str | None] = (None, None),
+        notify: NotifySettings | None = None,
     ) -> None:
         self.recording_settings = recording
         self.display = display
@@ -107,6 +110,8 @@ class Supervisor:
                                          claimed=cluster is not None)
         self.table = TableRows(wall_clock)
         self.reloader = Reloader(reread, config, self.keeper, self.scheduler, self.service, self.commands)
+        self.alerts = Alerts(notify or NotifySettings(), self.recording, self.selector, node, self.run_keeper.pid)
+        """Failures told to people (supervise/alerts.py, through the notifier process)."""
         listen, textfile = metrics
         self.metrics = None if listen is None and textfile is None else MetricsExport(
             listen, textfile, self.selector, self.metrics_source, clock)
@@ -161,6 +166,7 @@ class Supervisor:
         self.catch_signals()
         self.containment.start()
         self.recording.start()
+        self.alerts.start()
         if self.cluster is not None:
             self.cluster.start()
         self.keeper.start()
@@ -212,6 +218,8 @@ class Supervisor:
                 self.run_keeper.read_pipe(target, key.fd)
             elif isinstance(kind, SpawnerLink):
                 self.handle_retiring(kind, target)
+            elif kind == "notifier":
+                self.alerts.handle(target)
             elif kind == "metrics":
                 assert self.metrics is not None and self.metrics.server is not None
                 self.metrics.server.handle(target, events)
@@ -235,14 +243,18 @@ class Supervisor:
         self.recording.check(now)
         self.maybe_finish(now)
         self.refresh(now)
-        for helper in (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None):
+        for helper in (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None,
+                       self.alerts.notifier):
             if helper is not None:
                 helper.sync_interest(self.selector)
+        self.alerts.tend()
 
     def flush_to(self, helper: str) -> None:
         """The channel to a helper has room again: send what waits for it."""
         if helper == "spawner" and self.spawner is not None:
             self.spawner.flush()
+        elif helper == "notifier" and self.alerts.notifier is not None:
+            self.alerts.notifier.flush()
         elif helper == "coordinator" and self.cluster is not None and self.cluster.coordinator is not None:
             self.cluster.coordinator.flush()
         elif helper == "recorder":
@@ -307,6 +319,7 @@ class Supervisor:
             self.timer.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.alerts.close()
         self.selector.close()
         self.service.close()
         if self.display is not None:
@@ -315,7 +328,8 @@ class Supervisor:
 
     def _helpers(self) -> set[int]:
         """The pids of our helper processes not yet reaped: children of ours, but not orphans to kill."""
-        helpers = (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None)
+        helpers = (*self.spawners(), self.recording.recorder, self.cluster.coordinator if self.cluster else None,
+                   self.alerts.notifier)
         return {helper.pid for helper in helpers if helper is not None and not helper.exited}
 
     def spawners(self) -> list[SpawnerLink]:
@@ -368,6 +382,7 @@ class Supervisor:
         self.reloader.spawner_ready(defined)
         if self.metrics is not None:
             self.metrics.seed(self.stored)
+        self.alerts.seed(self.stored)
         if self.keeper.reload_waiting:
             self.keeper.reload_waiting = False
             self.keeper.renew()  # a reload came while it imported: the new config gets a spawner of its own
@@ -462,6 +477,10 @@ class Supervisor:
         if run.spawner in self.keeper.retiring:
             self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})  # its last run may have ended
         worker = self.workers.get(run.definition.name)
+        if worker is not None:
+            quarantined = worker.quarantined and ended.decided == worker.pause_reason
+            self.alerts.run_ended(run, end.verdict, worker, end.exit_code, end.signal, end.duration, run.stderr.text(),
+                                  quarantined)
         if worker is not None and ended.decided:
             log.warning("%s: %s", run.definition.name, ended.decided)
             if worker.quarantined:
@@ -477,7 +496,8 @@ class Supervisor:
         times += self.run_keeper.next_times()
         if self.cluster is not None:
             times += self.cluster.next_times()
-        for helper_time in (self.service.next_time(), self.metrics.next_time() if self.metrics else None):
+        for helper_time in (self.service.next_time(), self.metrics.next_time() if self.metrics else None,
+                            self.alerts.next_time(now)):
             if helper_time is not None:
                 times.append(helper_time)
         recording = self.recording.next_deadline()

@@ -1,0 +1,197 @@
+"""The supervisor's side of alerting: decide, at each run's end, what to tell (notify/policy.py), build the event
+(notify/events.py), and hand it to the notifier process, which delivers it. Only the supervisor can report a
+crash, a timeout or a lost run, so it is the one that tells; nothing here waits on a sink.
+
+A failing sink is logged once per spell (when it starts failing, and when it works again), not per event.
+"""
+from __future__ import annotations
+
+import logging
+import selectors
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ..notify.events import run_event, summary_event
+from ..notify.policy import AlertState, RateLimit, decide
+from ..notify.settings import NotifySettings
+from ..outcome import Outcome, Verdict, signal_name
+from ..record import records
+from ..record.recording import Recording
+from .helper import HelperProcess
+from .worker_status import Run, WorkerStatus
+
+log = logging.getLogger("supervisor")
+
+CLOSE_WAIT = 5.0
+"""At a clean stop, how long the notifier may take over what is still queued."""
+
+
+class NotifierProcess(HelperProcess):
+    module = "supervisor.notify.notifier"
+
+
+class Alerts:
+    """Alert state per worker, the rate limit, and the notifier."""
+
+    def __init__(self, settings: NotifySettings, recording: Recording, selector: selectors.BaseSelector, node: str,
+                 pid: int) -> None:
+        self.settings = settings
+        self.recording = recording
+        self.selector = selector
+        self.node, self.pid = node, pid
+        self.states: dict[str, AlertState] = {}
+        self.limit = RateLimit(settings.max_per_minute)
+        self.notifier: NotifierProcess | None = None
+        self.failing_sinks: set[str] = set()
+        self.results: dict[tuple[str, str], int] = {}
+        """Deliveries by (sink, delivered|failed), and events held by the rate limit as (*, held)."""
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any sink is configured, for all workers or for one."""
+        return bool(self.settings.sinks) or any(s.sinks for s in self.settings.workers.values())
+
+    def start(self) -> None:
+        if not self.wanted:
+            return
+        notifier = NotifierProcess([])
+        notifier.start()
+        notifier.watch(self.selector, "notifier")
+        self.notifier = notifier
+
+    def seed(self, stored: dict[str, Any]) -> None:
+        """The alert state the record keeps (a restart neither repeats an alert nor loses its recovery)."""
+        for name, row in stored.items():
+            signature = getattr(row, "alert_signature", None)
+            if signature and name not in self.states:
+                sent = getattr(row, "alert_sent_at", None)
+                self.states[name] = AlertState(True, signature, _unix(sent))
+
+    # -- a run ended -------------------------------------------------------------------------------------------------
+
+    def run_ended(self, run: Run, verdict: Verdict, status: WorkerStatus, exit_code: int | None,
+                  signum: int | None, duration: float, stderr: str, quarantined: bool) -> None:
+        name = run.definition.name
+        settings = self.settings.for_worker(name)
+        if not settings.sinks or not verdict.outcome.counted:
+            return  # no sink for it, or our own stop interrupted it: nothing to tell
+        state = self.states.setdefault(name, AlertState())
+        before = (state.alerted, state.signature, state.sent_at)
+        now = time.time()
+        failed = verdict.outcome.failed
+        decision = decide(state, settings, failed, _signature(verdict, exit_code, signum), status.consecutive_failures,
+                          now)
+        events = []
+        if decision.event == "failure":
+            events.append("lost" if verdict.outcome is Outcome.LOST else "failure")
+        elif decision.event == "recovery":
+            events.append("recovery")
+        elif not failed and "success" in settings.on:
+            events.append("success")
+        if quarantined:
+            events.append("quarantine")
+        if before != (state.alerted, state.signature, state.sent_at):
+            self.recording.record(records.alert_state(name, state.signature, _moment(state.sent_at)))
+        facts = {"id": run.id, "attempt": run.attempt, "outcome": verdict.outcome.value, "exit_code": exit_code,
+                 "signal": signal_name(signum) if signum else None, "pid": run.pid, "started_at": run.started_at,
+                 "ended_at": now, "duration": round(duration, 6), "message": verdict.message,
+                 "traceback": verdict.traceback, "stderr": stderr}
+        counts = {"consecutive_failures": status.consecutive_failures, "success_count": status.successes,
+                  "failure_count": status.failures, "paused": status.paused, "quarantined": status.quarantined}
+        for event in events:
+            if event not in settings.on:
+                continue
+            note = "the kind of failure changed" if decision.changed else "still failing" if decision.reminder else ""
+            payload = run_event(event, name, self.node, self.pid, facts, counts, note)
+            if self.limit.allow(now, name):
+                self.send(payload, settings)
+            else:
+                self.results[("*", "held")] = self.results.get(("*", "held"), 0) + 1
+
+    def send(self, payload: dict[str, Any], settings: NotifySettings) -> None:
+        if self.notifier is not None and not self.notifier.channel_closed:
+            self.notifier.send("event", event=payload, sinks=settings.sinks, timeout=settings.timeout)
+
+    # -- the loop's calls --------------------------------------------------------------------------------------------
+
+    def tend(self) -> None:
+        """Send the summary of what the rate limit held back, once its minute is over."""
+        held = self.limit.summary_due(time.time())
+        if held and self.settings.sinks:
+            self.send(summary_event(held, self.node, self.pid), self.settings)
+
+    def next_time(self, now: float) -> float | None:
+        """When the loop must come back for the summary (monotonic), if one is pending."""
+        if self.limit.window_end is None:
+            return None
+        return now + max(0.0, self.limit.window_end - time.time())
+
+    def handle(self, kind: str) -> None:
+        notifier = self.notifier
+        if notifier is None:
+            return
+        if kind == "message":
+            for message in notifier.messages():
+                self._delivered(message)
+            if notifier.channel_closed:
+                notifier.unwatch(self.selector, notifier.control)
+        elif kind == "output":
+            notifier.log_output(self.selector, log, logging.WARNING, "notifier")
+        else:
+            exit_code, signum = notifier.reap()
+            log.error("notifier (pid %d) exited (%s); alerts are not sent until the next start", notifier.pid,
+                      f"signal {signum}" if signum else f"status {exit_code}")
+            notifier.unwatch(self.selector)
+            notifier.close()
+            self.notifier = None
+
+    def _delivered(self, message: Any) -> None:
+        sink, result = str(message["sink"]), str(message["result"])
+        outcome = "delivered" if result == "delivered" else "failed"
+        self.results[(sink, outcome)] = self.results.get((sink, outcome), 0) + 1
+        if outcome == "failed" and sink not in self.failing_sinks:
+            self.failing_sinks.add(sink)
+            log.warning("notify: the %s sink failed to deliver %s of %s: %s (said once until it works again)", sink,
+                        message.get("event"), message.get("worker"), result)
+        elif outcome == "delivered" and sink in self.failing_sinks:
+            self.failing_sinks.discard(sink)
+            log.info("notify: the %s sink delivers again", sink)
+
+    def close(self) -> None:
+        """Let the notifier deliver what is queued (a few seconds at most), then let it go."""
+        notifier = self.notifier
+        if notifier is None:
+            return
+        notifier.unwatch(self.selector)
+        if not notifier.exited:
+            notifier.flush()
+            notifier.close_channel()
+            ready = selectors.DefaultSelector()
+            ready.register(notifier.pidfd, selectors.EVENT_READ)
+            if not ready.select(CLOSE_WAIT):
+                notifier.kill()
+            ready.close()
+            notifier.reap()
+        notifier.close()
+        self.notifier = None
+
+
+def _signature(verdict: Verdict, exit_code: int | None, signum: int | None) -> str:
+    """The kind of failure: its outcome and what tells it apart (an exception's type, a signal, an exit status)."""
+    outcome = verdict.outcome
+    if outcome is Outcome.ERROR:
+        return f"error:{verdict.message.split(':', 1)[0]}"
+    if signum:
+        return f"{outcome.value}:{signal_name(signum)}"
+    if exit_code:
+        return f"{outcome.value}:{exit_code}"
+    return str(outcome.value)
+
+
+def _unix(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _moment(unix: float | None) -> datetime | None:
+    return None if unix is None else datetime.fromtimestamp(unix, timezone.utc).replace(tzinfo=None)

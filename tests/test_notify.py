@@ -1,0 +1,188 @@
+"""Alerts from the supervisor, through a real webhook server and a real command on loopback: one alert per failing
+spell, one recovery, a reminder only when the kind of failure changes, no repeat after a restart, a cap per
+minute, and a sink that hangs costs the runs nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from helpers import Record, SupervisorProcess, wait_until, worker_package
+from supervisor.notify.policy import AlertState, RateLimit, decide
+from supervisor.notify.settings import NotifySettings
+
+FLAKY = '''
+import os
+from supervisor import worker
+
+HERE = os.getcwd()
+
+
+@worker(interval=0.2)
+def flaky(ctx):
+    mode = open(os.path.join(HERE, "mode")).read().strip() if os.path.exists(os.path.join(HERE, "mode")) else "raise"
+    if mode == "raise":
+        raise ValueError("the upstream said no")
+    if mode == "segfault":
+        import ctypes
+        ctypes.string_at(0)
+'''
+
+
+class Hook:
+    """A webhook receiver on loopback: every POST's JSON body, in order; `hang` makes it never answer."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.hang = threading.Event()
+        self.released = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hook.hang.is_set():
+                    hook.released.wait(60)  # holds the request until the test ends
+                hook.events.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = False  # server_close waits for the handlers: no socket left behind
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e["event"] == kind]
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    receiver = Hook()
+    yield receiver
+    receiver.close()
+
+
+def settle(seconds: float) -> None:
+    until = time.monotonic() + seconds
+    wait_until(lambda: time.monotonic() > until, timeout=seconds + 5, step=0.1)
+
+
+def test_one_alert_per_spell_a_change_alerts_again_one_recovery_and_a_restart_repeats_nothing(
+        tmp_path: Path, db: Path, record: Record, hook: Hook) -> None:
+    worker_package(tmp_path, [], extra={"flaky": FLAKY})
+    sink_log = tmp_path / "command-sink.jsonl"
+    command = [sys.executable, "-c", f"import sys, os; open({str(sink_log)!r}, 'a').write(sys.stdin.read().strip() "
+               "+ ' ' + os.environ['SUPERVISOR_OUTCOME'] + chr(10))"]
+    config = f'[notify]\nwebhook = "{hook.url}"\ncommand = {json.dumps(command)}\nrepeat = 0\n'
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+    try:
+        wait_until(lambda: len(record.runs("flaky")) >= 10, timeout=60, what="ten failures")
+        settle(1.0)
+        (first,) = hook.of("failure")  # ten failures, one alert
+        assert first["version"] == 1 and first["worker"] == "flaky" and first["run"]["outcome"] == "error"
+        assert "the upstream said no" in first["text"] and "ValueError" in first["run"]["traceback"]
+        assert "sqlite" not in json.dumps(first)  # never the database's URL
+        # The command sink got the same event on stdin, and the outcome in its environment.
+        line = wait_until(lambda: sink_log.exists() and sink_log.read_text().splitlines(), timeout=10,
+                          what="the command sink's line")[0]
+        assert json.loads(line.rsplit(" ", 1)[0])["event"] == "failure" and line.endswith(" error")
+        # The kind of failure changes (an exception, then a segfault): told at once.
+        (tmp_path / "mode").write_text("segfault")
+        wait_until(lambda: len(hook.of("failure")) == 2, timeout=30, what="the changed failure")
+        assert hook.of("failure")[1]["run"]["signal"] == "SIGSEGV" and "changed" in hook.of("failure")[1]["text"]
+        # A restart in the middle of the spell tells nothing again: the state is in the record.
+        assert supervisor.stop() == 0
+        supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+        before = len(record.runs("flaky"))
+        wait_until(lambda: len(record.runs("flaky")) >= before + 5, timeout=60, what="failures after the restart")
+        settle(1.0)
+        assert len(hook.of("failure")) == 2
+        # Fixed: one recovery.
+        (tmp_path / "mode").write_text("ok")
+        wait_until(lambda: hook.of("recovery"), timeout=30, what="the recovery")
+        settle(1.5)
+        assert len(hook.of("recovery")) == 1 and len(hook.of("failure")) == 2
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()
+
+
+def test_after_n_failures_only_and_a_hanging_sink_costs_the_runs_nothing(tmp_path: Path, db: Path, record: Record,
+                                                                         hook: Hook) -> None:
+    flaky_twice = '''
+import os
+from supervisor import worker
+
+
+@worker(interval=0.2)
+def twice(ctx):
+    path = os.path.join(os.getcwd(), "count")
+    count = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(count + 1))
+    if count % 3 < 2:
+        raise RuntimeError("a blip")
+'''
+    worker_package(tmp_path, ["healthy"], extra={"twice": flaky_twice, "flaky": FLAKY})
+    hook.hang.set()  # the webhook never answers: the supervisor must not care
+    config = f'[notify]\nwebhook = "{hook.url}"\nafter = 3\ntimeout = "2s"\n'
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+    try:
+        wait_until(lambda: len(record.runs("twice")) >= 12 and len(record.runs("healthy")) >= 20, timeout=60,
+                   what="runs while the sink hangs")
+        # Two failures in a row, never three: nothing to tell of `twice`. `flaky` fails on: one alert, attempted.
+        from datetime import datetime
+        starts = sorted(datetime.fromisoformat(r["started_at"]).timestamp() for r in record.runs("healthy"))
+        assert max(b - a for a, b in zip(starts, starts[1:])) < 1.0  # every 0.2 s, while the sink hangs
+        wait_until(lambda: "the webhook sink failed to deliver failure of flaky" in supervisor.log(), timeout=30,
+                   what="the failing sink logged")
+        assert supervisor.log().count("the webhook sink failed") == 1
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()
+    assert not [e for e in hook.events if e["worker"] == "twice"]
+
+
+def test_notify_test_says_how_each_sink_went(tmp_path: Path, hook: Hook) -> None:
+    config = tmp_path / "supervisor.toml"
+    config.write_text(f'[notify]\nwebhook = "{hook.url}"\ncommand = ["false"]\n')
+    done = subprocess.run([sys.executable, "-m", "supervisor", "notify", "test", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == ["webhook: delivered", "command: refused: exit status 1"], done.stdout
+    (event,) = hook.events
+    assert event["event"] == "test" and "test notification" in event["text"]
+
+
+def test_the_policy_and_the_cap_on_invented_clocks() -> None:
+    settings = NotifySettings(webhook="http://x/", after=2, repeat=3600)
+    state = AlertState()
+    assert decide(state, settings, True, "error:ValueError", 1, 0).event is None  # one is not yet two
+    assert decide(state, settings, True, "error:ValueError", 2, 1).event == "failure"
+    assert decide(state, settings, True, "error:ValueError", 3, 2).event is None
+    reminder = decide(state, settings, True, "error:ValueError", 9, 3602)
+    assert reminder.event == "failure" and reminder.reminder
+    assert decide(state, settings, False, None, 0, 3700).event == "recovery"
+    assert decide(state, settings, False, None, 0, 3701).event is None
+    limit = RateLimit(per_minute=10)
+    allowed = [limit.allow(100.0 + i * 0.1, f"w{i}") for i in range(50)]  # 50 workers failing together
+    assert sum(allowed) == 10
+    assert limit.summary_due(130.0) is None
+    held = limit.summary_due(161.0)
+    assert held is not None and len(held) == 40
