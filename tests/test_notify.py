@@ -186,3 +186,24 @@ def test_the_policy_and_the_cap_on_invented_clocks() -> None:
     assert limit.summary_due(130.0) is None
     held = limit.summary_due(161.0)
     assert held is not None and len(held) == 40
+
+
+def test_a_run_lost_with_its_supervisor_is_told_at_the_next_start(tmp_path: Path, db: Path, record: Record,
+                                                                  hook: Hook) -> None:
+    worker_package(tmp_path, ["slow"])
+    config = f'[notify]\nwebhook = "{hook.url}"\n'
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+    try:
+        (run,) = wait_until(lambda: [r for r in record.runs("slow", finished=False) if r["pid"]], timeout=60,
+                            what="a slow run")
+        supervisor.signal(__import__("signal").SIGKILL)  # the supervisor dies: nobody sees the run end
+        supervisor.wait(10)
+        again = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+        try:
+            (lost,) = wait_until(lambda: hook.of("lost"), timeout=60, what="the lost event")
+            assert lost["worker"] == "slow" and lost["run"]["id"].replace("-", "") == run["id"]
+            assert lost["run"]["outcome"] == "lost" and "died during the run" in lost["run"]["message"]
+        finally:
+            again.stop()
+    finally:
+        supervisor.stop()

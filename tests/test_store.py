@@ -150,7 +150,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 def test_open_creates_the_current_schema(store: Store, store_url: str) -> None:
     assert {"schema_version", "worker", "run", "failure", "output"} <= table_names(store_url)
-    assert [row["version"] for row in query(store_url, "select version from schema_version")] == [SCHEMA_VERSION] == [6]
+    assert [row["version"] for row in query(store_url, "select version from schema_version")] == [SCHEMA_VERSION] == [7]
     assert "event" in column_names(store_url, "failure")
     assert (("event",), True) in indexes(store_url, "failure")
     assert (("worker", "started_at"), False) in indexes(store_url, "run")
@@ -677,7 +677,7 @@ def _recover(url: str) -> int:
     s = Store(url)
     s.open()
     try:
-        return s.recover_lost()
+        return len(s.recover_lost())
     finally:
         s.close()
 

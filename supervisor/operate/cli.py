@@ -254,7 +254,7 @@ def cmd_run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     # Before the journal is replayed: the journal (and a SQLite database) is this supervisor's alone (ownership.py).
     owned = ownership.take(settings.url, settings.journal)
     try:
-        supervisor.stored = prepare(settings)
+        supervisor.stored = prepare(settings, on_lost=supervisor.alerts.lost)
         # The banner and the final line frame everything this supervisor logged (a crash ends without the last).
         logger.info("worker-supervisor %s starting (pid %d): database %s, config %s, workers from %s%s", __version__,
                     os.getpid(), redact(settings.url), config.config_file or "none", ", ".join(config.workers),

@@ -268,8 +268,8 @@ class RecordApplier(StoreConnection):
 
     # -- start-up ---------------------------------------------------------------------------------------------
 
-    def recover_lost(self) -> int:
-        """Mark runs an earlier supervisor on this node left unfinished as `lost`; return how many.
+    def recover_lost(self) -> list[dict[str, Any]]:
+        """Mark runs an earlier supervisor on this node left unfinished as `lost`; return them (for the alerts).
 
         A run is left unfinished only when its supervisor died without recording its end (SIGKILL, power
         loss). Runs of a supervisor that is still alive (another instance on this node) are left alone.
@@ -282,16 +282,19 @@ class RecordApplier(StoreConnection):
                     for run in RunRow.select().where(RunRow.finished_at.is_null(), RunRow.node == self.node)
                     if run.supervisor_pid == self.pid or not _still_running_since(run.supervisor_pid, run.started_at)
                 ]
+                lost = []
                 for run in orphans:
                     verdict = Verdict(Outcome.LOST, f"the supervisor (pid {run.supervisor_pid}) died during the run")
                     worker = run.worker_id  # type: ignore[attr-defined]  # peewee's accessor for the FK's value
+                    lost.append({"id": run.id, "worker": worker, "attempt": run.attempt, "pid": run.pid,
+                                 "started_at": run.started_at, "message": verdict.message})
                     self._run_finished(
                         records.run_finished(
                             run.id, worker, run.attempt, run.started_at, now, (now - run.started_at).total_seconds(),
                             verdict, run.node, run.supervisor_pid, pid=run.pid,
                         )
                     )
-        return len(orphans)
+        return lost
 
 
 HISTORY_STATES = (WorkerState.BROKEN.value, WorkerState.RETIRED.value)

@@ -14,7 +14,7 @@ import selectors
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 
 from . import record_files
@@ -53,7 +53,8 @@ class RecordingSettings:
     """Group whose members may read a SQLite record (0640); None keeps it to its owner (0600)."""
 
 
-def prepare(settings: RecordingSettings) -> dict[str, Any]:
+def prepare(settings: RecordingSettings,
+            on_lost: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Before supervising: write what an earlier supervisor left in the journal, mark its unfinished runs lost,
     and read the worker rows (so counters carry on). Raise StoreUnavailable if the database cannot be used:
     starting blind would only pile up records; the journal stays as it is for the next try."""
@@ -81,7 +82,9 @@ def prepare(settings: RecordingSettings) -> dict[str, Any]:
             os.truncate(settings.journal, 0)
         lost = store.recover_lost()
         if lost:
-            log.warning("marked %d run(s) of an earlier supervisor as lost", lost)
+            log.warning("marked %d run(s) of an earlier supervisor as lost", len(lost))
+            if on_lost is not None:
+                on_lost(lost)
         return {row.name: row for row in store.workers()}
     finally:
         store.close()

@@ -44,6 +44,7 @@ class Alerts:
         self.limit = RateLimit(settings.max_per_minute)
         self.notifier: NotifierProcess | None = None
         self.failing_sinks: set[str] = set()
+        self.waiting: list[dict[str, Any]] = []
         self.results: dict[tuple[str, str], int] = {}
         """Deliveries by (sink, delivered|failed), and events held by the rate limit as (*, held)."""
 
@@ -59,6 +60,26 @@ class Alerts:
         notifier.start()
         notifier.watch(self.selector, "notifier")
         self.notifier = notifier
+        for run in self.waiting:
+            self.lost([run])
+        self.waiting = []
+
+    def lost(self, runs: list[dict[str, Any]]) -> None:
+        """Runs recorded lost without this loop seeing them end: an earlier supervisor's, found at start, or a dead
+        node's, declared by this one. Each is told (`lost` events), within the rate limit."""
+        if self.notifier is None and self.wanted:
+            self.waiting.extend(runs)  # found before the notifier started: told once it has
+            return
+        now = time.time()
+        for run in runs:
+            name = str(run["worker"])
+            settings = self.settings.for_worker(name)
+            if not settings.sinks or "lost" not in settings.on:
+                continue
+            facts = {"outcome": Outcome.LOST.value, "ended_at": now, **run}
+            payload = run_event("lost", name, self.node, self.pid, facts, {})
+            if self.limit.allow(now, name):
+                self.send(payload, settings)
 
     def seed(self, stored: dict[str, Any]) -> None:
         """The alert state the record keeps (a restart neither repeats an alert nor loses its recovery)."""

@@ -34,7 +34,7 @@ import selectors
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .helper import HelperProcess
 from ..process import boottime
@@ -164,6 +164,8 @@ class Cluster:
         self.answers: list[tuple[int, str, str]] = []
         """Trigger commands whose claim was decided here: (command, worker, what to answer), for the loop."""
         self.realigned: list[WorkerStatus] = []
+        self.on_lost: Callable[[list[dict[str, Any]]], None] | None = None
+        """Told of the runs of a node this one declared dead (they are `lost`: the alerts tell people)."""
         """Workers whose timetable a claim lined up with another node's: the loop puts them on its agenda again."""
 
     # -- the coordinator --------------------------------------------------------------------------------------------
@@ -240,6 +242,9 @@ class Cluster:
             log.warning("node %s (%s) declared dead: its lease ran out; %d run(s) of it recorded lost%s",
                         message["name"], message["where"], len(message["runs"]),
                         "".join(f"; {worker} {run[:8]}" for run, worker in message["runs"][:5]))
+            if self.on_lost is not None:
+                self.on_lost([{"id": run, "worker": worker, "message": f"node {message['name']} ({message['where']}) "
+                               f"was declared dead by {self.settings.node_name}"} for run, worker in message["runs"]])
         elif op == "claim":
             claim = self.pending.pop(message["run"], None)
             if claim is not None:

@@ -121,6 +121,8 @@ class Supervisor:
             self.start_run, self.selector, clock)
         """This node's share of the runs on a shared PostgreSQL; None on SQLite (one supervisor per database)."""
         self.cluster = None if self.node_runs is None else self.node_runs.cluster
+        if self.cluster is not None:
+            self.cluster.on_lost = self.alerts.lost  # a dead node's runs, declared here: told as `lost`
         # Deadlines to the tenth of a millisecond (timer.py); only on the real clock, which the timer counts too.
         self.timer = precise_timer() if clock is time.monotonic else None
         if self.timer is not None:
