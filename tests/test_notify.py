@@ -4,6 +4,7 @@ minute, and a sink that hangs costs the runs nothing."""
 from __future__ import annotations
 
 import json
+import socketserver
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ class Hook:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.pings: list[tuple[str, str]] = []
         self.hang = threading.Event()
         self.released = threading.Event()
         hook = self
@@ -50,7 +52,10 @@ class Hook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if hook.hang.is_set():
                     hook.released.wait(60)  # holds the request until the test ends
-                hook.events.append(json.loads(body))
+                if self.headers["Content-Type"] == "application/json":
+                    hook.events.append(json.loads(body))
+                else:
+                    hook.pings.append((self.path, body.decode()))
                 self.send_response(200)
                 self.end_headers()
 
@@ -207,3 +212,84 @@ def test_a_run_lost_with_its_supervisor_is_told_at_the_next_start(tmp_path: Path
             again.stop()
     finally:
         supervisor.stop()
+
+
+class SmtpFake:
+    """An SMTP server on loopback that keeps every message it is given (just enough of the protocol)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.wfile.write(b"220 fake ESMTP\r\n")
+                data: list[bytes] = []
+                reading = False
+                for line in self.rfile:
+                    if reading:
+                        if line in (b".\r\n", b".\n"):
+                            fake.messages.append(b"".join(data))
+                            reading, data = False, []
+                            self.wfile.write(b"250 queued\r\n")
+                        else:
+                            data.append(line)
+                        continue
+                    verb = line[:4].upper()
+                    if verb == b"EHLO":
+                        self.wfile.write(b"250-fake\r\n250 8BITMIME\r\n")
+                    elif verb == b"DATA":
+                        reading = True
+                        self.wfile.write(b"354 go on\r\n")
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = False
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_mail_through_smtp_and_a_dead_mans_switch_pinged_per_run(tmp_path: Path, db: Path, record: Record,
+                                                                 hook: Hook) -> None:
+    nightly = '''
+from supervisor import worker
+
+
+@worker(interval=600)
+def nightly(ctx):
+    print("exported")
+'''
+    smtp = SmtpFake()
+    worker_package(tmp_path, ["raises"], extra={"nightly": nightly})
+    config = (f'[notify]\nmailto = "ops@example.com"\nsmtp_host = "{smtp.address}"\n\n'
+              f'[worker.nightly.notify]\nping_url = "{hook.url}/ping/nightly"\n\n'
+              f'[worker.raises.notify]\nping_url = "{hook.url}/ping/raises"\n')
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+    try:
+        # nightly: a start and a success, with one run id; raises: a failure each time, its start at most once.
+        wait_until(lambda: [p for p in hook.pings if p[0].startswith("/hook/ping/nightly?")], timeout=60,
+                   what="nightly's success ping")
+        wait_until(lambda: len([p for p in hook.pings if p[0].startswith("/hook/ping/raises/fail")]) >= 3,
+                   timeout=60, what="three failure pings")
+        (start,) = [p for p in hook.pings if p[0].startswith("/hook/ping/nightly/start")]
+        (done,) = [p for p in hook.pings if p[0].startswith("/hook/ping/nightly?")]
+        assert start[0].split("rid=")[1] == done[0].split("rid=")[1]
+        assert len([p for p in hook.pings if p[0].startswith("/hook/ping/raises/start")]) == 1  # a minute's worth
+        # One mail for the failing spell, through the SMTP server.
+        wait_until(lambda: smtp.messages, timeout=30, what="the mail")
+        (mail,) = smtp.messages
+        text = mail.decode(errors="replace")
+        assert "To: ops@example.com" in text and "Subject: raises failed" in text and "fail_loudly" in text
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()
+        smtp.close()

@@ -3,6 +3,9 @@
     [notify]
     webhook = "https://hooks.slack.com/services/..."   # JSON POST with a Slack-compatible "text"
     command = ["/usr/local/bin/page-oncall"]            # the event as JSON on stdin, SUPERVISOR_* in its environment
+    mailto = "ops@example.com"                          # mail, through sendmail -t (cron's way) or smtp_host
+    smtp_host = "127.0.0.1:25"                          # an SMTP server instead of sendmail
+    ping_url = "https://hc-ping.com/<uuid>"             # a dead man's switch (worker tables): /start, success, /fail
     on = ["failure", "recovery", "quarantine", "lost"]  # the events sent (default)
     after = 1             # failures in a row before the first alert
     repeat = "6h"         # a reminder while it keeps failing (0: never)
@@ -22,13 +25,20 @@ from ..units import parse_duration
 
 EVENTS = ("failure", "recovery", "quarantine", "lost", "start", "success")
 DEFAULT_ON = ("failure", "recovery", "quarantine", "lost")
-KEYS = ("webhook", "command", "on", "after", "repeat", "max_per_minute", "timeout")
+KEYS = ("webhook", "command", "mailto", "smtp_host", "mail_from", "ping_url", "on", "after", "repeat",
+        "max_per_minute", "timeout")
+SENDMAIL = "/usr/sbin/sendmail"
 
 
 @dataclass(frozen=True)
 class NotifySettings:
     webhook: str | None = None
     command: tuple[str, ...] | None = None
+    mailto: tuple[str, ...] | None = None
+    smtp_host: str | None = None
+    mail_from: str | None = None
+    ping_url: str | None = None
+    """A Healthchecks-style check of this worker's runs: pinged at each start, success and failure."""
     on: tuple[str, ...] = DEFAULT_ON
     after: int = 1
     repeat: float = 6 * 3600.0
@@ -44,6 +54,8 @@ class NotifySettings:
             found["webhook"] = self.webhook
         if self.command:
             found["command"] = list(self.command)
+        if self.mailto:
+            found["mail"] = {"to": list(self.mailto), "smtp": self.smtp_host, "from": self.mail_from}
         return found
 
     def for_worker(self, name: str) -> NotifySettings:
@@ -84,6 +96,33 @@ def _command(value: Any) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _addresses(value: Any) -> tuple[str, ...] | None:
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list) or not all(isinstance(v, str) and "@" in v for v in value):
+        raise ValueError(f"must be a mail address, or a list of them, got {value!r}")
+    return tuple(value)
+
+
+def _host_port(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    host, _, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not host or not port.isdigit():
+        raise ValueError(f"must be HOST:PORT, such as 127.0.0.1:25, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {value!r}")
+    return value
+
+
 def _events(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(v in EVENTS for v in value):
         raise ValueError(f"on must be a list of events among {', '.join(EVENTS)}, got {value!r}")
@@ -111,6 +150,10 @@ def _duration(value: Any, zero: bool = False) -> float:
 _READERS: dict[str, Any] = {
     "webhook": _webhook,
     "command": _command,
+    "mailto": _addresses,
+    "smtp_host": _host_port,
+    "mail_from": _text,
+    "ping_url": _webhook,
     "on": _events,
     "after": _whole,
     "repeat": lambda v: _duration(v, zero=True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import selectors
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,8 @@ from .worker_status import Run, WorkerStatus
 log = logging.getLogger("supervisor")
 
 CLOSE_WAIT = 5.0
+PING_EVERY = 60.0
+"""A worker that runs more often pings its starts and successes at most this often (its failures always)."""
 """At a clean stop, how long the notifier may take over what is still queued."""
 
 
@@ -45,13 +48,17 @@ class Alerts:
         self.notifier: NotifierProcess | None = None
         self.failing_sinks: set[str] = set()
         self.waiting: list[dict[str, Any]] = []
+        self.pinged: set[str] = set()
+        """Runs whose start was pinged (their end is pinged with the same run id)."""
+        self.last_ping: dict[str, float] = {}
         self.results: dict[tuple[str, str], int] = {}
         """Deliveries by (sink, delivered|failed), and events held by the rate limit as (*, held)."""
 
     @property
     def wanted(self) -> bool:
-        """Whether any sink is configured, for all workers or for one."""
-        return bool(self.settings.sinks) or any(s.sinks for s in self.settings.workers.values())
+        """Whether any sink or ping is configured, for all workers or for one."""
+        every = [self.settings, *self.settings.workers.values()]
+        return any(s.sinks or s.ping_url for s in every)
 
     def start(self) -> None:
         if not self.wanted:
@@ -95,8 +102,12 @@ class Alerts:
                   signum: int | None, duration: float, stderr: str, quarantined: bool) -> None:
         name = run.definition.name
         settings = self.settings.for_worker(name)
-        if not settings.sinks or not verdict.outcome.counted:
-            return  # no sink for it, or our own stop interrupted it: nothing to tell
+        if not verdict.outcome.counted:
+            self.pinged.discard(run.id)
+            return  # our own stop interrupted it: nothing to tell
+        self._ping_end(settings, run, verdict.outcome.failed, stderr)
+        if not settings.sinks:
+            return
         state = self.states.setdefault(name, AlertState())
         before = (state.alerted, state.signature, state.sent_at)
         now = time.time()
@@ -129,6 +140,37 @@ class Alerts:
                 self.send(payload, settings)
             else:
                 self.results[("*", "held")] = self.results.get(("*", "held"), 0) + 1
+
+    # -- a dead man's switch, pinged at each run's start and end -------------------------------------------------
+
+    def run_started(self, run: Run) -> None:
+        """Ping the start of a run (a worker that runs more often than once a minute: at most once a minute, as a
+        ping service drops more than a few a minute; its success is pinged only for the runs whose start was)."""
+        settings = self.settings.for_worker(run.definition.name)
+        if not settings.ping_url:
+            return
+        interval, name, now = run.definition.interval, run.definition.name, time.monotonic()
+        if interval is not None and interval < PING_EVERY:
+            last = self.last_ping.get(name)
+            if last is not None and now - last < PING_EVERY:
+                return
+            self.last_ping[name] = now
+        self.pinged.add(run.id)
+        self._ping(settings, run, "start")
+
+    def _ping_end(self, settings: NotifySettings, run: Run, failed: bool, stderr: str) -> None:
+        """Ping the end: a failure always (with the stderr tail), a success when its start was pinged."""
+        started = run.id in self.pinged
+        self.pinged.discard(run.id)
+        if settings.ping_url and (failed or started):
+            self._ping(settings, run, "fail" if failed else "success", stderr if failed else "")
+
+    def _ping(self, settings: NotifySettings, run: Run, kind: str, body: str = "") -> None:
+        if self.notifier is not None and not self.notifier.channel_closed:
+            rid = str(uuid.UUID(run.id))
+            self.notifier.send("event", event={"event": f"ping-{kind}", "worker": run.definition.name},
+                               sinks={"ping": {"url": settings.ping_url, "kind": kind, "rid": rid, "body": body}},
+                               timeout=settings.timeout)
 
     def send(self, payload: dict[str, Any], settings: NotifySettings) -> None:
         if self.notifier is not None and not self.notifier.channel_closed:

@@ -351,6 +351,9 @@ class Supervisor:
                 self.handle_exited(message)
             elif op == "spawned":
                 self.run_keeper.spawned(message)
+                run = self.runs.get(message["run"])
+                if run is not None:
+                    self.alerts.run_started(run)
             elif not current:
                 continue  # a retiring spawner reports only on its runs
             elif op == "worker":
