@@ -4,7 +4,7 @@ minute, and a sink that hangs costs the runs nothing."""
 from __future__ import annotations
 
 import json
-import socketserver
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
+import jsonschema
 import pytest
+from aiosmtpd.controller import Controller
 
 from helpers import Record, SupervisorProcess, wait_until, worker_package
 from supervisor.notify.policy import AlertState, RateLimit, decide
@@ -77,11 +79,21 @@ class Hook:
         self.server.server_close()
 
 
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "notify-payload.schema.json").read_text())
+
+
+def valid(event: dict[str, Any]) -> None:
+    """The payload as docs/notify-payload.schema.json says it is."""
+    jsonschema.validate(event, SCHEMA)
+
+
 @pytest.fixture
 def hook() -> Iterator[Hook]:
     receiver = Hook()
     yield receiver
     receiver.close()
+    for event in receiver.events:  # every payload a test received
+        valid(event)
 
 
 def settle(seconds: float) -> None:
@@ -98,9 +110,10 @@ def test_one_alert_per_spell_a_change_alerts_again_one_recovery_and_a_restart_re
     config = f'[notify]\nwebhook = "{hook.url}"\ncommand = {json.dumps(command)}\nrepeat = 0\n'
     supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
     try:
-        wait_until(lambda: len(record.runs("flaky")) >= 10, timeout=60, what="ten failures")
+        # Failing every 0.2 s for 20 s: one alert.
+        wait_until(lambda: len(record.runs("flaky")) >= 100, timeout=90, step=0.2, what="20 s of failures")
         settle(1.0)
-        (first,) = hook.of("failure")  # ten failures, one alert
+        (first,) = hook.of("failure")
         assert first["version"] == 1 and first["worker"] == "flaky" and first["run"]["outcome"] == "error"
         assert "the upstream said no" in first["text"] and "ValueError" in first["run"]["traceback"]
         assert "sqlite" not in json.dumps(first)  # never the database's URL
@@ -108,6 +121,7 @@ def test_one_alert_per_spell_a_change_alerts_again_one_recovery_and_a_restart_re
         line = wait_until(lambda: sink_log.exists() and sink_log.read_text().splitlines(), timeout=10,
                           what="the command sink's line")[0]
         assert json.loads(line.rsplit(" ", 1)[0])["event"] == "failure" and line.endswith(" error")
+        valid(json.loads(line.rsplit(" ", 1)[0]))
         # The kind of failure changes (an exception, then a segfault): told at once.
         (tmp_path / "mode").write_text("segfault")
         wait_until(lambda: len(hook.of("failure")) == 2, timeout=30, what="the changed failure")
@@ -214,48 +228,28 @@ def test_a_run_lost_with_its_supervisor_is_told_at_the_next_start(tmp_path: Path
         supervisor.stop()
 
 
-class SmtpFake:
-    """An SMTP server on loopback that keeps every message it is given (just enough of the protocol)."""
+class SmtpServer:
+    """aiosmtpd's SMTP server on loopback (in a thread of its own), keeping every message it is given."""
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []
-        fake = self
+        server = self
 
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                self.wfile.write(b"220 fake ESMTP\r\n")
-                data: list[bytes] = []
-                reading = False
-                for line in self.rfile:
-                    if reading:
-                        if line in (b".\r\n", b".\n"):
-                            fake.messages.append(b"".join(data))
-                            reading, data = False, []
-                            self.wfile.write(b"250 queued\r\n")
-                        else:
-                            data.append(line)
-                        continue
-                    verb = line[:4].upper()
-                    if verb == b"EHLO":
-                        self.wfile.write(b"250-fake\r\n250 8BITMIME\r\n")
-                    elif verb == b"DATA":
-                        reading = True
-                        self.wfile.write(b"354 go on\r\n")
-                    elif verb == b"QUIT":
-                        self.wfile.write(b"221 bye\r\n")
-                        return
-                    else:
-                        self.wfile.write(b"250 ok\r\n")
+        class Handler:
+            async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - its API
+                server.messages.append(envelope.content)
+                return "250 OK"
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = False
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        with socket.socket() as probe:  # a free port (the controller's own start check cannot use port 0)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+        self.address = f"127.0.0.1:{port}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.controller.stop()
+        self.controller.loop.close()  # its event loop's descriptors, which stop() leaves open
 
 
 def test_mail_through_smtp_and_a_dead_mans_switch_pinged_per_run(tmp_path: Path, db: Path, record: Record,
@@ -268,7 +262,7 @@ from supervisor import worker
 def nightly(ctx):
     print("exported")
 '''
-    smtp = SmtpFake()
+    smtp = SmtpServer()
     worker_package(tmp_path, ["raises"], extra={"nightly": nightly})
     config = (f'[notify]\nmailto = "ops@example.com"\nsmtp_host = "{smtp.address}"\n\n'
               f'[worker.nightly.notify]\nping_url = "{hook.url}/ping/nightly"\n\n'
@@ -293,3 +287,56 @@ def nightly(ctx):
     finally:
         supervisor.stop()
         smtp.close()
+
+
+MANY = '''
+from supervisor import register, worker
+
+
+def fail(ctx):
+    raise RuntimeError("the database is down")
+
+
+register(*[worker(name=f"w{i:02d}", interval=0.5)(fail) for i in range(50)])
+'''
+HOG = '''
+from supervisor import worker
+
+
+@worker(interval=600, memory_limit="40MB")
+def hog(ctx):
+    hoard = []
+    while True:
+        hoard.append(bytearray(8 * 1024 * 1024))
+        ctx.sleep(0.05)
+'''
+
+
+def test_fifty_workers_failing_together_give_ten_alerts_and_one_summary(tmp_path: Path, db: Path, record: Record,
+                                                                       hook: Hook) -> None:
+    worker_package(tmp_path, [], extra={"many": MANY})
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=f'[notify]\nwebhook = "{hook.url}"\n')
+    try:
+        (summary,) = wait_until(lambda: hook.of("summary"), timeout=120, step=0.5, what="the summary")
+        assert summary["count"] == 40 and len(summary["workers"]) == 40, summary
+        assert len(hook.of("failure")) == 10
+        assert {e["worker"] for e in hook.of("failure")}.isdisjoint(summary["workers"])
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()
+
+
+def test_a_crash_a_timeout_and_a_limit_each_give_an_event_with_its_outcome(tmp_path: Path, db: Path, record: Record,
+                                                                          hook: Hook) -> None:
+    worker_package(tmp_path, ["segfault", "hang"], extra={"hog": HOG})
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=f'[notify]\nwebhook = "{hook.url}"\n')
+    try:
+        wanted = {"segfault": "crash", "hang": "timeout", "hog": "limit"}
+        wait_until(lambda: {e["worker"] for e in hook.of("failure")} >= set(wanted), timeout=60, what="three events")
+        for event in hook.of("failure"):
+            assert event["run"]["outcome"] == wanted[event["worker"]], event
+        crash = next(e for e in hook.of("failure") if e["worker"] == "segfault")
+        assert crash["run"]["signal"] == "SIGSEGV" and "Segmentation fault" in crash["run"]["stderr_tail"]
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()

@@ -147,6 +147,9 @@ class Alerts:
         """Ping the start of a run (a worker that runs more often than once a minute: at most once a minute, as a
         ping service drops more than a few a minute; its success is pinged only for the runs whose start was)."""
         settings = self.settings.for_worker(run.definition.name)
+        if settings.sinks and "start" in settings.on and self.limit.allow(time.time(), run.definition.name):
+            facts = {"id": run.id, "attempt": run.attempt, "pid": run.pid, "started_at": run.started_at}
+            self.send(run_event("start", run.definition.name, self.node, self.pid, facts, {}), settings)
         if not settings.ping_url:
             return
         interval, name, now = run.definition.interval, run.definition.name, time.monotonic()
