@@ -159,8 +159,12 @@ def twice(ctx):
         raise RuntimeError("a blip")
 '''
     worker_package(tmp_path, ["healthy"], extra={"twice": flaky_twice, "flaky": FLAKY})
-    hook.hang.set()  # the webhook never answers: the supervisor must not care
-    config = f'[notify]\nwebhook = "{hook.url}"\nafter = 3\ntimeout = "2s"\n'
+    hook.hang.set()  # the webhook never answers, and the command's mail server refuses: the supervisor must not care
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    config = (f'[notify]\nwebhook = "{hook.url}"\nmailto = "ops@example.com"\nsmtp_host = "127.0.0.1:{closed}"\n'
+              'after = 3\ntimeout = "2s"\n')
     supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
     try:
         wait_until(lambda: len(record.runs("twice")) >= 12 and len(record.runs("healthy")) >= 20, timeout=60,
@@ -172,6 +176,9 @@ def twice(ctx):
         wait_until(lambda: "the webhook sink failed to deliver failure of flaky" in supervisor.log(), timeout=30,
                    what="the failing sink logged")
         assert supervisor.log().count("the webhook sink failed") == 1
+        wait_until(lambda: "the mail sink failed to deliver failure of flaky: refused" in supervisor.log(),
+                   timeout=30, what="the refusing sink logged")
+        assert supervisor.log().count("the mail sink failed") == 1
         assert supervisor.stop() == 0
     finally:
         supervisor.stop()

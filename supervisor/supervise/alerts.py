@@ -25,6 +25,9 @@ from .worker_status import Run, WorkerStatus
 log = logging.getLogger("supervisor")
 
 CLOSE_WAIT = 5.0
+MAX_WAITING = 1000
+"""Events waiting for the notifier to read them (it may be stuck on a sink): beyond this many, new ones are dropped
+and counted, so the supervisor's memory stays bounded whatever a sink does."""
 PING_EVERY = 60.0
 """A worker that runs more often pings its starts and successes at most this often (its failures always)."""
 """At a clean stop, how long the notifier may take over what is still queued."""
@@ -169,15 +172,24 @@ class Alerts:
             self._ping(settings, run, "fail" if failed else "success", stderr if failed else "")
 
     def _ping(self, settings: NotifySettings, run: Run, kind: str, body: str = "") -> None:
-        if self.notifier is not None and not self.notifier.channel_closed:
-            rid = str(uuid.UUID(run.id))
-            self.notifier.send("event", event={"event": f"ping-{kind}", "worker": run.definition.name},
-                               sinks={"ping": {"url": settings.ping_url, "kind": kind, "rid": rid, "body": body}},
-                               timeout=settings.timeout)
+        rid = str(uuid.UUID(run.id))
+        self._to_notifier({"event": f"ping-{kind}", "worker": run.definition.name},
+                          {"ping": {"url": settings.ping_url, "kind": kind, "rid": rid, "body": body}}, settings.timeout)
 
     def send(self, payload: dict[str, Any], settings: NotifySettings) -> None:
-        if self.notifier is not None and not self.notifier.channel_closed:
-            self.notifier.send("event", event=payload, sinks=settings.sinks, timeout=settings.timeout)
+        self._to_notifier(payload, settings.sinks, settings.timeout)
+
+    def _to_notifier(self, event: dict[str, Any], sinks: dict[str, Any], timeout: float) -> None:
+        notifier = self.notifier
+        if notifier is None or notifier.channel_closed:
+            return
+        if len(notifier.outbox) >= MAX_WAITING:
+            self.results[("*", "dropped")] = self.results.get(("*", "dropped"), 0) + 1
+            if self.results[("*", "dropped")] == 1:
+                log.warning("notify: the notifier is %d events behind (a sink hangs?); new ones are dropped",
+                            MAX_WAITING)
+            return
+        notifier.send("event", event=event, sinks=sinks, timeout=timeout)
 
     # -- the loop's calls --------------------------------------------------------------------------------------------
 
