@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,7 +43,7 @@ PY = sys.executable
 CORES = os.cpu_count() or 1
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POLL_STEP = 0.0005  # seconds between two looks for a failure row (the resolution of crash to record)
-SECTIONS = ("latency", "crash", "throughput", "waiting")  # each measures its own floors first
+SECTIONS = ("latency", "crash", "throughput", "waiting", "alerts")  # each measures its own floors first
 
 
 @dataclass(frozen=True)
@@ -440,6 +441,47 @@ class Bench:
                     samples = [float(x[1]) for x in read_lines(out) if x[0] == "aps"]
                     self.results[key][f"aps_{variant}"] = dist(samples)
 
+    def run_alerts(self) -> None:
+        """Start latency and the supervisor's memory while every run sends alerts to sinks that fail: a webhook that
+        accepts and never answers, and an SMTP server that refuses (issue 15). Beside it, the same without sinks."""
+        p = self.plan
+        for sinks in (False, True):
+            key = f"alerts.{'failing' if sinks else 'none'}"
+            self.say(f"start latency: supervisor, 10 workers, lean module, {'sinks that hang and refuse' if sinks else 'no sinks'}")
+            work = self.scratch(key)
+            out = work / "runs.txt"
+            extra: list[str] = []
+            hang = None
+            if sinks:
+                hang = socket.socket()
+                hang.bind(("127.0.0.1", 0))
+                hang.listen(1024)  # accepted by the kernel, never answered
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    refused = probe.getsockname()[1]
+                config = work / "supervisor.toml"
+                config.write_text(
+                    f'[notify]\nwebhook = "http://127.0.0.1:{hang.getsockname()[1]}/hook"\nmailto = "ops@example.com"\n'
+                    f'smtp_host = "127.0.0.1:{refused}"\non = ["start", "success", "failure"]\nmax_per_minute = 100000\n'
+                    'timeout = "10s"\n')
+                extra = ["--config", str(config)]
+            env = bench_env(out=out, scenario="latency", workers=10, active=1, interval=p.probe_interval)
+            db = self.sqlite(key)
+            with Supervised("supervisor", db, "benchworkers.lean", env, work, extra) as s:
+                reader = Reader(db)
+                s.wait_workers(10, reader)
+                rss_before = s.process.memory_info().rss
+                warm = 10
+                wait_until(lambda: len(read_lines(out)) >= warm + p.samples, 60 + p.samples * p.probe_interval * 4,
+                           "latency samples", step=0.1)
+                rss_after = s.process.memory_info().rss
+                reader.close()
+            if hang is not None:
+                hang.close()
+            lines = read_lines(out)[warm:warm + p.samples]
+            self.results[key] = {"latency": dist([float(x[1]) for x in lines]),
+                                 "rss_growth_mb": (rss_after - rss_before) / 2**20}
+
     def exec_latency(self, key: str, module: str, workers: int) -> dict[str, float]:
         """Start latency of runs in a fresh interpreter (isolation = "exec"): the interpreter's start and the
         module's import are in every run's latency, so they are spaced as APScheduler's fresh-process runs."""
@@ -742,6 +784,14 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
                     "—", pair(d), ratio(exec_run["p50"], d and d["p50"]), pair(f),
                     ratio(exec_run["p50"], f and f["p50"]), "— (a cost to know: an interpreter's start and the "
                     "module's import, every run)", verdict(None)))
+    none, failing = r.get("alerts.none"), r.get("alerts.failing")
+    if none and failing:
+        ours, base = failing["latency"], none["latency"]
+        ok = ours["p50"] <= base["p50"] * 1.5 + 0.5 and failing["rss_growth_mb"] < 20
+        rows.append(Row(
+            "start latency, 10 workers, alerts to a webhook that hangs and an SMTP server that refuses (ms)",
+            pair(ours), pair(base), ratio(ours["p50"], base["p50"]), "—", "—", "—", "—",
+            f"unchanged (floor here: no sinks); supervisor RSS grew {failing['rss_growth_mb']:.1f} MB", verdict(ok)))
     for kind in ("sqlite", "postgres"):
         c, fl = r.get(f"crash.{kind}"), (r.get(f"floor.row.{kind}") or {}).get("crash")
         if not c:
