@@ -304,7 +304,7 @@ def fail(ctx):
     raise RuntimeError("the database is down")
 
 
-register(*[worker(name=f"w{i:02d}", interval=0.5)(fail) for i in range(50)])
+register(*[worker(name=f"w{i:02d}", interval=2)(fail) for i in range(50)])
 '''
 HOG = '''
 from supervisor import worker

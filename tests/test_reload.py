@@ -97,7 +97,8 @@ def test_sighup_applies_added_removed_and_changed_workers_while_a_long_run_goes_
     beats = [r for r in record.runs("beat") if _started(r) > reloaded_at + 0.5]
     assert len(beats) >= 2
     spacing = [b - a for a, b in zip(sorted(map(_started, beats)), sorted(map(_started, beats))[1:])]
-    assert all(1.8 < gap < 2.5 for gap in spacing), spacing
+    # Every 2 s now, not every second (a loaded machine may start one a little late).
+    assert all(gap > 1.5 for gap in spacing) and sorted(spacing)[len(spacing) // 2] < 2.5, spacing
     output = record.query("select stdout_tail from output where run_id = ?", beats[-1]["id"])
     assert output and "beat v2" in output[0]["stdout_tail"], output
     # A broken config changes nothing and says why, in one line.
