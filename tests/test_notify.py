@@ -4,11 +4,13 @@ minute, and a sink that hangs costs the runs nothing."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -165,7 +167,7 @@ def twice(ctx):
         closed = probe.getsockname()[1]  # nothing listens here once the probe is closed
     config = (f'[notify]\nwebhook = "{hook.url}"\nmailto = "ops@example.com"\nsmtp_host = "127.0.0.1:{closed}"\n'
               'after = 3\ntimeout = "2s"\n')
-    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config=config)
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", ["--metrics", "127.0.0.1:0"], config=config)
     try:
         wait_until(lambda: len(record.runs("twice")) >= 12 and len(record.runs("healthy")) >= 20, timeout=60,
                    what="runs while the sink hangs")
@@ -179,6 +181,11 @@ def twice(ctx):
         wait_until(lambda: "the mail sink failed to deliver failure of flaky: refused" in supervisor.log(),
                    timeout=30, what="the refusing sink logged")
         assert supervisor.log().count("the mail sink failed") == 1
+        # Counted in the metrics too.
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/", supervisor.log()).group(1))  # type: ignore[union-attr]
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        failed = re.search(r'worker_supervisor_alerts_total\{result="failed",sink="mail"\} (\S+)', scrape)
+        assert failed and float(failed.group(1)) >= 1, scrape
         assert supervisor.stop() == 0
     finally:
         supervisor.stop()

@@ -530,7 +530,7 @@ class Supervisor:
     def metrics_source(self) -> MetricsSource:
         """What a scrape reads of the loop, now."""
         return MetricsSource(self.workers, self.clock(), self.wall_clock(), self.recording.pending,
-                             self.recording.failing is not None)
+                             self.recording.failing is not None, self.alerts.results)
 
     def behind(self, now: float) -> float:
         """How long due work has waited to start (0 while stopping: then nothing is meant to start)."""

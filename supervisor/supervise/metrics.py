@@ -144,6 +144,12 @@ class RunMetrics:
                                      "passed (Unix time).", value=self.heartbeat)
         yield core.CounterMetricFamily(PREFIX + "spawner_restarts", "Spawners started again after one died.",
                                        value=self.spawner_restarts)
+        alerts = core.CounterMetricFamily(PREFIX + "alerts", "Alerts by sink and result: delivered or failed (each "
+                                          "try's end), and (sink *) held by the cap or dropped.",
+                                          labels=["sink", "result"])
+        for (sink, result), count in sorted(source.alerts.items()):
+            alerts.add_metric([sink, result], count)
+        yield alerts
         build = core.GaugeMetricFamily(PREFIX + "build_info", "The running release.", labels=["version", "python"])
         build.add_metric([__version__, ".".join(map(str, sys.version_info[:3]))], 1)
         yield build
@@ -158,6 +164,8 @@ class MetricsSource:
     wall: float
     pending_records: int
     database_failing: bool
+    alerts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Alert deliveries by (sink, delivered|failed), and events (*, held|dropped) (supervise/alerts.py)."""
 
 
 def _state_of(status: WorkerStatus) -> str:
