@@ -14,6 +14,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import Record, SupervisorProcess, TcpProxy, title, wait_until, worker_package
 
+HOG = '''
+from supervisor import worker
+
+
+@worker(interval=3600, memory_limit="40MB")
+def hog(ctx):
+    hoard = []
+    while True:
+        hoard.append(bytearray(8 * 1024 * 1024))
+        ctx.sleep(0.05)
+'''
 SLOW = '''
 from supervisor import worker
 
@@ -53,12 +64,16 @@ def value(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_the_metrics_agree_with_the_record(tmp_path: Path, db: Path, record: Record, start_supervisor: Any) -> None:
-    worker_package(tmp_path, ["healthy", "raises", "segfault", "hang"], extra={"slow": SLOW})
+    worker_package(tmp_path, ["healthy", "raises", "segfault", "hang", "exit3", "sigkill_self"],
+                   extra={"slow": SLOW, "hog": HOG})
     textfile = tmp_path / "prom" / "worker-supervisor.prom"
     textfile.parent.mkdir()
     supervisor = start_supervisor("--metrics", "127.0.0.1:0", "--metrics-textfile", str(textfile))
     port = port_of(supervisor)
-    wait_until(lambda: all(len(record.runs(w)) >= 2 for w in ("healthy", "raises", "segfault", "hang")), timeout=60,
+    # Runs of every outcome a run can end with while the supervisor lives: succeeded, error, crash, timeout, exit,
+    # killed, limit (lost and interrupted need the supervisor's own death or stop).
+    zoo = ("healthy", "raises", "segfault", "hang", "exit3", "sigkill_self", "hog")
+    wait_until(lambda: all(len(record.runs(w)) >= 1 for w in zoo) and len(record.runs("hang")) >= 2, timeout=60,
                what="runs of every worker")
     # Freeze the spawner: no run ends any more, and once the record has caught up, both must say the same.
     (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p)]
@@ -75,7 +90,9 @@ def test_the_metrics_agree_with_the_record(tmp_path: Path, db: Path, record: Rec
         text = wait_until(agree, timeout=30, what="the metrics and the record agreeing")
     finally:
         spawner.resume()
-    for worker in ("healthy", "raises", "segfault", "hang"):
+    outcomes = {dict(labels)["outcome"] for (name, labels) in samples(text) if name == "worker_supervisor_runs_total"}
+    assert outcomes == {"succeeded", "error", "crash", "timeout", "exit", "killed", "limit"}, outcomes
+    for worker in zoo:
         finished = len(record.runs(worker))
         assert value(text, "worker_supervisor_run_duration_seconds_count", worker=worker) == finished
         row = record.worker(worker)
