@@ -354,3 +354,18 @@ def test_a_crash_a_timeout_and_a_limit_each_give_an_event_with_its_outcome(tmp_p
         assert supervisor.stop() == 0
     finally:
         supervisor.stop()
+
+
+def test_a_reload_brings_the_notify_table_into_force(tmp_path: Path, db: Path, record: Record, hook: Hook) -> None:
+    worker_package(tmp_path, ["raises"])
+    supervisor = SupervisorProcess(tmp_path, f"sqlite:///{db}", config="workers = [\"workers\"]\n")
+    try:
+        wait_until(lambda: len(record.runs("raises")) >= 3, timeout=60, what="failures with no sink")
+        (tmp_path / "supervisor.toml").write_text(f'workers = ["workers"]\n\n[notify]\nwebhook = "{hook.url}"\n')
+        supervisor.signal(__import__("signal").SIGHUP)
+        (alert,) = wait_until(lambda: hook.of("failure"), timeout=30, what="the alert after the reload")
+        assert alert["worker"] == "raises"
+        assert "notify changed" not in supervisor.log()  # applied, not put off to a restart
+        assert supervisor.stop() == 0
+    finally:
+        supervisor.stop()

@@ -91,6 +91,13 @@ class Alerts:
             if self.limit.allow(now, name):
                 self.send(payload, settings)
 
+    def reconfigure(self, settings: NotifySettings) -> None:
+        """A reload's [notify] tables: they apply from the next run's end; a notifier starts if none ran."""
+        self.settings = settings
+        self.limit.per_minute = settings.max_per_minute
+        if self.notifier is None:
+            self.start()
+
     def seed(self, stored: dict[str, Any]) -> None:
         """The alert state the record keeps (a restart neither repeats an alert nor loses its recovery)."""
         for name, row in stored.items():

@@ -112,6 +112,7 @@ class Supervisor:
         self.reloader = Reloader(reread, config, self.keeper, self.scheduler, self.service, self.commands)
         self.alerts = Alerts(notify or NotifySettings(), self.recording, self.selector, node, self.run_keeper.pid)
         """Failures told to people (supervise/alerts.py, through the notifier process)."""
+        self.reloader.on_notify = self.alerts.reconfigure
         listen, textfile = metrics
         self.metrics = None if listen is None and textfile is None else MetricsExport(
             listen, textfile, self.selector, self.metrics_source, clock)

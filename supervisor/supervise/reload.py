@@ -10,7 +10,8 @@ What a reload changes, and what it leaves:
   its runs in progress (they are its children) and exits when the last has ended: gunicorn's HUP;
 - added workers are scheduled, removed ones stop being scheduled, a changed schedule starts afresh from the current
   slot (Scheduler.place); counters, pauses and quarantine carry on;
-- `max_children` and the log level apply at once; the database, the journal and the node's settings need a
+- `max_children`, the log level and the `[notify]` tables apply at once (a notifier starts if there was none);
+  the database, the journal and the node's settings need a
   restart, and a reload that changes them says so.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .spawner_keeper import SpawnerKeeper
 
 log = logging.getLogger("supervisor")
 
-APPLIED = ("workers", "overrides", "commands", "max_children", "log_level")
+APPLIED = ("workers", "overrides", "commands", "max_children", "log_level", "notify")
 """What a reload applies; every other setting takes effect at the next start."""
 IGNORED = ("config_file", "log_format")
 
@@ -43,6 +44,8 @@ class Reloader:
         """Loads the config as the supervisor's start did (flags, environment, file); None: nothing to reread."""
         self.current = current
         self.keeper, self.scheduler, self.service, self.commands = keeper, scheduler, service, commands
+        self.on_notify: Callable[[Any], None] | None = None
+        """Takes the reloaded [notify] tables (the alerts')."""
         commands.on_reload = self.command
         self.before: dict[str, WorkerDefinition] | None = None
         """The workers as they were when a reload began, until the new spawner reports its own."""
@@ -63,6 +66,8 @@ class Reloader:
         self.before = {name: status.definition for name, status in self.scheduler.workers.items()}
         self.keeper.reconfigure(config.workers, config.overrides, config.commands, config.config_file)
         self.scheduler.max_children = config.max_children
+        if self.on_notify is not None:
+            self.on_notify(config.notify)
         logging.getLogger().setLevel(config.log_level.upper())
         renewed = self.keeper.renew()
         log.info("reload (%s): config read again%s; %s", source, f" from {config.config_file}" if config.config_file
