@@ -240,7 +240,8 @@ class Supervisor:
         self.start_due_runs(now)
         if self.cluster is not None:
             self.cluster.tend(now, list(self.runs))
-        self.service.tend(now, self.behind(now), self.status_line())
+        if self.service.active:  # the status line counts every worker: only for a service manager that listens
+            self.service.tend(now, self.behind(now), self.status_line())
         if self.metrics is not None:
             self.metrics.tend(now, self.wall_clock())
         self.recording.check(now)
