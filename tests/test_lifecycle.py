@@ -141,12 +141,12 @@ def test_ps_shows_each_process_role_and_the_worker_a_run_runs(tmp_path: Path, re
 
 
 STUCK = '''
-import time
+import select
 from supervisor import worker
 
 
 def wait_for_upstream():
-    time.sleep(600)  # in C: no Python runs until a signal
+    select.select([], [], [])  # for ever, in C: no Python runs until a signal
 
 
 @worker(interval=600, timeout=1, grace=1)

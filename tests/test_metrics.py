@@ -14,17 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import Record, SupervisorProcess, TcpProxy, title, wait_until, worker_package
 
-HOG = '''
-from supervisor import worker
-
-
-@worker(interval=3600, memory_limit="40MB")
-def hog(ctx):
-    hoard = []
-    while True:
-        hoard.append(bytearray(8 * 1024 * 1024))
-        ctx.sleep(0.05)
-'''
 SLOW = '''
 from supervisor import worker
 
@@ -64,8 +53,8 @@ def value(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_the_metrics_agree_with_the_record(tmp_path: Path, db: Path, record: Record, start_supervisor: Any) -> None:
-    worker_package(tmp_path, ["healthy", "raises", "segfault", "hang", "exit3", "sigkill_self"],
-                   extra={"slow": SLOW, "hog": HOG})
+    worker_package(tmp_path, ["healthy", "raises", "segfault", "hang", "exit3", "sigkill_self", "hog"],
+                   extra={"slow": SLOW})
     textfile = tmp_path / "prom" / "worker-supervisor.prom"
     textfile.parent.mkdir()
     supervisor = start_supervisor("--metrics", "127.0.0.1:0", "--metrics-textfile", str(textfile))

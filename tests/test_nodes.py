@@ -9,13 +9,11 @@ after the worker's body. Short leases (heartbeat 0.5 s, lease 4 s, grace 1 s, ma
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path

@@ -5,6 +5,7 @@ spawner; the old spawner finishes its run and exits; a broken config changes not
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from supervisor import worker
 
 @worker(interval=3600, timeout=60)
 def long(ctx):
-    ctx.sleep(6)
+    ctx.sleep(12)
 '''
 BEAT = '''
 from supervisor import worker
@@ -53,6 +54,26 @@ def added(ctx):
 '''
 
 
+SLOW_IMPORT = '''
+import os
+
+if not os.path.exists("{gate}.passed"):  # only the reload's spawner waits; a later one imports at once
+    with open("{gate}") as gate:
+        gate.read()
+    open("{gate}.passed", "w").close()
+'''
+
+
+def release(gate: Path) -> None:
+    """Let the import waiting on the FIFO go on: open it for writing (which fails until its reader is there)."""
+    def opened() -> int | None:
+        try:
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: the import has not opened it yet
+            return None
+    os.close(wait_until(opened, timeout=30, what="the import waiting on its gate"))
+
+
 def spawners(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children() if "worker-supervisor: spawner" in title(p)]
 
@@ -70,8 +91,18 @@ def test_sighup_applies_added_removed_and_changed_workers_while_a_long_run_goes_
     (package / "beat.py").write_text(BEAT.replace("{version}", "v2"))
     (package / "gone.py").unlink()
     (package / "added.py").write_text(ADDED)
-    (package / "slow_import.py").write_text("import time\ntime.sleep(3)  # the new spawner takes a while\n")
+    # A module whose import waits until the test lets it go (reading a FIFO blocks until someone writes to it):
+    # the new spawner is not ready until then.
+    gate = tmp_path / "import-gate"
+    os.mkfifo(gate)
+    (package / "slow_import.py").write_text(SLOW_IMPORT.replace("{gate}", str(gate)))
     supervisor.signal(signal.SIGHUP)
+    sighup_at = time.time()
+    # Meanwhile beat's slots still run, on the old spawner: a reload holds no due run back.
+    wait_until(lambda: len([r for r in record.runs("beat") if _started(r) > sighup_at]) >= 3, timeout=30,
+               what="beat running while the new spawner imports")
+    assert "reload: " not in supervisor.log()
+    release(gate)
     said = wait_until(lambda: re.search(r"reload: (.*)", supervisor.log()), timeout=30, what="the reload's line")
     reloaded_at = time.time()
     assert said.group(1) == "added: added; removed: gone; changed: beat (interval 1s → 2s)", said.group(0)
@@ -90,8 +121,7 @@ def test_sighup_applies_added_removed_and_changed_workers_while_a_long_run_goes_
     wait_until(lambda: time.time() > settle, timeout=10, step=0.1)
     late_gone = [r for r in record.runs("gone") if _started(r) > reloaded_at + 0.5]
     assert not late_gone, late_gone
-    # No slot of beat was lost to the reload, though the new spawner took 3 s to import: the old one ran it
-    # until the new one was ready.
+    # No slot of beat was lost to the reload, however long the new spawner took to import.
     around = sorted(_started(r) for r in record.runs("beat"))
     assert max(b - a for a, b in zip(around, around[1:])) < 2.6, around
     beats = [r for r in record.runs("beat") if _started(r) > reloaded_at + 0.5]

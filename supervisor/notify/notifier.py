@@ -8,16 +8,13 @@ supervisor, which logs a failing sink once per spell and counts every result.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import socket
 import time
 from collections import deque
 from typing import NoReturn
 
-from ..process import die_with_parent
-from ..process_title import set_title
+from ..helper_main import become_helper, helper_arguments
 from ..protocol import Message, receive, send
 from .sinks import deliver
 
@@ -82,18 +79,10 @@ class Notifier:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `python -m supervisor.notify.notifier`; only the supervisor starts it."""
-    parser = argparse.ArgumentParser(prog="supervisor.notify.notifier")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--supervisor-pid", type=int, required=True)
-    args = parser.parse_args(argv)
-    set_title("notifier", "ws-notifier")
-    # The supervisor's death ends us after what is queued is tried once more: die_with_parent only stops a hang.
-    if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
-        os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    control = socket.socket(fileno=args.control_fd)
-    os.set_inheritable(control.fileno(), False)
-    Notifier(control).serve()
+    args = helper_arguments("supervisor.notify.notifier").parse_args(argv)
+    # A supervisor that dies takes us with it (what is queued is lost); one that stops cleanly closes our channel
+    # and gives us a few seconds for what is queued (supervise/alerts.py).
+    Notifier(become_helper(args, "notifier")).serve()
     os._exit(0)
 
 

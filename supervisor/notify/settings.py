@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,9 +47,9 @@ class NotifySettings:
     timeout: float = 10.0
     workers: dict[str, NotifySettings] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property
     def sinks(self) -> dict[str, Any]:
-        """The configured sinks by name (what the notifier delivers to)."""
+        """The configured sinks by name (what the notifier delivers to); read at every run's end, made once."""
         found: dict[str, Any] = {}
         if self.webhook:
             found["webhook"] = self.webhook

@@ -58,23 +58,24 @@ def _command(argv: list[str], event: dict[str, Any], timeout: float, stdin: byte
 
 
 def _webhook(url: str, event: dict[str, Any], timeout: float) -> str:
-    request = urllib.request.Request(url, data=json.dumps(event).encode(), method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": f"worker-supervisor/{__version__}"})
+    return _post(url, json.dumps(event).encode(), "application/json", timeout)
+
+
+def _post(url: str, body: bytes, content_type: str, timeout: float) -> str:
+    """POST `body`; a 2xx answer is `delivered`, anything else says what went wrong."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": content_type, "User-Agent": f"worker-supervisor/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the operator's URL
             response.read(65536)
             return "delivered" if 200 <= response.status < 300 else f"refused: HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"refused: HTTP {exc.code}"
-    except TimeoutError:
-        return f"timed out after {timeout:g}s"
-    except urllib.error.URLError as exc:
-        reason = exc.reason
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             return f"timed out after {timeout:g}s"
         return f"refused: {getattr(reason, 'strerror', None) or reason}"
-    except OSError as exc:
-        return f"refused: {exc.strerror or exc}"
 
 
 def _mail(target: dict[str, Any], event: dict[str, Any], timeout: float) -> str:
@@ -126,16 +127,4 @@ PING_BODY_LIMIT = 10_000
 def _ping(target: dict[str, Any], timeout: float) -> str:
     url = f"{str(target['url']).rstrip('/')}{PING_SUFFIX[target['kind']]}?rid={target['rid']}"
     body = str(target.get("body") or "").encode()[-PING_BODY_LIMIT:]
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "text/plain; charset=utf-8", "User-Agent": f"worker-supervisor/{__version__}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the operator's URL
-            response.read(4096)
-            return "delivered" if 200 <= response.status < 300 else f"refused: HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"refused: HTTP {exc.code}"
-    except (TimeoutError, urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            return f"timed out after {timeout:g}s"
-        return f"refused: {getattr(reason, 'strerror', None) or reason}"
+    return _post(url, body, "text/plain; charset=utf-8", timeout)

@@ -7,7 +7,6 @@ import os
 import socket
 import sys
 import time
-from datetime import datetime
 from typing import Any, Callable, NoReturn
 
 from . import installation

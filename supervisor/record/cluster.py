@@ -15,7 +15,6 @@ The design, and the systems it learned from (Quartz, GoodJob, Solid Queue, db-sc
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -229,8 +228,8 @@ class NodeLedger:
             )
             for victim, name, host, pid, heartbeat_at, my_name in dead:
                 ticks = self._all(
-                    f"UPDATE tick SET state = 'lost' WHERE node = %s AND state = 'running'"
-                    f" RETURNING run_id, worker, claimed_at",
+                    "UPDATE tick SET state = 'lost' WHERE node = %s AND state = 'running'"
+                    " RETURNING run_id, worker, claimed_at",
                     (victim,),
                 )
                 now = self._one(f"SELECT {NOW}")[0]

@@ -14,9 +14,7 @@ Protocol (see protocol.py):
 """
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import socket
 import time
 from datetime import datetime, timezone
@@ -26,10 +24,10 @@ import peewee
 
 from .cluster import ClaimRequest, NodeLedger
 from ..errors import StoreUnavailable
-from ..process import boottime, die_with_parent
+from ..helper_main import become_helper, helper_arguments
+from ..process import boottime
 from ..protocol import COORDINATOR_DB_ENV, Message, receive, send
 from .store import Store
-from ..process_title import set_title
 
 PRUNE_INTERVAL = 600.0
 TICKS_KEPT_HOURS = 24.0
@@ -170,22 +168,16 @@ def _naive(unix: float) -> datetime:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `python -m supervisor.record.coordinator`; only the supervisor starts it."""
-    parser = argparse.ArgumentParser(prog="supervisor.record.coordinator")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--supervisor-pid", type=int, required=True)
+    parser = helper_arguments("supervisor.record.coordinator")
     parser.add_argument("--lease", type=float, required=True)
     parser.add_argument("--grace", type=float, required=True)
     parser.add_argument("--margin", type=float, required=True)
     parser.add_argument("--statement-timeout-ms", type=int, required=True)
     args = parser.parse_args(argv)
-    set_title("coordinator", "ws-coordinator")
-    # Nothing to clean up: what is committed stays; a lease not renewed runs out, which is the point.
-    if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
-        os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    # Dying with the supervisor leaves nothing to clean up: what is committed stays; a lease not renewed runs out,
+    # which is the point.
+    control = become_helper(args, "coordinator")
     url = os.environ.pop(COORDINATOR_DB_ENV)
-    control = socket.socket(fileno=args.control_fd)
-    os.set_inheritable(control.fileno(), False)
     store = Store(url, connect_timeout=2, statement_timeout_ms=args.statement_timeout_ms)
     try:
         store.open()

@@ -15,11 +15,9 @@ Protocol (see protocol.py):  supervisor -> recorder: written {end}; rewind {}
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import select
-import signal
 import socket
 import sys
 import time
@@ -29,12 +27,11 @@ import peewee
 
 from .command_watch import CommandWatch
 from ..errors import StoreUnavailable
+from ..helper_main import become_helper, helper_arguments
 from .journal import read_records
-from ..process import die_with_parent
 from .record_files import share_companions
 from ..protocol import receive, send
 from .store import CONNECT_TIMEOUT, Store
-from ..process_title import set_title
 
 DB_ENV = "SUPERVISOR_RECORDER_DB"  # the URL travels in the environment: argv is visible to every user in ps
 BATCH_BYTES = 256 * 1024
@@ -202,9 +199,7 @@ class Recorder:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of `python -m supervisor.record.recorder`; only the supervisor starts it."""
-    parser = argparse.ArgumentParser(prog="supervisor.record.recorder")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--supervisor-pid", type=int, required=True)
+    parser = helper_arguments("supervisor.record.recorder")
     parser.add_argument("--journal", required=True)
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--keep-runs", type=int, required=True)
@@ -213,14 +208,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--statement-timeout-ms", type=int, required=True)
     parser.add_argument("--write-timeout", type=float, required=True)
     args = parser.parse_args(argv)
-    set_title("recorder", "ws-recorder")
-    # Nothing to clean up: what is committed stays, what is not is still in the journal.
-    if not die_with_parent(signal.SIGKILL, args.supervisor_pid):
-        os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    # Dying with the supervisor leaves nothing to clean up: what is committed stays, the rest is in the journal.
+    control = become_helper(args, "recorder")
     url = os.environ.pop(DB_ENV)
-    control = socket.socket(fileno=args.control_fd)
-    os.set_inheritable(control.fileno(), False)
     connect_timeout = min(CONNECT_TIMEOUT, max(2, int(args.write_timeout / 2)))
     store = Store(url, connect_timeout=connect_timeout, statement_timeout_ms=args.statement_timeout_ms)
     recorder = Recorder(

@@ -43,6 +43,8 @@ class Alerts:
     def __init__(self, settings: NotifySettings, recording: Recording, selector: selectors.BaseSelector, node: str,
                  pid: int) -> None:
         self.settings = settings
+        self.wanted = self._wanted(settings)
+        """Anything to send at all (kept, as every run's end asks)."""
         self.recording = recording
         self.selector = selector
         self.node, self.pid = node, pid
@@ -57,11 +59,10 @@ class Alerts:
         self.results: dict[tuple[str, str], int] = {}
         """Deliveries by (sink, delivered|failed), and events held by the rate limit as (*, held)."""
 
-    @property
-    def wanted(self) -> bool:
+    @staticmethod
+    def _wanted(settings: NotifySettings) -> bool:
         """Whether any sink or ping is configured, for all workers or for one."""
-        every = [self.settings, *self.settings.workers.values()]
-        return any(s.sinks or s.ping_url for s in every)
+        return any(s.sinks or s.ping_url for s in (settings, *settings.workers.values()))
 
     def start(self) -> None:
         if not self.wanted:
@@ -94,6 +95,7 @@ class Alerts:
     def reconfigure(self, settings: NotifySettings) -> None:
         """A reload's [notify] tables: they apply from the next run's end; a notifier starts if none ran."""
         self.settings = settings
+        self.wanted = self._wanted(settings)
         self.limit.per_minute = settings.max_per_minute
         if self.notifier is None:
             self.start()
@@ -109,13 +111,16 @@ class Alerts:
     # -- a run ended -------------------------------------------------------------------------------------------------
 
     def run_ended(self, run: Run, verdict: Verdict, status: WorkerStatus, exit_code: int | None,
-                  signum: int | None, duration: float, stderr: str, quarantined: bool) -> None:
+                  signum: int | None, duration: float, quarantined: bool) -> None:
+        """Tell what this run's end calls for. With nothing configured it returns at once: every run ends here."""
+        if not self.wanted:
+            return
         name = run.definition.name
         settings = self.settings.for_worker(name)
         if not verdict.outcome.counted:
             self.pinged.discard(run.id)
             return  # our own stop interrupted it: nothing to tell
-        self._ping_end(settings, run, verdict.outcome.failed, stderr)
+        self._ping_end(settings, run, verdict.outcome.failed)
         if not settings.sinks:
             return
         state = self.states.setdefault(name, AlertState())
@@ -135,15 +140,16 @@ class Alerts:
             events.append("quarantine")
         if before != (state.alerted, state.signature, state.sent_at):
             self.recording.record(records.alert_state(name, state.signature, _moment(state.sent_at)))
+        events = [event for event in events if event in settings.on]
+        if not events:
+            return
         facts = {"id": run.id, "attempt": run.attempt, "outcome": verdict.outcome.value, "exit_code": exit_code,
                  "signal": signal_name(signum) if signum else None, "pid": run.pid, "started_at": run.started_at,
                  "ended_at": now, "duration": round(duration, 6), "message": verdict.message,
-                 "traceback": verdict.traceback, "stderr": stderr}
+                 "traceback": verdict.traceback, "stderr": run.stderr.text()}
         counts = {"consecutive_failures": status.consecutive_failures, "success_count": status.successes,
                   "failure_count": status.failures, "paused": status.paused, "quarantined": status.quarantined}
         for event in events:
-            if event not in settings.on:
-                continue
             note = "the kind of failure changed" if decision.changed else "still failing" if decision.reminder else ""
             payload = run_event(event, name, self.node, self.pid, facts, counts, note)
             if self.limit.allow(now, name):
@@ -171,12 +177,12 @@ class Alerts:
         self.pinged.add(run.id)
         self._ping(settings, run, "start")
 
-    def _ping_end(self, settings: NotifySettings, run: Run, failed: bool, stderr: str) -> None:
+    def _ping_end(self, settings: NotifySettings, run: Run, failed: bool) -> None:
         """Ping the end: a failure always (with the stderr tail), a success when its start was pinged."""
         started = run.id in self.pinged
         self.pinged.discard(run.id)
         if settings.ping_url and (failed or started):
-            self._ping(settings, run, "fail" if failed else "success", stderr if failed else "")
+            self._ping(settings, run, "fail" if failed else "success", run.stderr.text() if failed else "")
 
     def _ping(self, settings: NotifySettings, run: Run, kind: str, body: str = "") -> None:
         rid = str(uuid.UUID(run.id))
@@ -201,7 +207,9 @@ class Alerts:
     # -- the loop's calls --------------------------------------------------------------------------------------------
 
     def tend(self) -> None:
-        """Send the summary of what the rate limit held back, once its minute is over."""
+        """Send the summary of what the rate limit held back, once its minute is over (each pass asks)."""
+        if self.limit.window_end is None:
+            return
         held = self.limit.summary_due(time.time())
         if held and self.settings.sinks:
             self.send(summary_event(held, self.node, self.pid), self.settings)

@@ -385,7 +385,7 @@ class Supervisor:
         if self.node_runs is not None:
             self.node_runs.spawner_ready(defined)
         self.service.ready(self.status_line())
-        self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})
+        self.keeper.release_idle({r.spawner for r in self.runs.values()})
         self.reloader.spawner_ready(defined)
         if self.metrics is not None:
             self.metrics.seed(self.stored)
@@ -482,12 +482,11 @@ class Supervisor:
             self.metrics.counts.run_ended(run.definition.name, end.verdict.outcome, end.duration, self.wall_clock())
         self.run_keeper.record_end(end, ended)
         if run.spawner in self.keeper.retiring:
-            self.keeper.release_idle({id(r.spawner) for r in self.runs.values()})  # its last run may have ended
+            self.keeper.release_idle({r.spawner for r in self.runs.values()})  # its last run may have ended
         worker = self.workers.get(run.definition.name)
         if worker is not None:
             quarantined = worker.quarantined and ended.decided == worker.pause_reason
-            self.alerts.run_ended(run, end.verdict, worker, end.exit_code, end.signal, end.duration, run.stderr.text(),
-                                  quarantined)
+            self.alerts.run_ended(run, end.verdict, worker, end.exit_code, end.signal, end.duration, quarantined)
         if worker is not None and ended.decided:
             log.warning("%s: %s", run.definition.name, ended.decided)
             if worker.quarantined:

@@ -124,13 +124,13 @@ class SpawnerKeeper:
         return next((old for old in reversed(self.retiring) if old.ready and not old.channel_closed and not old.exited),
                     None)
 
-    def release_idle(self, busy: set[int]) -> None:
-        """Let go of the retiring spawners no run needs (`busy`: ids of the links that have runs), unless one still
+    def release_idle(self, busy: set[SpawnerLink]) -> None:
+        """Let go of the retiring spawners no run needs (`busy`: the spawners that have runs), unless one still
         stands in for a new spawner that is not ready yet."""
         if self.link is None or not self.link.ready:
             return
         for old in self.retiring:
-            if id(old) not in busy:
+            if old not in busy:
                 self.release(old)
 
     def release(self, old: SpawnerLink) -> None:
