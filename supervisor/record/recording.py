@@ -8,7 +8,9 @@ killed and replaced; its successor starts where the last acknowledgement left of
 """
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import os
 import selectors
 import time
@@ -31,11 +33,29 @@ log = logging.getLogger("supervisor.record.recording")
 
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 10.0
-# How long a record that can wait (a run's start, a success) may stay untold to the recorder. A commit per record
-# would compete for the CPU with the very child whose start it records, and cost a transaction per record; told
-# together, a run's start, pid and end go to the database as one row, and many runs in one transaction. A failure,
-# or an answer an operator waits for, is told at the end of the loop's pass, and takes everything before it along.
+
+
+class Urgency(enum.Enum):
+    """How soon the recorder is told of a record (and so how soon the database has it).
+
+    Telling costs the recorder a transaction. Told together, a run's start, pid and end go to the database as one
+    row, and many runs in one transaction; a commit per record would also compete for the CPU with the very child
+    whose start it records. So each record is told as late as its readers can bear, and takes everything appended
+    before it along.
+    """
+
+    NOW = "now"
+    """A failure, an answer an operator waits for: at the end of the loop's pass."""
+    SOON = "soon"
+    """A run that ended well: at once when the recorder was last told more than QUIET ago, else within DEFER_LIMIT
+    of that. A supervisor that is not busy has each success on record within milliseconds; a busy one tells the
+    recorder at most every DEFER_LIMIT, each time with every run that ended meanwhile."""
+    LATER = "later"
+    """A run's start, its pid: within DEFER_LIMIT (its end, if it comes first, takes it along in one row)."""
+
+
 DEFER_LIMIT = 0.1
+QUIET = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +146,8 @@ class Recording:
         """The database error the recorder last reported, until it reports success again."""
         self._notify_later = False
         self.tell_at: float | None = None
+        self.told_at = -math.inf
+        """When the recorder was last told of new records (monotonic)."""
         """When to tell the recorder of the records appended since it was last told (None: nothing untold)."""
         self.commands: list[Message] = []
         """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
@@ -150,14 +172,18 @@ class Recording:
         if self.journal.size > self.applied:
             self._notify()
 
-    def record(self, record: Record, can_wait: bool = False) -> None:
-        """Append a record to the journal; the recorder is told at the end of the loop's pass, or within
-        DEFER_LIMIT if the record `can_wait` (and nothing that cannot comes meanwhile)."""
+    def record(self, record: Record, urgency: Urgency = Urgency.NOW) -> None:
+        """Append a record to the journal; the recorder is told of it as `urgency` says (see Urgency)."""
         self.ends.append(self.journal.append(record))
         now = time.monotonic()
         if len(self.ends) == 1 and self.recorder is not None:
             self.recorder.last_heard = now  # the silence that counts starts now
-        tell_at = now + DEFER_LIMIT if can_wait else now
+        if urgency is Urgency.NOW:
+            tell_at = now
+        elif urgency is Urgency.SOON:
+            tell_at = now if now - self.told_at >= QUIET else self.told_at + DEFER_LIMIT
+        else:
+            tell_at = now + DEFER_LIMIT
         self.tell_at = tell_at if self.tell_at is None else min(self.tell_at, tell_at)
 
     @property
@@ -268,6 +294,7 @@ class Recording:
         if self._notify_later:
             return
         self.recorder.send("written", end=self.journal.size)
+        self.told_at = time.monotonic()
 
     def _handle_message(self, message: Message) -> None:
         op = message["op"]

@@ -24,7 +24,7 @@ from .limits import MemoryWatch, cpu_limit_verdict, open_files_verdict, run_sett
 from ..outcome import Outcome, StopReason, Verdict, WorkerState, classify
 from ..process import decode_status, open_pipe, read_available, set_nonblocking
 from ..protocol import Message
-from ..record.recording import Recording
+from ..record.recording import Recording, Urgency
 from .scheduling import RunEnded, utc
 from .spawner_link import SpawnerLink
 from ..record.store import utcnow
@@ -122,7 +122,7 @@ class RunKeeper:
                 skipped=status.unrecorded_skips,
                 node_id=run.node_id,
             ),
-            can_wait=True,
+            Urgency.LATER,
         )
         status.unrecorded_skips = 0
         # The spawner link owns the write ends from here: it closes them once the request is sent. If the spawner
@@ -158,7 +158,7 @@ class RunKeeper:
                 extra={"worker": definition.name, "run_id": run.id, "pid": run.pid, "attempt": run.attempt})
         if run.definition.memory_limit:
             self.memory_limited.add(run.id)
-        self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid), can_wait=True)
+        self.recording.record(records.run_spawned(run.id, run.definition.name, run.pid), Urgency.LATER)
 
     # -- its pipes --------------------------------------------------------------------------------------------------
 
@@ -253,8 +253,8 @@ class RunKeeper:
                 skipped=ended.skipped,
                 node_id=run.node_id,
             ),
-            # A failure is on record within milliseconds; a success may wait for the next batch.
-            can_wait=not verdict.outcome.failed,
+            # A failure is on record within milliseconds; a success too unless runs end faster than a batch's gap.
+            Urgency.NOW if verdict.outcome.failed else Urgency.SOON,
         )
         # An interrupted run is no failure, but work left undone: a warning, as a failure that needs no one is.
         level = logging.INFO if verdict.outcome is Outcome.SUCCEEDED else logging.WARNING
