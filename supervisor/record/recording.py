@@ -47,9 +47,9 @@ class Urgency(enum.Enum):
     NOW = "now"
     """A failure, an answer an operator waits for: at the end of the loop's pass."""
     SOON = "soon"
-    """A run that ended well: at once when the recorder was last told more than QUIET ago, else within DEFER_LIMIT
-    of that. A supervisor that is not busy has each success on record within milliseconds; a busy one tells the
-    recorder at most every DEFER_LIMIT, each time with every run that ended meanwhile."""
+    """A run that ended well: at once if no other run ended in the QUIET before it, else within DEFER_LIMIT of the
+    last telling. A supervisor that is not busy has each success on record within milliseconds; a busy one tells
+    the recorder about every DEFER_LIMIT, each time with every run that ended meanwhile."""
     LATER = "later"
     """A run's start, its pid: within DEFER_LIMIT (its end, if it comes first, takes it along in one row)."""
 
@@ -146,9 +146,11 @@ class Recording:
         """The database error the recorder last reported, until it reports success again."""
         self._notify_later = False
         self.tell_at: float | None = None
+        """When to tell the recorder of the records appended since it was last told (None: nothing untold)."""
         self.told_at = -math.inf
         """When the recorder was last told of new records (monotonic)."""
-        """When to tell the recorder of the records appended since it was last told (None: nothing untold)."""
+        self.last_soon = -math.inf
+        """When the last record of Urgency.SOON came: one that follows another within QUIET waits for a batch."""
         self.commands: list[Message] = []
         """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
 
@@ -181,7 +183,9 @@ class Recording:
         if urgency is Urgency.NOW:
             tell_at = now
         elif urgency is Urgency.SOON:
-            tell_at = now if now - self.told_at >= QUIET else self.told_at + DEFER_LIMIT
+            quiet = now - self.last_soon >= QUIET
+            self.last_soon = now
+            tell_at = now if quiet else self.told_at + DEFER_LIMIT
         else:
             tell_at = now + DEFER_LIMIT
         self.tell_at = tell_at if self.tell_at is None else min(self.tell_at, tell_at)
