@@ -135,8 +135,13 @@ class Scheduler:
         (its worker's timetable moves on). Busy slots are dealt with on the way (skipped or queued, and said)."""
         if now >= self.next_full_pass:
             self._attend_all(now, wall)
+        room = None if self.max_children is None else max(0, self.max_children - running)
+        # With no room, only the workers newly due are looked at: the runs already waiting for room wait on, and
+        # whatever changed for their workers meanwhile (a pause, a trigger, a reload) is seen when room comes.
+        # Looking at every waiting one on every pass made each run of a long queue cost passes over the queue.
+        waiting = sorted(self.waiting_for_room) if room != 0 else []
         owed: list[tuple[float, str]] = []
-        for name in [*self.agenda.due(now), *sorted(self.waiting_for_room)]:
+        for name in [*self.agenda.due(now), *waiting]:
             status = self.workers.get(name)
             if status is None or status.state is WorkerState.BROKEN:
                 continue
@@ -149,8 +154,11 @@ class Scheduler:
                 owed.append((since, name))
             else:
                 self.attend(status, now)
+        if room == 0:
+            self.waiting_for_room.update(name for _, name in owed)
+            return []
         owed.sort()
-        room = len(owed) if self.max_children is None else max(0, self.max_children - running)
+        room = len(owed) if room is None else room
         due = []
         for _, name in owed[:room]:
             status = self.workers[name]
