@@ -8,7 +8,7 @@ problem: that was on purpose. `--json` gives the same verdict with every problem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import as_json
 from .dashboard import WorkerView, is_failing, printable
@@ -56,27 +56,41 @@ def judge(snapshot: StatusSnapshot) -> tuple[int, list[Problem]]:
     return (DEGRADED if problems else HEALTHY), problems
 
 
+def assess(read: Callable[[], StatusSnapshot]) -> tuple[int, list[Problem], StatusSnapshot | None]:
+    """Judge what `read` returns: the verdict, its problems, and the snapshot (None: the database could not be
+    read, which is down). `health` and the web page's /health both judge this way."""
+    try:
+        snapshot = read()
+    except StoreUnavailable as exc:
+        return DOWN, [Problem(None, "database", str(exc))], None
+    code, problems = judge(snapshot)
+    return code, problems, snapshot
+
+
+def document(code: int, problems: list[Problem], snapshot: StatusSnapshot | None) -> dict[str, Any]:
+    """`health --json`'s document (without the format key `as_json.dumps` adds): the verdict, the problems, and
+    every worker when the record could be read."""
+    found: dict[str, Any] = {
+        "health": VERDICTS[code], "exit_code": code,
+        "problems": [{"worker": p.worker, "kind": p.kind, "detail": p.detail} for p in problems],
+    }
+    if snapshot is not None:
+        found.update(as_json.status(snapshot))
+    return found
+
+
 def cmd_health(url: str, statement_timeout_ms: int, json_output: bool) -> int:
     """Print the verdict (one line, then one per problem) or its JSON; return its exit status."""
-    snapshot: StatusSnapshot | None = None
-    try:
+    def read() -> StatusSnapshot:
         store = open_store(url, statement_timeout_ms, write=False)
         try:
-            snapshot = read_status(store)
+            return read_status(store)
         finally:
             store.close()
-    except StoreUnavailable as exc:
-        code, problems = DOWN, [Problem(None, "database", str(exc))]
-    else:
-        code, problems = judge(snapshot)
+
+    code, problems, snapshot = assess(read)
     if json_output:
-        document: dict[str, Any] = {
-            "health": VERDICTS[code], "exit_code": code,
-            "problems": [{"worker": p.worker, "kind": p.kind, "detail": p.detail} for p in problems],
-        }
-        if snapshot is not None:
-            document.update(as_json.status(snapshot))
-        print(as_json.dumps(document))
+        print(as_json.dumps(document(code, problems, snapshot)))
         return code
     workers = f"{len(snapshot.rows)} worker(s)" if snapshot is not None else "the record cannot be read"
     summary = snapshot.alive.line if snapshot is not None and snapshot.alive.alive else ""

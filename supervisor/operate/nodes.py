@@ -16,7 +16,8 @@ from rich.text import Text
 
 from .dashboard import COMPACT, ago, printable, span
 from ..record import ownership
-from ..record.nodes_view import RECENT, NodeView, Nodes
+from ..record.nodes_view import RECENT, NodeView, Nodes, read_nodes
+from ..record.store import Store
 
 STATE_STYLES = {"alive": "green", "expired": "bold yellow", "stopped": "dim", "dead": "bold red"}
 ID_LENGTH = 8
@@ -28,6 +29,12 @@ COLUMNS: tuple[tuple[str, JustifyMethod, int], ...] = (
     ("clock", "right", len("+120ms")), ("runs", "right", len("runs")), ("workers", "right", len("workers")),
     ("ended", "left", 0),
 )
+
+
+def read(store: Store) -> Nodes | ownership.Holder:
+    """What `nodes` shows: the nodes on PostgreSQL; on SQLite, who holds its one supervisor's lock (if anyone)."""
+    holder = ownership.probe(store.url)
+    return read_nodes(store) if holder is None else holder
 
 
 def table(nodes: Nodes) -> Table | Text:
@@ -51,8 +58,8 @@ def table(nodes: Nodes) -> Table | Text:
             printable(node.version),
             Text(node.state, style=STATE_STYLES.get(node.state, "")),
             ago(node.heartbeat_at, nodes.now),
-            span(_lease_left(node, nodes.now)) if node.alive else "-",
-            _clock(node.clock_offset),
+            span(lease_left(node, nodes.now)) if node.alive else "-",
+            clock(node.clock_offset),
             str(node.running) if node.alive else "-",
             str(len(node.workers)),
             _ended(node, nodes.now),
@@ -77,7 +84,7 @@ def as_json(nodes: Nodes) -> str:
             "heartbeat_at": _iso(node.heartbeat_at),
             "heartbeat_age_s": round((nodes.now - node.heartbeat_at).total_seconds(), 3),
             "lease_until": _iso(node.lease_until),
-            "lease_left_s": round(_lease_left(node, nodes.now), 3) if node.alive else None,
+            "lease_left_s": round(lease_left(node, nodes.now), 3) if node.alive else None,
             "clock_offset_ms": None if node.clock_offset is None else round(node.clock_offset * 1000, 1),
             "running": node.running,
             "workers": node.workers,
@@ -110,11 +117,13 @@ def sqlite_json(holder: ownership.Holder) -> str:
     }}, indent=2)
 
 
-def _lease_left(node: NodeView, now: datetime) -> float:
+def lease_left(node: NodeView, now: datetime) -> float:
+    """Seconds left of a node's lease at the database's `now` (0 once it lapsed)."""
     return max(0.0, (node.lease_until - now).total_seconds())
 
 
-def _clock(offset: float | None) -> str:
+def clock(offset: float | None) -> str:
+    """A node's clock offset from the database's, as `+12ms` (`-` when unknown)."""
     return "-" if offset is None else f"{offset * 1000:+.0f}ms"
 
 

@@ -23,7 +23,7 @@ from .dashboard import OUTCOME_STYLES, printable, span
 from ..record import record_files
 from ..errors import StoreUnavailable, UnknownWorkerError
 from ..outcome import signal_name
-from ..record.store import Store, redact
+from ..record.store import CONNECT_TIMEOUT, Store, redact
 
 PIPED_WIDTH = 160
 MESSAGE_WIDTH = 100
@@ -36,9 +36,9 @@ def console() -> Console:
     return Console(width=None if wide else PIPED_WIDTH)
 
 
-def open_store(url: str, statement_timeout_ms: int, write: bool = True) -> Store:
+def open_store(url: str, statement_timeout_ms: int, write: bool = True, connect_timeout: int = CONNECT_TIMEOUT) -> Store:
     """Open the record (only to read it unless `write`); raise StoreUnavailable (one line saying what to do) if it
-    cannot be read."""
+    cannot be read. `connect_timeout` (seconds, PostgreSQL) bounds the wait for a server that does not answer."""
     if urlsplit(url).scheme == "sqlite":
         path = db_url.parse(url)["database"]  # as store.connect() reads it
         problem = record_files.reading_problem(url)
@@ -52,7 +52,7 @@ def open_store(url: str, statement_timeout_ms: int, write: bool = True) -> Store
             # A monitoring user (database_group) may read the record, not send commands through it.
             raise StoreUnavailable("this command writes to the database, and this user may only read it (status, "
                                    "history and failures only read); run it as the supervisor's user", redact(url))
-    store = Store(url, statement_timeout_ms=statement_timeout_ms)
+    store = Store(url, connect_timeout=connect_timeout, statement_timeout_ms=statement_timeout_ms)
     reading_only = not write and read_only(store) is not None
     try:
         store.open()
