@@ -40,6 +40,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "reload": DATABASE_SETTINGS,
     "notify": (),  # only the config file's [notify] tables
     "nodes": DATABASE_SETTINGS,
+    "web": DATABASE_SETTINGS,
     **{action: DATABASE_SETTINGS for action in CONTROL_ACTIONS},
     "prune": (*DATABASE_SETTINGS, "keep_runs", "failure_days"),
     "history": DATABASE_SETTINGS,
@@ -97,6 +98,14 @@ def build_parser(prog: str = INSTALLED_NAME) -> argparse.ArgumentParser:
                                 "SQLite whether its one supervisor runs")
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_settings(nodes)
+    web = commands.add_parser("web", help="serve the workers, their runs and failures, the nodes and the health as "
+                              "read-only web pages (from the database, as status reads it)",
+                              description="Serve read-only pages of the record: / (the workers), /worker/NAME, "
+                              "/failure/ID, /nodes, /health (JSON: 200 healthy or degraded, 503 down). Loopback by "
+                              "default: put a reverse proxy with authentication in front to show it to a team.")
+    web.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                     help="where to listen (default 127.0.0.1:8080; port 0 takes a free one)")
+    _add_settings(web)
     for action, text in CONTROL_ACTIONS.items():
         control = commands.add_parser(action, help=text)
         control.add_argument("worker", metavar="WORKER")
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(PROG).parse_args(argv)
         if args.command is None:
             raise ConfigError("a command is required: run, status, health, nodes, history, failures, trigger, pause, "
-                              "resume, reload, notify, check, prune or systemd-unit (see --help)")
+                              "resume, reload, notify, check, prune, systemd-unit or web (see --help)")
         _settings_before_command(args, PROG)
         config = load(vars(args), os.environ, COMMAND_SETTINGS[args.command])
         if args.command in CONTROL_ACTIONS:
@@ -176,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_health(config.database, int(config.statement_timeout * 1000), args.json)
         if args.command == "nodes":
             return cmd_nodes(config, json_output=args.json)
+        if args.command == "web":
+            from ..web.command import cmd_web
+
+            return cmd_web(config, args.listen)
         if args.command == "systemd-unit":
             print(render_unit(config.config_file, args.user), end="")
             return 0
@@ -346,18 +359,15 @@ def cmd_nodes(config: Config, json_output: bool = False) -> int:
     """List the nodes (PostgreSQL), or say whether SQLite's one supervisor runs."""
     from . import nodes
     from .report import console, open_store
-    from ..record import ownership
-    from ..record.nodes_view import read_nodes
+    from ..record.ownership import Holder
 
     store = open_store(config.database, int(config.statement_timeout * 1000), write=False)
     try:
-        holder = ownership.probe(config.database)
-        found = read_nodes(store) if holder is None else None
+        found = nodes.read(store)
     finally:
         store.close()
-    if found is None:
-        assert holder is not None
-        print(nodes.sqlite_json(holder) if json_output else nodes.sqlite_line(holder))
+    if isinstance(found, Holder):
+        print(nodes.sqlite_json(found) if json_output else nodes.sqlite_line(found))
     elif json_output:
         print(nodes.as_json(found))
     else:
