@@ -69,6 +69,7 @@ DATABASE_OPTIONS = {"--config", "--db", "--statement-timeout"}
         (["health"], DATABASE_OPTIONS | {"--json"}),
         (["reload"], DATABASE_OPTIONS | {"--wait"}),
         (["nodes"], DATABASE_OPTIONS | {"--json"}),
+        (["web"], DATABASE_OPTIONS | {"--listen"}),
         (["history", "x"], DATABASE_OPTIONS | {"--limit", "--run", "--json"}),
         (["failures"], DATABASE_OPTIONS | {"--limit", "--id", "--json"}),
         (["trigger", "x"], DATABASE_OPTIONS | {"--wait"}),

@@ -25,6 +25,8 @@ def test_the_wheel_ships_py_typed_so_type_checkers_read_our_annotations(tmp_path
     names = zipfile.ZipFile(wheel).namelist()
     assert "supervisor/py.typed" in names, names
     assert "supervisor/operate/cli.py" in names
+    # The web page's static files are package data: a wheel without them serves pages with no style or script.
+    assert {"supervisor/web/static/app.js", "supervisor/web/static/style.css", "supervisor/web/static/icon.svg"} <= set(names)
 
 
 def make_dry_run(target: str, tmp_path: Path) -> list[str]:
