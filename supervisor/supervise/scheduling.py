@@ -7,6 +7,7 @@ here touches a process or a pipe; runs.py starts and ends the runs.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,7 +68,9 @@ class Scheduler:
         self.workers: dict[str, WorkerStatus] = {}
         self.agenda = Agenda()
         """When each worker next wants attention, so a pass looks only at the workers that are due."""
-        self.waiting_for_room: set[str] = set()
+        self.waiting_for_room: list[tuple[float, str]] = []
+        """Runs owed beyond the cap, out of the agenda: a heap of (owed since, worker), oldest first."""
+        self._waiting_names: set[str] = set()
         self.next_full_pass = 0.0
 
     # -- the worker list ------------------------------------------------------------------------------------------
@@ -135,42 +138,53 @@ class Scheduler:
         (its worker's timetable moves on). Busy slots are dealt with on the way (skipped or queued, and said)."""
         if now >= self.next_full_pass:
             self._attend_all(now, wall)
-        room = None if self.max_children is None else max(0, self.max_children - running)
-        # With no room, only the workers newly due are looked at: the runs already waiting for room wait on, and
-        # whatever changed for their workers meanwhile (a pause, a trigger, a reload) is seen when room comes.
-        # Looking at every waiting one on every pass made each run of a long queue cost passes over the queue.
-        waiting = sorted(self.waiting_for_room) if room != 0 else []
-        owed: list[tuple[float, str]] = []
-        for name in [*self.agenda.due(now), *waiting]:
-            status = self.workers.get(name)
-            if status is None or status.state is WorkerState.BROKEN:
+        for name in self.agenda.due(now):
+            status = self._looked_at(name, now, wall)
+            since = None if status is None else status.ready_since(now)
+            if since is None:
+                if status is not None:
+                    self.attend(status, now)
+            elif name not in self._waiting_names:
+                heapq.heappush(self.waiting_for_room, (since, name))
+                self._waiting_names.add(name)
+        room = len(self.waiting_for_room) if self.max_children is None else max(0, self.max_children - running)
+        # Runs owed beyond the cap wait in the heap, out of the agenda; each pass takes the oldest ones the room a
+        # run's end made allows, and looks at them again only then (a pause, a trigger, a reload meanwhile is seen
+        # there). A pass costs the workers newly due and the runs it starts, not the whole queue.
+        due: list[DueRun] = []
+        while len(due) < room and self.waiting_for_room:
+            since, name = heapq.heappop(self.waiting_for_room)
+            self._waiting_names.discard(name)
+            status = self._looked_at(name, now, wall)
+            if status is None:
                 continue
-            status.timetable.follow_wall_clock(now, wall)
-            done = status.slot_passed_while_busy(now, wall)
-            if done:
-                log.info("%s: %s", name, done)
-            since = status.ready_since(now)
-            if since is not None:
-                owed.append((since, name))
-            else:
+            now_since = status.ready_since(now)
+            if now_since is None:
                 self.attend(status, now)
-        if room == 0:
-            self.waiting_for_room.update(name for _, name in owed)
-            return []
-        owed.sort()
-        room = len(owed) if room is None else room
-        due = []
-        for _, name in owed[:room]:
-            status = self.workers[name]
+                continue
+            if now_since > since and self.waiting_for_room and self.waiting_for_room[0][0] < now_since:
+                heapq.heappush(self.waiting_for_room, (now_since, name))  # owed anew since: back in its place
+                self._waiting_names.add(name)
+                continue
             slot, slot_wall = status.timetable.due, status.timetable.slot_wall(now, wall)
             command = status.triggers[0] if status.triggers else None
             reason, attempt = status.take_start(now, wall)
             scheduled = reason is StartReason.SLOT
             command = command if reason is StartReason.TRIGGER else None
             due.append(DueRun(status, attempt, slot if scheduled else now, slot_wall, scheduled, command))
-        # Runs owed beyond the cap wait here, out of the agenda: each pass offers them the room a run's end made.
-        self.waiting_for_room = {name for _, name in owed[room:]}
         return due
+
+    def _looked_at(self, name: str, now: float, wall: float) -> WorkerStatus | None:
+        """The worker `name` brought up to date with the clocks, its busy slot dealt with (and said); None if it is
+        gone or broken."""
+        status = self.workers.get(name)
+        if status is None or status.state is WorkerState.BROKEN:
+            return None
+        status.timetable.follow_wall_clock(now, wall)
+        done = status.slot_passed_while_busy(now, wall)
+        if done:
+            log.info("%s: %s", name, done)
+        return status
 
     def attend(self, status: WorkerStatus, now: float) -> None:
         """Put the worker on the agenda for the next time it wants the loop: its slot, a retry, a run owed now."""
