@@ -6,6 +6,7 @@ interpreter of an exec run above all, imports neither psutil nor anything else i
 from __future__ import annotations
 
 import math
+import os
 import resource
 from typing import Any
 
@@ -40,8 +41,14 @@ def apply_limits(settings: dict[str, Any]) -> None:
 def set_oom_score(value: int) -> None:
     """Make this process the OOM killer's likelier victim (`value`, -1000..1000). Going below what was inherited
     needs CAP_SYS_RESOURCE: without it the run keeps the inherited score, which is then the higher one anyway."""
+    # os.open, not open(): a text file object is a codec lookup and three objects, in every run's start.
     try:
-        with open("/proc/self/oom_score_adj", "w") as adj:
-            adj.write(str(value))
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
-        pass  # no /proc, or not allowed to lower it: the inherited score stands
+        return  # no /proc: the inherited score stands
+    try:
+        os.write(fd, str(value).encode())
+    except OSError:
+        pass  # not allowed to lower it: the inherited score stands
+    finally:
+        os.close(fd)

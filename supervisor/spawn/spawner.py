@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import gc
 import json
+import logging
 import os
 import selectors
 import signal
@@ -103,6 +105,14 @@ class Spawner:
         # After the imports, so that what a module made of logging at import is replaced in the runs, as before.
         self.streams = Streams()
         self.streams.take_logging()
+        # Each worker's logger exists before any fork, so a run finds its ctx.log instead of making it (a Logger, and
+        # the logging module's lock and dicts written in every child).
+        for name in self.workers:
+            logging.getLogger(f"worker.{name}")
+        # What the imports made lives as long as the spawner. Out of the collector's sight, no collection (here, or
+        # in a run) walks it: each would write to its pages, and every write to a page shared with a child since a
+        # fork is a copy, in the spawner after each run's fork, or in the run itself (gunicorn's preload advice).
+        gc.freeze()
         send(self.control, "ready", pid=os.getpid())
 
     def _import(self, name: str) -> ModuleType | None:
