@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
-# The benchmark (issue 6) has an environment of its own: the package plus APScheduler 3, numpy and py-spy
+# The benchmark (issue 6) has an environment of its own: the package plus APScheduler 3, numpy, py-spy, RQ and Celery
 # (bench/requirements.txt), never the project's dependencies. Quick run: make bench BENCH_ARGS=--quick
 BENCH_VENV ?= bench/.venv
 BENCH_PY   := $(BENCH_VENV)/bin/python

@@ -67,6 +67,43 @@ above 1× means more runs per second.
   processes; *fresh* passes `pool_kwargs={"max_tasks_per_child": 1}`, a new process per run, the isolation
   the supervisor gives. PostgreSQL rows (when a server answers on 127.0.0.1:5432) use a database the run
   creates and drops.
+- **RQ and Celery (issue 16)**, when Redis answers on 127.0.0.1:6379 (otherwise the section is skipped and
+  says why): each system alone in turn, in the benchmark's virtualenv, on a Redis database number of its own
+  (13), emptied before each and after. The jobs are plain functions of bench/benchworkers/peerjobs.py, imported
+  by the workers before they start. *RQ, fork per job*: 2 `rq.Worker` processes (a forked work horse per job);
+  *RQ, no fork*: 2 `rq.SimpleWorker` processes; *Celery, fresh process per task*: one worker with a prefork
+  pool, `--concurrency 2 --max-tasks-per-child 1`; *Celery, reused pool*: the same without the limit, Redis as
+  its broker and result backend, every result stored (`ignore_result=False`). All log at their default level.
+  The benchmark process submits (RQ `Queue.enqueue`, Celery `task.delay()`) on one connection and looks for
+  the records on another: RQ's job status (`finished` / `failed` in the job's hash), Celery's stored result
+  (`SUCCESS` / `FAILURE`). For this project "submit" is the run's slot (`ctx.due_at`): a worker's schedule is
+  how work is submitted to it.
+  - *Throughput* (jobs/s): 200 trivial jobs (100 in a quick run), each recorded, 2 in flight. The workers are
+    started and warm; each is held by a gate job (blocked on a Redis list) while the jobs are queued, then
+    both are released at once: jobs over the time from the release to the last record seen (looked for
+    every 5 ms). This project's figure is the throughput row above (runs due back to back, `--max-children`
+    2, recorded rows counted over the window).
+  - *CPU per job* (ms): user + system CPU of all the system's processes over that window, divided by the
+    jobs: RQ's workers with their work horses; Celery's main process with its pool; this project's whole
+    `python -m supervisor run` tree (supervisor, spawner with its run children, recorder) over the throughput
+    row's window. Redis's own CPU is counted for no one (this project's SQLite work is in its recorder). The
+    next row is the part spent in the job's own processes: run children, work horses, pool processes (their
+    reaped time, in 10 ms ticks).
+  - *Submit → first line* and *submit → record says finished* (ms, p50 / p99): jobs submitted one at a time,
+    100 ms apart, on an idle system (the first 3 left out); the submit time is read just before the enqueue
+    and passed to the job, whose first line appends the difference; the other connection looks for the job's
+    record every 0.5 ms and notes when it is first seen. For this project: one worker every 100 ms (9 others
+    idle) on a SQLite file of its own, its first line reporting its lateness to the slot (as in start
+    latency), and `run.finished_at` committed looked for every 0.5 ms (the first 10 runs left out).
+  - *Segfault → failure record* (ms): the job writes the time and dereferences NULL, 10 times (5 in a quick
+    run) 100 ms apart; the record is looked for every 0.5 ms (RQ: status `failed`; Celery: `FAILURE` with
+    `WorkerLostError`). "never": none came within 15 s, or none came and the worker process that ran the job
+    is dead. An `rq.SimpleWorker` dies with its job, which stays `started` until a surviving worker's
+    maintenance (every 10 minutes) finds its heartbeat expired and fails it as abandoned, with no word of the
+    signal. Celery notices a dead pool process when its event loop sees the exit, or else at its
+    `maintain_pool` timer (every 5 s): its p99. This project's figure is the crash-to-record row above.
+  - *What each keeps of a crash*: the text each stores of the last crash (shortened): this project's `failure`
+    row (from the crash-to-record run), RQ's job status and latest result, Celery's stored result.
 """
 
 
@@ -76,8 +113,42 @@ def _split_line(measure: str, first: str, a: dict[str, float], second: str, b: d
             f"{b['p50']:.2f} / {b['p99']:.2f} ms (p50 / p99).")
 
 
+def _shorten(text: str, lines: int = 14, width: int = 160) -> str:
+    """At most `lines` lines of at most `width` characters, with what was left out said."""
+    kept = text.strip().splitlines()
+    short = [line if len(line) <= width else line[:width] + " …" for line in kept[:lines]]
+    if len(kept) > lines:
+        short.append(f"… ({len(kept) - lines} more lines)")
+    return "\n".join(short)
+
+
+def _peers(results: dict[str, Any], table: str) -> list[str]:
+    """Issue 16's section: the table against RQ and Celery, and what each system keeps of a crash."""
+    peers = results.get("peers")
+    if not peers:
+        return []
+    body = ["## Against RQ and Celery (issue 16)", ""]
+    if "skipped" in peers:
+        return body + [f"Not measured in this run: {peers['skipped']}.", ""]
+    body += ["Each system alone in turn, the same trivial job, as many in flight as cores. Times in ms, p50 / p99; "
+             "÷ rows: this project's figure divided by the other's.", "", table, ""]
+    left = {v.get("name", k): v["leftovers"] for k, v in peers.items() if isinstance(v, dict) and v.get("leftovers")}
+    if left:
+        body += ["Processes left running after a peer's stop, then killed: "
+                 + ", ".join(f"{k}: {n}" for k, n in left.items()) + ".", ""]
+    body += ["### What each keeps of a crash", "",
+             "The text each system stores of the segfault (shortened), as its operator would read it:", ""]
+    ours = results.get("crash.sqlite", {}).get("kept")
+    kept = [("This project: the run's `failure` row", ours)] + [
+        (f"{found['name']}", found.get("kept")) for key, found in peers.items()
+        if key != "supervisor" and isinstance(found, dict) and "name" in found]
+    for name, text in kept:
+        body += [f"- {name}:", "", "  ```", *("  " + line for line in _shorten(text or "—").splitlines()), "  ```", ""]
+    return body
+
+
 def write_markdown(target: Path, table: str, info: dict[str, str], results: dict[str, Any], plan: Any,
-                   quick: bool) -> None:
+                   quick: bool, peers_table: str = "") -> None:
     """Write the document; keep the hand-written notes of the one already there."""
     notes = ""
     if target.exists():
@@ -154,6 +225,7 @@ def write_markdown(target: Path, table: str, info: dict[str, str], results: dict
         "",
         *extra,
         "",
+        *_peers(results, peers_table),
         NOTES_MARKER,
         "",
         notes,

@@ -3,12 +3,13 @@
 Everything is measured as a user runs it: a real `python -m supervisor run` process tree on a real SQLite file
 (and on PostgreSQL when a server answers on 127.0.0.1:5432), with the worker modules in bench/benchworkers.
 Per-process CPU, RSS and descriptors are read with psutil from outside; runs report their own timings
-(bench/benchworkers/_common.py). The floors (bench/floor.py) and the peer, APScheduler 3 with its
-ProcessPoolExecutor (bench/peer_aps.py), run on the same machine in the same run.
+(bench/benchworkers/_common.py). The floors (bench/floor.py) and the peers, APScheduler 3 with its
+ProcessPoolExecutor (bench/peer_aps.py) and, when Redis answers on 127.0.0.1:6379, RQ and Celery
+(bench/peer_rq.py, bench/peer_celery.py; issue 16), run on the same machine in the same run.
 
     bench/.venv/bin/python bench/run.py            # the full run (under 10 minutes on 2 cores)
     bench/.venv/bin/python bench/run.py --quick    # every measurement, shorter (about 3 minutes)
-    bench/.venv/bin/python bench/run.py --only latency,crash --quick   # sections: latency, crash, throughput, waiting
+    bench/.venv/bin/python bench/run.py --only latency,crash --quick   # sections: see SECTIONS
 
 Prints the table and writes it, with the machine it ran on, to docs/benchmarks.md (a quick run writes
 bench/out/benchmarks-quick.md instead); the raw numbers go to bench/out/.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
 import json
 import math
 import os
@@ -43,7 +45,29 @@ PY = sys.executable
 CORES = os.cpu_count() or 1
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POLL_STEP = 0.0005  # seconds between two looks for a failure row (the resolution of crash to record)
-SECTIONS = ("latency", "crash", "throughput", "waiting", "alerts")  # each measures its own floors first
+SECTIONS = ("latency", "crash", "throughput", "waiting", "alerts", "peers")  # each measures its own floors first
+REDIS_URL = "redis://127.0.0.1:6379/13"  # the RQ and Celery peers' database number, emptied before each and after
+PEER_STEP = 0.005  # seconds between two looks for the throughput jobs' records (the end of that window)
+PEER_SPACING = 0.1  # seconds between two submissions of the latency jobs, and between two crashes
+NEVER_AFTER = 15.0  # seconds after a crash with no failure record: none comes ("never"). Celery may take 5 s.
+
+
+@dataclass(frozen=True)
+class PeerVariant:
+    """One of issue 16's peers: `processes` times bench/<script>.py --variant <variant>; the script's Client submits."""
+
+    key: str
+    script: str
+    variant: str
+    processes: int
+
+
+PEER_VARIANTS = (
+    PeerVariant("rq_fork", "peer_rq", "fork", CORES),  # one RQ worker a process, cores of them
+    PeerVariant("rq_simple", "peer_rq", "simple", CORES),
+    PeerVariant("celery_fresh", "peer_celery", "fresh", 1),  # one Celery worker with a pool of cores processes
+    PeerVariant("celery_reused", "peer_celery", "reused", 1),
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +81,15 @@ class Plan:
     wait_seconds: float  # the waiting windows (60 s in the full run, as issue 6 says)
     peer_wait_seconds: float
     floor_samples: int
+    peer_samples: int  # issue 16's peers: latency jobs submitted one at a time, PEER_SPACING apart
+    peer_jobs: int  # throughput: jobs queued at once
+    peer_crashes: int
 
 
 FULL = Plan(samples=150, probe_interval=0.05, crash_seconds=10, rate_seconds=10, wait_seconds=60,
-            peer_wait_seconds=30, floor_samples=150)
+            peer_wait_seconds=30, floor_samples=150, peer_samples=50, peer_jobs=200, peer_crashes=10)
 QUICK = Plan(samples=40, probe_interval=0.05, crash_seconds=4, rate_seconds=3, wait_seconds=10,
-             peer_wait_seconds=10, floor_samples=40)
+             peer_wait_seconds=10, floor_samples=40, peer_samples=20, peer_jobs=100, peer_crashes=5)
 
 
 # -- numbers -------------------------------------------------------------------------------------------------
@@ -117,6 +144,18 @@ class Reader:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def redis_connect() -> Any | None:
+    """A connection to the peers' Redis database, or None when no Redis answers on 127.0.0.1:6379."""
+    try:
+        import redis
+
+        conn = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        conn.ping()
+        return conn
+    except Exception:
+        return None
 
 
 def postgres_reachable() -> bool:
@@ -184,6 +223,14 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def alive(p: psutil.Process) -> bool:
+    """Running, and not a zombie waiting for its parent (the benchmark) to reap it."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cpu_snapshot(root: psutil.Process) -> dict[tuple[int, float], tuple[float, float]]:
@@ -274,14 +321,18 @@ class Supervised:
 
 
 class Peer:
-    """An APScheduler peer process (bench/peer_aps.py)."""
+    """A peer's process: APScheduler (bench/peer_aps.py), an RQ worker (peer_rq.py), a Celery worker (peer_celery.py).
 
-    def __init__(self, name: str, workdir: Path, env: dict[str, str], **options: object) -> None:
+    Started with `--ready` and `--result` files and `options` as flags; entered once the ready file is written.
+    On exit: SIGTERM, then SIGKILL after a deadline, to the process and to whatever it left behind."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str], script: str = "peer_aps.py",
+                 **options: object) -> None:
         self.name = name
         self.workdir = workdir
         self.ready_path = workdir / f"{name}.ready"
         self.result_path = workdir / f"{name}.result"
-        argv = [PY, str(BENCH / "peer_aps.py"), "--ready", str(self.ready_path), "--result", str(self.result_path)]
+        argv = [PY, str(BENCH / script), "--ready", str(self.ready_path), "--result", str(self.result_path)]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         self.argv = argv
@@ -317,11 +368,27 @@ class Peer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for p in descendants:  # pool processes, the resource tracker
+        for p in descendants:  # pool processes, the resource tracker, work horses
             with contextlib.suppress(psutil.Error):
                 if p.is_running():
                     p.terminate()
-        psutil.wait_procs(descendants, timeout=5)
+        _, left = psutil.wait_procs(descendants, timeout=5)
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(left, timeout=5)
+
+
+def stop_leftovers(out: Path) -> int:
+    """Kill any process still running with BENCH_OUT = `out` (a peer's, after its stop); return how many there were."""
+    left = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.pid != os.getpid() and p.environ().get("BENCH_OUT") == str(out):
+                left.append(p)
+                p.kill()
+    psutil.wait_procs(left, timeout=5)
+    return len(left)
 
 
 def read_lines(path: Path) -> list[list[str]]:
@@ -547,29 +614,7 @@ class Bench:
         for kind, url in dbs:
             key = f"crash.{kind}"
             self.row_floor(kind, url or self.sqlite("floor"), ["insert", "crash"])
-            self.say(f"crash to record: supervisor on {kind}")
-            work = self.scratch(f"{key}.supervisor")
-            out = work / "crashes.txt"
-            db = url or self.sqlite(f"{key}.supervisor")
-            env = bench_env(out=out, scenario="crash", workers=10, active=1, interval=0.1)
-            with Supervised("supervisor", db, "benchworkers.lean", env, work) as s:
-                reader = Reader(db)
-                s.wait_workers(10, reader)
-                run_column = "run_id" if "run_id" in reader.columns("failure") else "run"
-                seen = self.poll_failures(reader, p.crash_seconds, run_column)
-                finished = {}  # the run's finished_at: taken when the supervisor classified it (finish_run)
-                for run_id, at in reader.rows("SELECT id, finished_at FROM run WHERE finished_at IS NOT NULL"):
-                    if isinstance(at, str):
-                        at = datetime.datetime.fromisoformat(at)
-                    finished[run_id] = at.replace(tzinfo=datetime.timezone.utc).timestamp()
-                reader.close()
-            crashed = {x[0]: float(x[1]) for x in read_lines(out)}
-            measured = [run for run in crashed if run in seen][3:]  # the first ones come during start-up
-            samples = [seen[run] - crashed[run] for run in measured]
-            parts = {"crash_to_classified": dist([finished[r] - crashed[r] for r in measured if r in finished]),
-                     "classified_to_visible": dist([seen[r] - finished[r] for r in measured if r in finished])}
-            self.results[key] = {"supervisor": dist(samples), "parts": parts,
-                                 "unseen": len([r for r in crashed if r not in seen])}
+            self.results[key] = self.supervisor_crash(kind, url)
             if kind != "sqlite":
                 continue
             for variant in ("default", "fresh"):
@@ -588,6 +633,38 @@ class Bench:
                 samples = [seen[run] - t for run, t in crashed.items() if run in seen]
                 self.results[key][f"aps_{variant}"] = dist(samples)
 
+    def supervisor_crash(self, kind: str, url: str | None) -> dict[str, Any]:
+        """Crash to record for the supervisor: a worker that segfaults every 100 ms, its failure rows polled."""
+        key = f"crash.{kind}"
+        self.say(f"crash to record: supervisor on {kind}")
+        work = self.scratch(f"{key}.supervisor")
+        out = work / "crashes.txt"
+        db = url or self.sqlite(f"{key}.supervisor")
+        env = bench_env(out=out, scenario="crash", workers=10, active=1, interval=0.1)
+        with Supervised("supervisor", db, "benchworkers.lean", env, work) as s:
+            reader = Reader(db)
+            s.wait_workers(10, reader)
+            run_column = "run_id" if "run_id" in reader.columns("failure") else "run"
+            seen = self.poll_failures(reader, self.plan.crash_seconds, run_column)
+            finished = {}  # the run's finished_at: taken when the supervisor classified it (finish_run)
+            for run_id, at in reader.rows("SELECT id, finished_at FROM run WHERE finished_at IS NOT NULL"):
+                if isinstance(at, str):
+                    at = datetime.datetime.fromisoformat(at)
+                finished[run_id] = at.replace(tzinfo=datetime.timezone.utc).timestamp()
+            # What it keeps of a crash: the last failure row, as the operator reads it.
+            columns = [c for c in ("kind", "message", "exit_code", "signal", "traceback", "stderr_tail")
+                       if c in reader.columns("failure")]
+            last = reader.rows(f"SELECT {', '.join(columns)} FROM failure ORDER BY id DESC LIMIT 1")
+            reader.close()
+        crashed = {x[0]: float(x[1]) for x in read_lines(out)}
+        measured = [run for run in crashed if run in seen][3:]  # the first ones come during start-up
+        samples = [seen[run] - crashed[run] for run in measured]
+        parts = {"crash_to_classified": dist([finished[r] - crashed[r] for r in measured if r in finished]),
+                 "classified_to_visible": dist([seen[r] - finished[r] for r in measured if r in finished])}
+        kept = "\n".join(f"{c}: {v}" for c, v in zip(columns, last[0]) if v not in (None, "")) if last else "none"
+        return {"supervisor": dist(samples), "parts": parts, "unseen": len([r for r in crashed if r not in seen]),
+                "kept": kept}
+
     # throughput ------------------------------------------------------------------------------------------
 
     def run_throughput(self) -> None:
@@ -596,38 +673,10 @@ class Bench:
         for kind, url in dbs:
             key = f"throughput.{kind}"
             self.row_floor(kind, url or self.sqlite("floor"), ["rate"])
-            if self.max_children:
-                # More runs owed than the machine can start (2,500 a second), at most `cores` children at once:
-                # whenever a run ends, an owed one starts.
-                workers, interval, extra = 50, 0.02, ["--max-children", str(CORES)]
-            else:
-                # No cap: as many workers as cores, each due every millisecond, so each starts again as soon as
-                # its last run ended (and the supervisor skips, counts and logs the slots that came meanwhile).
-                workers, interval, extra = CORES, 0.001, []
-            shape = f"{workers} trivial workers every {interval:g} s" + (f", --max-children {CORES}" if extra else "")
-            self.say(f"throughput: supervisor on {kind}, {shape}")
-            work = self.scratch(f"{key}.supervisor")
-            db = url or self.sqlite(f"{key}.supervisor")
-            env = bench_env(scenario="busy", workers=workers, active=workers, interval=interval)
-            with Supervised("supervisor", db, "benchworkers.lean", env, work, extra) as s:
-                reader = Reader(db)
-                s.wait_workers(workers, reader)
-                finished = "SELECT count(*) FROM run WHERE finished_at IS NOT NULL"
-                time.sleep(2.0)
-                n0, t0 = reader.scalar(finished), time.perf_counter()
-                before = {"supervisor": cpu_self(s.process)[0], "spawner": sum(cpu_self(s.spawner)),
-                          "recorder": cpu_self(s.recorder)[0]}
-                time.sleep(p.rate_seconds)
-                n1, t1 = reader.scalar(finished), time.perf_counter()
-                after = {"supervisor": cpu_self(s.process)[0], "spawner": sum(cpu_self(s.spawner)),
-                         "recorder": cpu_self(s.recorder)[0]}
-                reader.close()
-            runs = n1 - n0
-            self.results[key] = {"supervisor": {"rate": runs / (t1 - t0), "runs": runs},
-                                 "cpu_per_run_ms": {k: (after[k] - before[k]) / max(1, runs) * 1e3 for k in after},
-                                 "shape": shape, "offered": workers / interval}
+            self.results[key] = self.supervisor_throughput(kind, url)
             if kind != "sqlite":
                 continue
+            workers, interval = self.results[key]["workers"], self.results[key]["interval"]
             for variant in ("default", "fresh"):
                 self.say(f"throughput: APScheduler ({variant}), {workers} jobs every {interval:g} s, {CORES} processes")
                 work = self.scratch(f"{key}.aps-{variant}")
@@ -636,6 +685,45 @@ class Bench:
                           warmup=2.0) as peer:
                     result = peer.result(p.rate_seconds + 30)
                 self.results[key][f"aps_{variant}"] = {"rate": result["rate"], "runs": result["runs"]}
+
+    def supervisor_throughput(self, kind: str, url: str | None) -> dict[str, Any]:
+        """Recorded runs per second with as many in flight as cores, and the CPU each run costs per process."""
+        if self.max_children:
+            # More runs owed than the machine can start (2,500 a second), at most `cores` children at once:
+            # whenever a run ends, an owed one starts.
+            workers, interval, extra = 50, 0.02, ["--max-children", str(CORES)]
+        else:
+            # No cap: as many workers as cores, each due every millisecond, so each starts again as soon as
+            # its last run ended (and the supervisor skips, counts and logs the slots that came meanwhile).
+            workers, interval, extra = CORES, 0.001, []
+        shape = f"{workers} trivial workers every {interval:g} s" + (f", --max-children {CORES}" if extra else "")
+        self.say(f"throughput: supervisor on {kind}, {shape}")
+        key = f"throughput.{kind}"
+        work = self.scratch(f"{key}.supervisor")
+        db = url or self.sqlite(f"{key}.supervisor")
+        env = bench_env(scenario="busy", workers=workers, active=workers, interval=interval)
+
+        def cpu(s: Supervised) -> dict[str, float]:
+            spawner = cpu_self(s.spawner)
+            return {"supervisor": cpu_self(s.process)[0], "spawner": sum(spawner), "recorder": cpu_self(s.recorder)[0],
+                    "runs": spawner[1]}  # the spawner's reaped children: the runs (counted in "spawner" too)
+
+        with Supervised("supervisor", db, "benchworkers.lean", env, work, extra) as s:
+            reader = Reader(db)
+            s.wait_workers(workers, reader)
+            finished = "SELECT count(*) FROM run WHERE finished_at IS NOT NULL"
+            time.sleep(2.0)
+            n0, t0 = reader.scalar(finished), time.perf_counter()
+            before, tree0 = cpu(s), cpu_snapshot(s.process)
+            time.sleep(self.plan.rate_seconds)
+            n1, t1 = reader.scalar(finished), time.perf_counter()
+            after, tree1 = cpu(s), cpu_snapshot(s.process)
+            reader.close()
+        runs = max(1, n1 - n0)
+        per_run = {k: (after[k] - before[k]) / runs * 1e3 for k in after}
+        return {"supervisor": {"rate": (n1 - n0) / (t1 - t0), "runs": n1 - n0}, "runs_cpu_ms": per_run.pop("runs"),
+                "cpu_per_run_ms": per_run, "tree_cpu_per_run_ms": tree_cpu_delta(tree0, tree1) / runs * 1e3,
+                "shape": shape, "offered": workers / interval, "workers": workers, "interval": interval}
 
     # waiting ---------------------------------------------------------------------------------------------
 
@@ -708,6 +796,180 @@ class Bench:
         after, alone1 = cpu_snapshot(root), {k: cpu_self(p)[0] for k, p in {"main": root, **helpers}.items()}
         return {"seconds": elapsed, "alone": {k: (alone1[k] - alone0[k]) / elapsed * 100 for k in alone1},
                 "all": tree_cpu_delta(before, after) / elapsed * 100}
+
+
+    # RQ and Celery (issue 16) ----------------------------------------------------------------------------
+
+    def run_peers(self) -> None:
+        """RQ and Celery beside the supervisor, each alone in turn: the same trivial job, as many in flight as cores."""
+        conn = redis_connect()
+        if conn is None:
+            reason = "no Redis answers on 127.0.0.1:6379"
+            self.say(f"peers: skipped: {reason}")
+            self.results["peers"] = {"skipped": reason}
+            return
+        found: dict[str, Any] = {}
+        self.results["peers"] = found
+        found["supervisor"] = self.supervisor_record_latency()
+        # Throughput, CPU per run and crash to record of the supervisor come from their own sections; alone, the
+        # section measures them itself.
+        if "throughput.sqlite" not in self.results:
+            self.row_floor("sqlite", self.sqlite("floor"), ["rate"])
+            self.results["throughput.sqlite"] = self.supervisor_throughput("sqlite", None)
+        if "crash.sqlite" not in self.results:
+            self.results["crash.sqlite"] = self.supervisor_crash("sqlite", None)
+        try:
+            for variant in PEER_VARIANTS:
+                conn.flushdb()
+                found[variant.key] = self.peer(variant, conn)
+        finally:
+            conn.flushdb()
+            conn.close()
+
+    def supervisor_record_latency(self) -> dict[str, Any]:
+        """Due → first line and due → finished record visible: one latency worker every PEER_SPACING on SQLite,
+        whose finished runs another connection looks for every POLL_STEP."""
+        n, warm = self.plan.peer_samples, 10  # the first runs come while start-up's records are written
+        self.say(f"peers: supervisor, due → first line and → finished record, a run every {PEER_SPACING:g} s")
+        work = self.scratch("peers.supervisor")
+        out = work / "runs.txt"
+        db = self.sqlite("peers.supervisor")
+        seen: dict[str, float] = {}
+        env = bench_env(out=out, scenario="latency", workers=10, active=1, interval=PEER_SPACING)
+        with Supervised("supervisor", db, "benchworkers.lean", env, work) as s:
+            reader = Reader(db)
+            s.wait_workers(10, reader)
+            deadline = time.monotonic() + 60 + (warm + n) * PEER_SPACING * 4
+            lines: list[list[str]] = []
+            polls = 0
+            while time.monotonic() < deadline:
+                for (run_id,) in reader.rows("SELECT id FROM run WHERE finished_at IS NOT NULL "
+                                             "ORDER BY started_at DESC LIMIT 3"):
+                    seen.setdefault(run_id, time.time())
+                polls += 1
+                if polls % 100 == 0:
+                    lines = read_lines(out)[warm:warm + n]
+                    if len(lines) == n and all(x[0] in seen for x in lines):
+                        break
+                time.sleep(POLL_STEP)
+            reader.close()
+        due = {x[0]: float(x[2]) - float(x[1]) for x in lines}  # the first line's clock less its lateness
+        return {"first_line": dist([float(x[1]) for x in lines]),
+                "record": dist([seen[run] - at for run, at in due.items() if run in seen])}
+
+    def peer(self, variant: PeerVariant, conn: Any) -> dict[str, Any]:
+        """One peer alone: started, warmed, then latency, throughput and crashes measured; stopped."""
+        module = importlib.import_module(variant.script)
+        name = module.NAMES[variant.variant]
+        self.say(f"peers: {name}, {variant.processes} process(es) of {variant.script}.py")
+        work = self.scratch(f"peers.{variant.key}")
+        out = work / "lines.txt"
+        client = module.Client(REDIS_URL)
+        found: dict[str, Any] = {"name": name}
+        try:
+            with contextlib.ExitStack() as stack:
+                roots = [stack.enter_context(Peer(f"{variant.key}-{i}", work, bench_env(out=out, redis=REDIS_URL),
+                                                  script=f"{variant.script}.py", variant=variant.variant)).process
+                         for i in range(variant.processes)]
+                self.watch(client, [client.submit("trivial") for _ in range(2 * CORES)], 60)  # warm
+                found.update(self.peer_latency(client, out))
+                found["throughput"] = self.peer_throughput(client, conn, roots)
+                found.update(self.peer_crash(client, out, roots))
+        finally:
+            client.close()
+        found["leftovers"] = stop_leftovers(out)
+        return found
+
+    def watch(self, client: Any, ids: list[str], timeout: float, step: float = POLL_STEP,
+              give_up: Callable[[], bool] | None = None) -> dict[str, tuple[str, float]]:
+        """Look for the jobs' records every `step`, over the client's other connection (not the one that submitted
+        them): each one's state (finished, failed) and when it was first seen. `give_up` is asked every 50 ms."""
+        pending, seen = set(ids), {}
+        deadline = time.monotonic() + timeout
+        asked = time.monotonic()
+        while pending and time.monotonic() < deadline:
+            states = client.states(pending)
+            now = time.time()
+            for job, state in states.items():
+                seen[job] = (state, now)
+                pending.discard(job)
+            if give_up is not None and time.monotonic() - asked > 0.05:
+                asked = time.monotonic()
+                if give_up():
+                    break
+            if pending:
+                time.sleep(step)
+        return seen
+
+    def peer_latency(self, client: Any, out: Path) -> dict[str, Any]:
+        """Submit → first line and submit → finished record: one job at a time, PEER_SPACING apart, on an idle system."""
+        warm = 3
+        submitted, seen = {}, {}
+        for k in range(warm + self.plan.peer_samples):
+            token = f"probe-{k:04d}"
+            at = time.time()
+            job = client.submit("first_line", token, at)
+            submitted[token] = at
+            got = self.watch(client, [job], 60)
+            if job in got:
+                seen[token] = got[job][1]
+            time.sleep(max(0.0, at + PEER_SPACING - time.time()))
+        first = {x[0]: float(x[1]) for x in read_lines(out) if x[0].startswith("probe-")}
+        measured = list(submitted)[warm:]
+        return {"first_line": dist([first[t] for t in measured if t in first]),
+                "record": dist([seen[t] - submitted[t] for t in measured if t in seen])}
+
+    def peer_throughput(self, client: Any, conn: Any, roots: list[psutil.Process]) -> dict[str, Any]:
+        """`peer_jobs` trivial jobs, all queued while every worker is held by a gate job, then released at once:
+        jobs per second from the release to the last record seen, and the CPU of the peer's processes meanwhile."""
+        jobs, gate = self.plan.peer_jobs, "bench:gate"
+        for _ in range(CORES):
+            client.submit("gate", gate)
+        wait_until(lambda: int(conn.get(gate + ":held") or 0) >= CORES, 60, "every worker held by a gate job")
+        ids = [client.submit("trivial") for _ in range(jobs)]
+        before = [cpu_snapshot(r) for r in roots]
+        released = time.time()
+        conn.rpush(gate, *["go"] * CORES)
+        seen = self.watch(client, ids, 60 + jobs, step=PEER_STEP)
+
+        def settled() -> bool:  # a job process that ended is reaped, so its CPU is in its parent's children's time
+            return not any(p.is_running() and not alive(p) for r in roots for p in tree(r)[1:])
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(settled, 5, "the job processes reaped", step=0.001)
+        after = [cpu_snapshot(r) for r in roots]
+        done = [at for state, at in seen.values() if state == "finished"]
+        total = sum(tree_cpu_delta(b, a) for b, a in zip(before, after))
+        own = sum(a[k][0] - b[k][0] for r, b, a in zip(roots, before, after) for k in [(r.pid, r.create_time())])
+        count = max(1, len(done))
+        return {"rate": len(done) / (max(done) - released) if done else math.nan, "jobs": len(done),
+                "cpu_per_job_ms": total / count * 1e3, "children_cpu_per_job_ms": (total - own) / count * 1e3}
+
+    def peer_crash(self, client: Any, out: Path, roots: list[psutil.Process]) -> dict[str, Any]:
+        """Segfault → failure record, `peer_crashes` times, PEER_SPACING apart. No record NEVER_AFTER after the crash,
+        or none when the worker process that ran the job has died (none is left to write it), is "never", and the
+        crashes stop there. Keeps what the system stored of the last."""
+        samples, never, kept = [], 0, ""
+        for k in range(self.plan.peer_crashes):
+            token = f"crash-{k:04d}"
+            at = time.time()
+            job = client.submit("crash", token)
+
+            def crashed(token: str = token) -> float | None:
+                return next((float(x[1]) for x in read_lines(out) if x[0] == token), None)
+
+            def gone(crashed: Callable[[], float | None] = crashed) -> bool:
+                when = crashed()
+                return when is not None and (time.time() - when > NEVER_AFTER or not all(map(alive, roots)))
+
+            got = self.watch(client, [job], 60 + NEVER_AFTER, give_up=gone)
+            kept = client.kept(job)
+            if job not in got:
+                never += 1
+                break
+            samples.append(got[job][1] - wait_until(crashed, 10, f"the time of {token}"))
+            time.sleep(max(0.0, at + PEER_SPACING - time.time()))
+        return {"crash": dist(samples), "never": never, "kept": kept}
 
 
 # -- the table -----------------------------------------------------------------------------------------------
@@ -887,11 +1149,76 @@ HEADER = ("measure", "supervisor p50 / p99", "floor p50 / p99", "÷ floor", "APS
           "APS fresh p50 / p99", "÷ APS fresh", "target", "")
 
 
-def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+def markdown_table(rows: list[Row] | list[PeerRow], header: tuple[str, ...] = HEADER) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(row.__dict__.values()) + " |")
     return "\n".join(lines)
+
+
+@dataclass
+class PeerRow:
+    figure: str
+    ours: str
+    rq_fork: str
+    rq_simple: str
+    celery_fresh: str
+    celery_reused: str
+    target: str
+    verdict: str
+
+
+PEER_HEADER = ("figure", "this project", "RQ, fork per job", "RQ, no fork", "Celery, fresh process per task",
+               "Celery, reused pool", "target", "")
+
+
+def build_peer_rows(r: dict[str, Any]) -> list[PeerRow]:
+    """Issue 16's table: the five figures of the supervisor and of each peer, then the ratios its targets name."""
+    peers = r.get("peers")
+    if not peers or "skipped" in peers:
+        return []
+    ours = peers.get("supervisor") or {}
+    t, c = r.get("throughput.sqlite") or {}, r.get("crash.sqlite") or {}
+    floor_rate = (r.get("floor.row.sqlite") or {}).get("rate_fork_row")
+    ours_rate = t["supervisor"]["rate"] if t else None
+    ours_cpu = t.get("tree_cpu_per_run_ms", sum(t["cpu_per_run_ms"].values())) if t else None
+
+    def each(show: Callable[[dict[str, Any]], str]) -> list[str]:
+        return [show(peers[v.key]) if v.key in peers else "—" for v in PEER_VARIANTS]
+
+    def crash(found: dict[str, Any]) -> str:
+        return "never: the worker dies with the job" if found["never"] else pair(found["crash"])
+
+    def peer(key: str, *path: str) -> float | None:
+        found: Any = peers.get(key)
+        for step in path:
+            found = found.get(step) if found else None
+        return found
+
+    record = ours.get("record")
+    rows = [
+        PeerRow(f"throughput, {CORES} in flight, each recorded (jobs/s)", fmt(ours_rate),
+                *each(lambda f: fmt(f["throughput"]["rate"])), "—", "—"),
+        PeerRow("CPU per job in the system's processes (ms)", fmt(ours_cpu),
+                *each(lambda f: fmt(f["throughput"]["cpu_per_job_ms"])), "—", "—"),
+        PeerRow("… of which in the job's processes: run child / work horse / pool (ms)", fmt(t.get("runs_cpu_ms")),
+                *each(lambda f: fmt(f["throughput"]["children_cpu_per_job_ms"])), "—", "—"),
+        PeerRow("submit (ours: due) → job's first line (ms, p50 / p99)", pair(ours.get("first_line")),
+                *each(lambda f: pair(f["first_line"])), "—", "—"),
+        PeerRow("submit (ours: due) → record says finished (ms, p50 / p99)", pair(record),
+                *each(lambda f: pair(f["record"])), "p50 ≤ 20 ms", verdict(record["p50"] <= 20 if record else None)),
+        PeerRow("segfault → failure record (ms, p50 / p99)", pair(c.get("supervisor")), *each(crash), "—", "—"),
+    ]
+    for what, other, target, least in (
+            ("throughput ÷ Celery, reused pool", peer("celery_reused", "throughput", "rate"), "≥ 1×", 1.0),
+            ("throughput ÷ RQ, no fork", peer("rq_simple", "throughput", "rate"), "≥ 1×", 1.0),
+            (f"throughput ÷ the fork + row floor ({fmt(floor_rate)} runs/s)", floor_rate, "≥ 0.9×", 0.9)):
+        ok = None if not (ours_rate and other) else ours_rate / other >= least
+        rows.append(PeerRow(what, ratio(ours_rate, other), "—", "—", "—", "—", target, verdict(ok)))
+    rq_cpu = peer("rq_simple", "throughput", "cpu_per_job_ms")
+    rows.append(PeerRow("CPU per job ÷ RQ, no fork", ratio(ours_cpu, rq_cpu), "—", "—", "—", "—", "≤ 1×",
+                        verdict(None if not (ours_cpu and rq_cpu) else ours_cpu <= rq_cpu)))
+    return rows
 
 
 def machine() -> dict[str, str]:
@@ -952,14 +1279,19 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (OUT / f"results-{stamp}{'-quick' if args.quick else ''}.json").write_text(json.dumps(raw, indent=1))
     table = markdown_table(build_rows(bench.results))
+    peer_rows = build_peer_rows(bench.results)
+    peers_table = markdown_table(peer_rows, PEER_HEADER) if peer_rows else ""
     print()
     print(table)
+    if peers_table:
+        print()
+        print(peers_table)
     print()
     print(" · ".join(f"{k}: {v}" for k, v in info.items()))
     target = Path(args.write) if args.write else (OUT / "benchmarks-quick.md" if args.quick else ROOT / "docs" / "benchmarks.md")
     from report import write_markdown
 
-    write_markdown(target, table, info, bench.results, plan, quick=args.quick)
+    write_markdown(target, table, info, bench.results, plan, quick=args.quick, peers_table=peers_table)
     print(f"wrote {target}")
     if args.keep:
         print(f"kept the logs and databases in {workdir}")

@@ -13,30 +13,15 @@ microseconds after the clock was read, so the write is not part of what is measu
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from typing import Callable
 
 from supervisor import RunContext, Worker, worker
 
+from ._emit import crash, emit
+
 IDLE_INTERVAL = 3600.0
-
-
-def emit(line: str) -> None:
-    """Append one line to BENCH_OUT (a run's child has closed every inherited descriptor, so open it here)."""
-    fd = os.open(os.environ["BENCH_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def crash(token: str) -> None:
-    """Write the time, then segfault (a NULL dereference, as a buggy C extension would)."""
-    now = time.time()
-    emit(f"{token} {now:.6f}\n")
-    ctypes.string_at(0)
 
 
 def latency(ctx: RunContext) -> None:
