@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,44 @@ def test_tick_during_a_run_is_skipped_and_counted(tmp_path: Path, record: Record
                  if "slow: still running" in line)
     assert record.worker("slow")["skipped_count"] == logged >= 5
     assert len(record.runs("slow")) == 1
+
+
+DRAWS = '''import os
+import random
+import resource
+
+from supervisor import RunContext, worker
+
+
+@worker(interval=0.1, timeout=30)
+def draws(ctx: RunContext):
+    """Note the run's first random draw and its core-dump limit."""
+    with open(os.path.join(os.getcwd(), f"draw-{ctx.run_id}"), "w") as f:
+        f.write(f"{random.random()!r} {resource.getrlimit(resource.RLIMIT_CORE)[0]}")
+'''
+
+
+def test_each_run_draws_its_own_random_numbers_and_dumps_no_core(
+    tmp_path: Path, record: Record, start_supervisor: Any
+) -> None:
+    # Every run is a copy of one spawner: without a reseed after the fork, each would draw the same "random"
+    # numbers (the stdlib reseeds its generator in every child; the spawner does not, and must not need to). Core
+    # dumps are off in every run, set once in the spawner and inherited, unless SUPERVISOR_CORE_DUMPS=1.
+    worker_package(tmp_path, [], extra={"draws": DRAWS})
+    # Started with core dumps allowed (most machines default to none, which would hide a run that allows them).
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+    try:
+        allowed = resource.getrlimit(resource.RLIMIT_CORE)[0]
+        supervisor = start_supervisor()
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+    wait_until(lambda: len(list(tmp_path.glob("draw-*"))) >= 5, timeout=60, what="five runs")
+    assert supervisor.stop() == 0
+    seen = [path.read_text().split() for path in tmp_path.glob("draw-*")]
+    draws = [draw for draw, _ in seen]
+    assert len(set(draws)) == len(draws), draws
+    assert {core for _, core in seen} == {"0"}, f"core limit {allowed} at the start"

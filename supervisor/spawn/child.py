@@ -15,8 +15,6 @@ import io
 import json
 import logging
 import os
-import random
-import resource
 import select
 import signal
 import sys
@@ -110,10 +108,6 @@ class Prepared:
         if not die_with_parent(signal.SIGKILL, spawner_pid):
             os._exit(EXIT_BOOT_FAILED)
         reset_signal_handlers(INHERITED_HANDLERS)
-        # Core dumps turn a crash's detection from under a millisecond into hundreds; off unless asked for.
-        if os.environ.get("SUPERVISOR_CORE_DUMPS") != "1":
-            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -126,7 +120,6 @@ class Prepared:
         # Where it hangs, asked at its timeout (runs.py): every thread's stack to stderr, from C, so a run stuck in a
         # C call answers too. A worker that takes the signal for itself replaces this.
         faulthandler.register(STACK_SIGNAL, file=2, all_threads=True, chain=False)
-        random.seed()
         self.cancellation = Cancellation()
         self.keep = set(self.cancellation.fds)
         """Descriptors of ours that `become_run` must not close."""
