@@ -84,12 +84,15 @@ class Plan:
     peer_samples: int  # issue 16's peers: latency jobs submitted one at a time, PEER_SPACING apart
     peer_jobs: int  # throughput: jobs queued at once
     peer_crashes: int
+    peer_seconds: float  # the most a peer's latency jobs, or its crashes, may take (Celery's fresh pool stalls)
 
 
 FULL = Plan(samples=150, probe_interval=0.05, crash_seconds=10, rate_seconds=10, wait_seconds=60,
-            peer_wait_seconds=30, floor_samples=150, peer_samples=50, peer_jobs=200, peer_crashes=10)
+            peer_wait_seconds=30, floor_samples=150, peer_samples=50, peer_jobs=200, peer_crashes=10,
+            peer_seconds=30)
 QUICK = Plan(samples=40, probe_interval=0.05, crash_seconds=4, rate_seconds=3, wait_seconds=10,
-             peer_wait_seconds=10, floor_samples=40, peer_samples=20, peer_jobs=100, peer_crashes=5)
+             peer_wait_seconds=10, floor_samples=40, peer_samples=20, peer_jobs=100, peer_crashes=5,
+             peer_seconds=10)
 
 
 # -- numbers -------------------------------------------------------------------------------------------------
@@ -902,10 +905,14 @@ class Bench:
         return seen
 
     def peer_latency(self, client: Any, out: Path) -> dict[str, Any]:
-        """Submit → first line and submit → finished record: one job at a time, PEER_SPACING apart, on an idle system."""
+        """Submit → first line and submit → finished record: one job at a time, PEER_SPACING apart, on an idle system,
+        for at most `peer_seconds`."""
         warm = 3
         submitted, seen = {}, {}
+        until = time.monotonic() + self.plan.peer_seconds
         for k in range(warm + self.plan.peer_samples):
+            if time.monotonic() > until:
+                break
             token = f"probe-{k:04d}"
             at = time.time()
             job = client.submit("first_line", token, at)
@@ -950,7 +957,10 @@ class Bench:
         or none when the worker process that ran the job has died (none is left to write it), is "never", and the
         crashes stop there. Keeps what the system stored of the last."""
         samples, never, kept = [], 0, ""
+        until = time.monotonic() + self.plan.peer_seconds
         for k in range(self.plan.peer_crashes):
+            if time.monotonic() > until:
+                break
             token = f"crash-{k:04d}"
             at = time.time()
             job = client.submit("crash", token)
