@@ -79,7 +79,11 @@ class Recorder:
             now = time.monotonic()
             notifications = self.watch.fileno()
             waiting_on = [self.control.fileno()] if notifications is None else [self.control.fileno(), notifications]
-            readable, _, _ = select.select(waiting_on, [], [], self._wait(now))
+            # A notification the driver read during our own last statement (the look's query, a write) sets `woken`
+            # and leaves the socket with nothing to read: waiting on it then would wait for the next command. (While
+            # the database fails, looks wait for the retry, as writes do.)
+            wait = 0.0 if self.connected and self.watch.woken and not self.failing else self._wait(now)
+            readable, _, _ = select.select(waiting_on, [], [], wait)
             if self.control.fileno() in readable and not self.read_messages():
                 return
             if notifications is not None and notifications in readable:
