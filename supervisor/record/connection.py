@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
@@ -15,11 +16,13 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from ..errors import StoreUnavailable
-from .database import CONNECT_TIMEOUT, STATEMENT_TIMEOUT_MS, connect, redact
+from .database import CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS, STATEMENT_TIMEOUT_MS, connect, redact
 from .claim_sql import ensure_claim_function
 from .schema import MIGRATIONS, MODELS, SCHEMA_VERSION, SchemaVersion, database
 
 log = logging.getLogger(__name__)
+
+SCHEMA_RETRY = 0.02  # seconds between two attempts to open a SQLite file another process is bringing up to date
 
 
 class StoreConnection:
@@ -57,17 +60,31 @@ class StoreConnection:
     # -- opening ----------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect and bring the schema up to date; raise StoreUnavailable with one clear line if we cannot."""
+        """Connect and bring the schema up to date; raise StoreUnavailable with one clear line if we cannot.
+
+        On SQLite, two processes opening a new file at once (`run` and `web` started together) can each read the
+        schema and then both want to write it: SQLite refuses one at once ("database is locked") rather than make
+        it wait for a lock it could deadlock on. That one tries again, within the busy timeout.
+        """
         database.initialize(self.db)
-        try:
-            self.db.connect(reuse_if_open=True)
-            self._migrate()
-        except peewee.PeeweeException as exc:
-            self.close()
-            raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
-        except StoreUnavailable:
-            self.close()
-            raise
+        give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.db.connect(reuse_if_open=True)
+                self._migrate()
+                return
+            except peewee.OperationalError as exc:
+                self.close()
+                locked = isinstance(self.db, peewee.SqliteDatabase) and "locked" in str(exc)
+                if not locked or time.monotonic() > give_up:
+                    raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
+                time.sleep(SCHEMA_RETRY)  # the other process's schema transaction is milliseconds long
+            except peewee.PeeweeException as exc:
+                self.close()
+                raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
+            except StoreUnavailable:
+                self.close()
+                raise
 
     def _migrate(self) -> None:
         with self.db.atomic():
