@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dbtools import query
+from recordtools import apply_records, failure_id
 from supervisor.record import records
 from supervisor.outcome import Outcome, Verdict
 from supervisor.record.records import Record
@@ -100,17 +101,7 @@ def fill(url: str) -> None:
                        104, exit_code=3)
     batch.append(records.broken("workers.bad", "workers.bad", "import failed: RuntimeError: no config", T0 + timedelta(minutes=5),
                                 traceback="Traceback (most recent call last):\nRuntimeError: no config\n"))
-    store = Store(url)
-    store.open()
-    try:
-        store.apply(batch)
-    finally:
-        store.close()
-
-
-def failure_id(url: str, worker: str) -> int:
-    (row,) = query(url, "select id from failure where worker = ?", worker)
-    return int(row["id"])
+    apply_records(url, batch)
 
 
 # -- history ---------------------------------------------------------------------------------------------------
@@ -310,12 +301,7 @@ def test_status_dims_an_error_the_worker_recovered_from_and_gives_its_age(store_
     batch += whole_run("h2", "healed", now - timedelta(hours=1), Verdict(Outcome.SUCCEEDED, ""), 202, exit_code=0)
     batch += whole_run("s1", "sick", now - timedelta(hours=1), Verdict(Outcome.ERROR, "KeyError: 'rates'"), 203,
                        exit_code=1)
-    store = Store(store_url)
-    store.open()
-    try:
-        store.apply(batch)
-    finally:
-        store.close()
+    apply_records(store_url, batch)
     result = cli("status", "--db", store_url)
     # No supervisor runs on this record: status says so first, and exits 2 (issue 13).
     assert result.returncode == 2, result.stderr

@@ -19,10 +19,11 @@ from typing import Any
 
 from dbtools import query, query_or_empty, scalar
 from helpers import wait_until, worker_package
+from recordtools import apply_records
 from supervisor.outcome import Outcome, Verdict
 from supervisor.record import records
 from supervisor.record.records import Record
-from supervisor.record.store import Store, utcnow
+from supervisor.record.store import utcnow
 from supervisor.worker import WorkerDefinition
 
 HOST = socket.gethostname()
@@ -45,13 +46,6 @@ def line_of(text: str, start: str) -> str:
     return found
 
 
-def apply(url: str, batch: list[Record]) -> None:
-    store = Store(url)
-    store.open()
-    try:
-        store.apply(batch)
-    finally:
-        store.close()
 
 
 def definition(name: str, interval: float = 60.0) -> WorkerDefinition:
@@ -130,7 +124,7 @@ def insert_node(url: str, name: str, state: str, lease_until: str, heartbeat: st
 
 
 def test_nodes_judges_leases_by_the_database_and_names_who_declared_a_node_dead(pg_url: str) -> None:
-    apply(pg_url, [records.workers_synced([definition("job")], [], utcnow())])
+    apply_records(pg_url, [records.workers_synced([definition("job")], [], utcnow())])
     judge = insert_node(pg_url, "judge", "alive", "10 seconds")
     insert_node(pg_url, "frozen", "alive", "-9 minutes", heartbeat="-10 minutes")  # its lease lapsed: not alive
     insert_node(pg_url, "victim", "dead", "-60 seconds", heartbeat="-64 seconds", ended="-57 seconds", ended_by=judge)
@@ -163,7 +157,7 @@ def test_nodes_judges_leases_by_the_database_and_names_who_declared_a_node_dead(
 
 
 def test_status_on_a_postgres_database_no_node_ever_ran_on(pg_url: str) -> None:
-    apply(pg_url, [records.workers_synced([definition("job")], [], utcnow())])
+    apply_records(pg_url, [records.workers_synced([definition("job")], [], utcnow())])
     status = cli("status", "--db", pg_url)
     assert status.returncode == 2, status.stdout + status.stderr
     assert status.stdout.splitlines()[0] == "no supervisor is alive (none has run on this database yet)"
@@ -210,7 +204,7 @@ def test_status_and_nodes_on_sqlite_follow_the_one_supervisor(tmp_path: Path, db
 
 def test_a_lock_file_nobody_holds_is_no_supervisor_and_one_held_is(tmp_path: Path, db: Path) -> None:
     url = f"sqlite:///{db}"
-    apply(url, [records.workers_synced([definition("job")], [], utcnow())])
+    apply_records(url, [records.workers_synced([definition("job")], [], utcnow())])
     lock = Path(f"{db}.lock")
     # What a supervisor killed outright leaves: the file, with who held it, and no lock on it.
     lock.write_text(json.dumps({"host": "gone-host", "pid": 99999, "since": 0}))
@@ -234,7 +228,7 @@ def test_a_lock_file_nobody_holds_is_no_supervisor_and_one_held_is(tmp_path: Pat
 
 def test_a_worker_whose_next_run_is_long_past_is_overdue(store_url: str) -> None:
     now = utcnow()
-    apply(store_url, [records.workers_synced(
+    apply_records(store_url, [records.workers_synced(
         [definition("late"), definition("nearly"), definition("early"), definition("resting")], [], now,
         # 1 hour late; 3 s late with a 60 s period (within its tenth: not overdue); due in an hour; paused.
         next_runs={"late": now - timedelta(hours=1), "nearly": now - timedelta(seconds=3),
@@ -249,7 +243,7 @@ def test_a_worker_whose_next_run_is_long_past_is_overdue(store_url: str) -> None
 
 
 def test_the_node_column_names_who_ran_each_worker_last(store_url: str) -> None:
-    apply(store_url, [records.workers_synced([definition("a"), definition("b")], [], utcnow()),
+    apply_records(store_url, [records.workers_synced([definition("a"), definition("b")], [], utcnow()),
                       *one_run("a1", "a", "alpha", 5), *one_run("a2", "a", "beta", 2), *one_run("b1", "b", "alpha", 1)])
     status = cli("status", "--db", store_url)
     header = next(line for line in status.stdout.splitlines() if line.startswith("worker "))

@@ -25,10 +25,11 @@ from helpers import SupervisorProcess, TcpProxy, wait_until, worker_package
 from supervisor.outcome import Outcome, Verdict
 from supervisor.record import records
 from supervisor.record.records import Record
-from supervisor.record.store import Store, utcnow
+from supervisor.record.store import utcnow
 from supervisor.web.markup import Html, escape, tag, text_block
 from supervisor.web.pages import fault_stack
 from supervisor.worker import WorkerDefinition
+from recordtools import apply_records, failure_id
 from webtools import WebProcess
 
 NODE = "web-test-node"
@@ -86,17 +87,7 @@ def fill(url: str) -> None:
     batch.append(records.run_started("run5live", "cleanup", 1, utcnow(), None, OTHER, 4000))
     batch.append(records.broken("workers.bad", "workers.bad", "import failed: RuntimeError: no config", t0,
                                 traceback="Traceback (most recent call last):\nRuntimeError: no config\n"))
-    store = Store(url)
-    store.open()
-    try:
-        store.apply(batch)
-    finally:
-        store.close()
-
-
-def failure_id(url: str, worker: str) -> int:
-    (row,) = query(url, "select id from failure where worker = ?", worker)
-    return int(row["id"])
+    apply_records(url, batch)
 
 
 @pytest.fixture
