@@ -73,6 +73,15 @@ def set_nonblocking(fd: int) -> None:
     os.set_blocking(fd, False)
 
 
+def drain(fd: int) -> None:
+    """Empty a non-blocking pipe whose bytes mean nothing but "wake up" (a signal's wakeup fd)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def read_available(fd: int, limit: int = 1 << 20, chunk: int = 1 << 16) -> tuple[bytes, bool]:
     """Read what `fd` has now, up to `limit` bytes, without blocking; return (data, reached EOF)."""
     parts: list[bytes] = []

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import SupervisorError
+from ..process import drain
 
 REFRESH_INTERVAL = 0.25  # 4 Hz: smooth enough for countdowns, cheap enough to ignore
 WATCH_INTERVAL = 1.0  # `status --watch` reads the database once a second
@@ -500,11 +501,7 @@ class _Signals:
         """Sleep up to `seconds`, less if a signal comes."""
         if seconds > 0 and not self.stop_requested:
             select.select([self._read], [], [], seconds)
-        try:
-            while os.read(self._read, 512):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self._read)
 
     def close(self) -> None:
         """Put the previous handlers back and close the pipe."""

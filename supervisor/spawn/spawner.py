@@ -41,6 +41,7 @@ from ..process import (
     become_subreaper,
     children_of,
     die_with_parent,
+    drain,
     signal_group,
     thread_count,
 )
@@ -202,7 +203,7 @@ class Spawner:
         while not self.stopping:
             for key, _ in selector.select(_earliest(self.keep_standbys(), self.survey(), self.keep_fence())):
                 if key.data == "wakeup":
-                    _drain(wake_r)
+                    drain(wake_r)
                     self.handle_signals()
                 else:
                     self.handle_control()
@@ -424,15 +425,6 @@ def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit status {os.WEXITSTATUS(status)}"
-
-
-def _drain(fd: int) -> None:
-    """Empty a non-blocking wakeup pipe."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

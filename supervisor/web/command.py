@@ -17,6 +17,7 @@ from .reading import Reader
 from .server import WebServer, is_loopback, listen, parse_listen
 from ..config import Config
 from ..operate import log as logs
+from ..process import drain
 from ..record.database import redact
 
 log = logging.getLogger("supervisor.web")
@@ -59,7 +60,7 @@ def serve(server: WebServer) -> None:
                     if key.data == "accept":
                         server.handle_request()
                     else:
-                        _drain(wake_read)
+                        drain(wake_read)
         log.info("stopped (%s)", signal.Signals(stop[0]).name)
     finally:
         for sig, handler in previous.items():
@@ -67,11 +68,3 @@ def serve(server: WebServer) -> None:
         signal.set_wakeup_fd(previous_fd)
         os.close(wake_read)
         os.close(wake_write)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
