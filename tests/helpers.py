@@ -193,7 +193,12 @@ class TcpProxy:
         assert self.process.stdout.readline().strip() == f"ok {mode}"
 
     def close(self) -> None:
+        """Stop the proxy and close its pipes, even when it died first (the test reports why it did)."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-        self.process.stdout.close()
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        finally:
+            self.process.wait(10)
+            self.process.stdout.close()

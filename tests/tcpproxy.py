@@ -29,6 +29,7 @@ class Proxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((HOST, self.port))
         listener.listen(64)
+        listener.setblocking(False)  # accept() after a client gave up must not block the proxy
         self.port = listener.getsockname()[1]
         self.listener = listener
         self.selector.register(listener, selectors.EVENT_READ, "accept")
@@ -37,15 +38,19 @@ class Proxy:
         print(f"ready {self.port}", flush=True)
         while True:
             for key, _ in self.selector.select():
+                # One batch of events can hold a command that changes what the others refer to: a `cut` closes
+                # the listener and the relayed sockets whose readiness came in the same batch. Those are stale.
                 if key.data == "command":
                     line = sys.stdin.readline()
                     if not line:
                         return
                     self.command(line.strip())
                 elif key.data == "accept":
-                    self.accept()
+                    if key.fileobj is self.listener:
+                        self.accept()
                 elif key.data == "relay":
-                    self.relay(key.fileobj)  # type: ignore[arg-type]
+                    if key.fileobj in self.pairs:
+                        self.relay(key.fileobj)  # type: ignore[arg-type]
 
     def command(self, mode: str) -> None:
         if mode == "cut":
@@ -77,7 +82,10 @@ class Proxy:
 
     def accept(self) -> None:
         assert self.listener is not None
-        client, _ = self.listener.accept()
+        try:
+            client, _ = self.listener.accept()
+        except BlockingIOError:  # the client gave up between readiness and accept
+            return
         if self.mode == "hang":
             self.pairs[client] = client  # held open, never answered
             return
