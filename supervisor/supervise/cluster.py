@@ -53,6 +53,8 @@ CLAIM_TRIES = 3
 """A claim the database failed is asked again (the coordinator reconnects first), up to this many times."""
 CLAIM_PATIENCE = 0.5
 """A node alone runs a slot without its claim once the claim has waited this long (see the module's note)."""
+MISSED_UNAVAILABLE = "the database did not answer"
+MISSED_FENCED = "the database refused this node's claim (its lease was about to lapse, or a peer had not yet seen it)"
 STOP_WAIT = 2.0
 """At a clean stop, how long we wait for the database to hear that this node stopped (else its lease runs out)."""
 
@@ -102,6 +104,8 @@ class PendingClaim:
     tries: int = 1
     late: bool = False
     """A claim owed since an outage, sent again once the database answered: its run makes up for missed slots."""
+    missed_because: str = MISSED_UNAVAILABLE
+    """Why the slot was owed, for the log line of its late run: the database did not answer, or it fenced us."""
 
 
 class Cluster:
@@ -203,7 +207,7 @@ class Cluster:
             self.restart_at = self.clock() + RESTART_DELAY
             # Whether the database took them is unknown: owed, claimed again once another renews our lease.
             for claim in list(self.pending.values()):
-                self._owe(claim)
+                self._owe(claim, MISSED_UNAVAILABLE)
             self.pending.clear()
 
     def _handle_message(self, message: Message) -> None:
@@ -271,8 +275,8 @@ class Cluster:
             self.solo_workers.discard(name)
             self.last_node[name] = self.settings.node_name
             if claim.late:
-                log.warning("%s: the slot at %s was missed while the database did not answer; one run now makes up "
-                            "for it%s", name, time.strftime("%H:%M:%S", time.localtime(due.slot_wall)),
+                log.warning("%s: the slot at %s was missed (%s); one run now makes up for it%s", name,
+                            time.strftime("%H:%M:%S", time.localtime(due.slot_wall)), claim.missed_because,
                             f" ({skipped} earlier slot(s) skipped)" if skipped else "")
             self.won.append((due, claim.run_id, int(message["tick"]), skipped))
         elif result == "unavailable" and self.alone and self.lease_valid:
@@ -284,7 +288,7 @@ class Cluster:
         elif result == "unavailable" and due.command is not None:
             self.answers.append((due.command, name, "not run: the database is unavailable"))
         elif result == "unavailable" or (result == "fenced" and due.scheduled):
-            self._owe(claim)
+            self._owe(claim, MISSED_UNAVAILABLE if result == "unavailable" else MISSED_FENCED)
         elif result == "taken":
             if message.get("taken_at") is not None:
                 due.status.timetable.align(self.clock(), time.time(), float(message["taken_at"]))
@@ -322,7 +326,7 @@ class Cluster:
         delay = self.settings.backup_delay if period is None else min(self.settings.backup_delay, period / 4)
         return now + rank * delay
 
-    def _owe(self, claim: PendingClaim) -> None:
+    def _owe(self, claim: PendingClaim, because: str) -> None:
         """The database could not take this claim: keep the latest scheduled slot of each worker to claim late."""
         due = claim.due
         name = due.status.definition.name
@@ -330,6 +334,7 @@ class Cluster:
             return  # an extra run was asked for now, or answered already (a trigger)
         known = self.owed.get(name)
         if known is None or known.due.slot_wall < due.slot_wall:
+            claim.missed_because = because
             self.owed[name] = claim
 
     def _claim_owed(self) -> None:
@@ -339,12 +344,21 @@ class Cluster:
             due = claim.due
             del self.owed[name]
             if wall - due.slot_wall > due.status.timetable.misfire_grace(due.slot_wall):
-                log.warning("%s: the slot at %s was missed while the database did not answer; past its misfire "
-                            "grace, it is skipped", name, time.strftime("%H:%M:%S", time.localtime(due.slot_wall)))
+                log.warning("%s: the slot at %s was missed (%s); past its misfire grace, it is skipped", name,
+                            time.strftime("%H:%M:%S", time.localtime(due.slot_wall)), claim.missed_because)
                 continue
             send_at = self._send_at(due, now)
-            if send_at is not None:
-                self.pending[claim.run_id] = PendingClaim(due, claim.run_id, send_at, late=True)
+            if send_at is None:
+                continue
+            if due.status.timetable.due <= send_at:
+                # The worker's next slot has come meanwhile (the loop offers it right after this renewal): its claim
+                # stands for this one, and the ledger counts this slot skipped. Claiming both made the late run
+                # collide with the next slot's claim, on whichever node got it, and cost that slot too (busy).
+                log.info("%s: the slot at %s was missed (%s); the next slot, due now, makes up for it", name,
+                         time.strftime("%H:%M:%S", time.localtime(due.slot_wall)), claim.missed_because)
+                continue
+            self.pending[claim.run_id] = PendingClaim(due, claim.run_id, send_at, late=True,
+                                                      missed_because=claim.missed_because)
 
     def _skipped_before(self, due: DueRun, message: Message) -> int:
         """The slots of the worker nobody claimed between the last claimed one and ours: the ledger counts an
