@@ -99,13 +99,22 @@ class NodeLedger:
 
     def register(self, node: str, name: str, lease: float, workers: list[str], pid: int) -> datetime:
         """Add this incarnation (of the supervisor `pid`) as a live node with a fresh lease; return the database's
-        time."""
+        time.
+
+        It has seen, from the start, every node live as it registers: those may go on claiming. A later heartbeat
+        acknowledges only what the supervisor was told at the one before (see heartbeat), so that a node never
+        lets a peer claim while it may still believe itself alone. A newcomer cannot believe that before its
+        supervisor has its first renewal, whose members (read after this) include every node acknowledged here.
+        Registering with none seen fenced every live node for a heartbeat or two whenever one joined: the
+        slots due meanwhile ran late or not at all.
+        """
         with self.db.atomic():
             row = self._one(
                 f"INSERT INTO node (id, name, host, pid, version, state, started_at, heartbeat_at, lease_seconds,"
                 f" lease_until, lease_since, running, workers, seen)"
                 f" VALUES (%s, %s, %s, %s, %s, 'alive', {NOW}, {NOW}, %s, {NOW} + %s * interval '1 second', {NOW},"
-                f" 0, %s, '[]') RETURNING heartbeat_at",
+                f" 0, %s, (SELECT coalesce(json_agg(live.id), '[]'::json)::text FROM node AS live"
+                f" WHERE live.state = 'alive' AND live.lease_until > {NOW})) RETURNING heartbeat_at",
                 (node, name, socket.gethostname(), pid, __version__, lease, lease, json.dumps(workers)),
             )
         return row[0]  # type: ignore[no-any-return]

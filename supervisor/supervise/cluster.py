@@ -54,7 +54,7 @@ CLAIM_TRIES = 3
 CLAIM_PATIENCE = 0.5
 """A node alone runs a slot without its claim once the claim has waited this long (see the module's note)."""
 MISSED_UNAVAILABLE = "the database did not answer"
-MISSED_FENCED = "the database refused this node's claim (its lease was about to lapse, or a peer had not yet seen it)"
+MISSED_FENCED = "the database refused the claim: this node's lease was about to lapse, or a peer had not yet seen it"
 STOP_WAIT = 2.0
 """At a clean stop, how long we wait for the database to hear that this node stopped (else its lease runs out)."""
 
