@@ -34,9 +34,10 @@ class LedgerNode:
         assert self.ledger.heartbeat(self.id, LEASE, 0, ["w"], 0.0, [], self.read) is not None
         self.read = [m.id for m in self.ledger.members()]
 
-    def claim(self, slot_at: datetime) -> str:
-        # Overlap `allow`: only the fencing decides (the runs claimed here never end).
-        request = ClaimRequest("w", slot_at, 1.0, "allow", uuid.uuid4().hex)
+    def claim(self, slot_at: datetime, overlap: str = "allow") -> str:
+        """Claim the worker's slot; with overlap `allow` (the default) only the fencing decides, as the runs
+        claimed here never end."""
+        request = ClaimRequest("w", slot_at, 1.0, overlap, uuid.uuid4().hex)
         return self.ledger.claim_many(self.id, MARGIN, [request])[0].result
 
     def close(self) -> None:
@@ -84,3 +85,20 @@ def test_two_nodes_registering_together_each_wait_for_the_other(pg_url: str, nod
     a.heartbeat()
     a.heartbeat()
     assert b.claim(slot + timedelta(seconds=1)) == "won"
+
+
+def test_a_slot_claimed_just_before_a_clean_stop_does_not_keep_the_worker_busy(
+        pg_url: str, nodes: list[LedgerNode]) -> None:
+    # Seen in a rolling deploy under load: the old node won a slot, SIGTERM came before it started the run, it
+    # stopped cleanly, and its tick stayed `running`: the new node's every claim of the worker was `busy` after.
+    slot = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    old = LedgerNode(pg_url, "old")
+    nodes.append(old)
+    new = LedgerNode(pg_url, "new")
+    nodes.append(new)
+    old.heartbeat()
+    old.heartbeat()
+    assert old.claim(slot, overlap="skip") == "won"  # never run: the stop came first
+    assert new.claim(slot + timedelta(seconds=1), overlap="skip") == "busy"  # in flight, as far as anyone knows
+    old.ledger.stop(old.id)
+    assert new.claim(slot + timedelta(seconds=2), overlap="skip") == "won"

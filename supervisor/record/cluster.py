@@ -205,13 +205,19 @@ class NodeLedger:
         return None if row is None else (str(row[0]), f"{row[1]:%H:%M:%S}" if row[1] else "?")
 
     def stop(self, node: str) -> None:
-        """A clean stop: our runs have ended; peers take our workers at once, without waiting out the lease."""
+        """A clean stop: our runs have ended; peers take our workers at once, without waiting out the lease.
+
+        Every tick of ours still open is closed with it. A slot claimed just before the stop began is never run
+        (a stopping supervisor starts nothing), and no heartbeat comes after to close its tick: left `running`,
+        it made every peer's claim of that worker `busy` for good (a rolling deploy lost the worker's slots).
+        """
         with self.db.atomic():
             self.db.execute_sql(
                 f"UPDATE node SET state = 'stopped', ended_at = {NOW}, end_reason = 'stopped' WHERE id = %s"
                 " AND state = 'alive'",
                 (node,),
             )
+            self.db.execute_sql("UPDATE tick SET state = 'done' WHERE node = %s AND state = 'running'", (node,))
 
     # -- the dead ------------------------------------------------------------------------------------------------
 
