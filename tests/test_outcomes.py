@@ -108,14 +108,21 @@ def test_outcome_is_recorded_and_supervisor_lives_on(
 
 
 def assert_kept_schedule(record: Record) -> None:
-    """The healthy worker succeeded every time, skipped no tick, and started on its interval."""
+    """The healthy worker succeeded every time, started on its interval, and every slot it skipped is one no run
+    started for."""
     healthy = record.runs("healthy")
     assert healthy and all(r["outcome"] == "succeeded" for r in healthy)
-    assert record.worker("healthy")["skipped_count"] == 0
     starts = [datetime.fromisoformat(r["started_at"]) for r in healthy]
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
     # Generous for a loaded 2-core machine; a supervisor blocked by a failing neighbour would miss by far more.
     assert max(gaps) < HEALTHY_INTERVAL + 1.0, gaps
+    # Every 0.2 s, a slot is skipped whenever a run takes longer or starts later than that, which a loaded 2-core
+    # machine does now and then whatever the neighbour does (seen in full runs: one slot, once in a few runs); the
+    # bound above is what tells a blocked supervisor. The count must still be true: no more slots skipped than the
+    # starts leave empty (one slot's leeway for how late the first and the last run started).
+    slots = round((starts[-1] - starts[0]).total_seconds() / HEALTHY_INTERVAL)
+    empty = slots - (len(starts) - 1)
+    assert record.worker("healthy")["skipped_count"] <= max(0, empty) + 1, (empty, gaps)
 
 
 def test_issue_11_a_run_whose_forked_copy_returns_too_succeeded(tmp_path: Path, record: Record, start_supervisor: Any) -> None:
