@@ -118,13 +118,21 @@ def title(process: psutil.Process) -> str:
 
 def spawner_of(supervisor: SupervisorProcess) -> psutil.Process:
     """The supervisor's spawner, once it has started it."""
+    return helper_of(supervisor, "spawner")
+
+
+def helper_of(supervisor: SupervisorProcess, role: str) -> psutil.Process:
+    """The supervisor's child in this role (`spawner`, `guard`, ...), once it has started and says so in its title.
+
+    A helper is a fresh interpreter: it names itself only after its imports, which take a while on a loaded
+    machine, and the guard has nothing the supervisor waits for (the spawner can be ready before it)."""
     def find() -> psutil.Process | None:
         for child in psutil.Process(supervisor.pid).children():
-            if "worker-supervisor: spawner" in title(child):
+            if f"worker-supervisor: {role}" in title(child):
                 return child
         return None
 
-    return wait_until(find, timeout=60, what="the spawner")
+    return wait_until(find, timeout=60, what=f"the {role}")
 
 
 class Record:

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-from helpers import Record, SupervisorProcess, title, wait_until, worker_package
+from helpers import Record, SupervisorProcess, helper_of, spawner_of, wait_until, worker_package
 from supervisor.cgroup import PREFIX, Cgroup, own_directory, sweep_stale
 
 DEADLINE = 2.0  # seconds from the kill by which nothing the run started may be alive
@@ -77,7 +77,7 @@ def start_escaping_run(tmp_path: Path, start_supervisor: Any, escaped: list[psut
     pid_file = wait_until(lambda: list(tmp_path.glob("escaped-*.pid")), timeout=60, what="the escaped process")[0]
     process = psutil.Process(int(pid_file.read_text()))
     escaped.append(process)
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p)]
+    spawner = spawner_of(supervisor)
     run_id = pid_file.name[len("escaped-"):-len(".pid")]
     (run,) = [p for p in spawner.children() if p.pid == process.ppid()]
     # Out of the run's group and session, so killing the run's group misses it; still in the supervisor's tree.
@@ -94,7 +94,7 @@ def start_daemonizing_run(tmp_path: Path, start_supervisor: Any, escaped: list[p
     pid_file = wait_until(lambda: list(tmp_path.glob("daemon-*.pid")), timeout=60, what="the daemon")[0]
     daemon = psutil.Process(int(pid_file.read_text()))
     escaped.append(daemon)
-    (spawner,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: spawner" in title(p)]
+    spawner = spawner_of(supervisor)
     # The middle process exits at once: the spawner, as subreaper, adopts the daemon.
     wait_until(lambda: daemon.ppid() == spawner.pid, timeout=10, what="the spawner to adopt the daemon")
     wait_until(lambda: record.outcomes("daemonizer") == ["succeeded"], timeout=30, what="the run's end")
@@ -263,7 +263,7 @@ def test_issue_11_the_guard_takes_what_the_runs_started_along_when_both_are_sigk
         supervisor, spawner, _run, process = start_escaping_run(tmp_path, start_supervisor, escaped)
     else:
         supervisor, spawner, process = start_daemonizing_run(tmp_path, start_supervisor, escaped, record)
-    (guard,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: guard" in title(p)]
+    guard = helper_of(supervisor, "guard")
     assert os.getpgid(guard.pid) == guard.pid and guard.num_threads() == 1
     killed_at = kill_both(tmp_path, containment, supervisor, spawner, process)
     wait_until(lambda: not alive(process), timeout=DEADLINE, what="the escaped process to die")
@@ -276,6 +276,6 @@ def test_issue_11_a_clean_stop_ends_the_guard(tmp_path: Path, start_supervisor: 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUPERVISOR_GUARD", raising=False)
     supervisor, _spawner, _run, process = start_escaping_run(tmp_path, start_supervisor, escaped)
-    (guard,) = [p for p in psutil.Process(supervisor.pid).children() if "worker-supervisor: guard" in title(p)]
+    guard = helper_of(supervisor, "guard")
     assert supervisor.stop() == 0
     assert not alive(guard) and not alive(process)
