@@ -102,3 +102,20 @@ def test_a_slot_claimed_just_before_a_clean_stop_does_not_keep_the_worker_busy(
     assert new.claim(slot + timedelta(seconds=1), overlap="skip") == "busy"  # in flight, as far as anyone knows
     old.ledger.stop(old.id)
     assert new.claim(slot + timedelta(seconds=2), overlap="skip") == "won"
+
+
+def test_a_slot_given_back_by_a_stopping_node_is_claimed_by_a_peer(pg_url: str, nodes: list[LedgerNode]) -> None:
+    slot = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    old = LedgerNode(pg_url, "old")
+    nodes.append(old)
+    new = LedgerNode(pg_url, "new")
+    nodes.append(new)
+    old.heartbeat()
+    old.heartbeat()
+    run = uuid.uuid4().hex
+    assert old.ledger.claim(old.id, "w", slot, 1.0, "skip", run, MARGIN).result == "won"
+    # Its backup, a moment later, finds it taken; once the stopping node gives it back, the same slot is free.
+    assert new.claim(slot, overlap="skip") == "taken"
+    old.ledger.give_back(old.id, [run])
+    assert new.claim(slot, overlap="skip") == "won"
+    assert old.claim(slot, overlap="skip") == "taken"

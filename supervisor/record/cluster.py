@@ -207,9 +207,9 @@ class NodeLedger:
     def stop(self, node: str) -> None:
         """A clean stop: our runs have ended; peers take our workers at once, without waiting out the lease.
 
-        Every tick of ours still open is closed with it. A slot claimed just before the stop began is never run
-        (a stopping supervisor starts nothing), and no heartbeat comes after to close its tick: left `running`,
-        it made every peer's claim of that worker `busy` for good (a rolling deploy lost the worker's slots).
+        Every tick of ours still open is closed with it: no heartbeat comes after to close it, and left `running`
+        it made every peer's claim of that worker `busy` for good (a rolling deploy lost the worker's slots). The
+        slots won but never started are given back before this (give_back); this is what remains if that failed.
         """
         with self.db.atomic():
             self.db.execute_sql(
@@ -311,6 +311,15 @@ class NodeLedger:
             claims[order[position]] = Claim(result, tick, skipped or 0, None if taken_at is None else _unix(taken_at),
                                             None if last_at is None else _unix(last_at))
         return claims
+
+    def give_back(self, node: str, runs: list[str]) -> None:
+        """Our claims of these runs were won, but the runs will not start (we are stopping): remove their ticks, so
+        that their slots (and triggers) are unclaimed again and a peer's backup claim can take them."""
+        if runs:
+            with self.db.atomic():
+                self.db.execute_sql(
+                    "DELETE FROM tick WHERE node = %s AND run_id = ANY(%s) AND state = 'running'", (node, runs)
+                )
 
     def ticks_done(self, ticks: list[int]) -> None:
         """Our runs of these ticks ended: other nodes' overlap checks stop counting them at once (their records

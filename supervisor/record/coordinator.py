@@ -8,7 +8,7 @@ does not depend on it answering.
 
 Protocol (see protocol.py):
   supervisor -> coordinator: heartbeat {node, name, running, workers}; claim {run, worker, slot_at, period, overlap,
-                             scheduled}; done {ticks}; stop {node}
+                             scheduled}; done {ticks}; give_back {node, runs}; stop {node}
   coordinator -> supervisor: renewed {node, since, members, offset}; dead {node, by, at}; declared {name, where,
                              runs}; claim {run, result, tick, skipped, taken_at, last_at}; unavailable {error}; stopped {}
 """
@@ -112,6 +112,8 @@ class Coordinator:
             self.heartbeat(message)
         elif op == "done":
             self.ledger.ticks_done([int(t) for t in message["ticks"]])
+        elif op == "give_back":
+            self.ledger.give_back(message["node"], [str(run) for run in message["runs"]])
         elif op == "stop":
             self.ledger.stop(message["node"])
             send(self.control, "stopped")

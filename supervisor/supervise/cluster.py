@@ -153,6 +153,11 @@ class Cluster:
         """Our runs in flight that were started alone, without a claim (run id: worker): each heartbeat puts them
         in the ledger, so that a newcomer, which may claim only once that heartbeat has seen it, finds them."""
         self.finished_ticks: list[int] = []
+        self.given_back: list[str] = []
+        """Runs whose slot we won but will not start (we are stopping): their ticks go back to the ledger, so that
+        a peer's backup claim can still take the slot."""
+        self.stopping = False
+        """The supervisor is stopping: no claim goes out any more, and what is won is given back."""
         self.stopped = False
         self.failing: str | None = None
         self.paused_on_record: dict[str, str | None] | None = None
@@ -266,6 +271,9 @@ class Cluster:
     def _claimed(self, claim: PendingClaim, message: Message) -> None:
         due, result = claim.due, message["result"]
         name = due.status.definition.name
+        if self.stopping and result in ("won", "unavailable"):  # nothing starts now, nor is asked again
+            self._give_back(due, claim.run_id, claimed=result == "won")
+            return
         if due.command is not None and result in ("won", "busy"):
             self.answers.append((due.command, name, f"run started on node {self.settings.node_name} (run "
                                  f"{claim.run_id[:8]})" if result == "won" else
@@ -394,6 +402,30 @@ class Cluster:
         node does)."""
         return self.alone and self.cut_off(now) and self.lease_valid
 
+    def give_back_unstarted(self) -> None:
+        """The supervisor is stopping and starts nothing more: drop the claims not yet sent and the slots owed, give
+        back the slots won but not started, and answer their triggers; a claim still out is given back once won.
+
+        A slot won just before a SIGTERM was otherwise neither run here nor left to anyone: its tick said it was
+        ours, and a peer's backup claim of it came back `taken` (a rolling deploy lost that slot).
+        """
+        self.stopping = True
+        for claim in [claim for claim in self.pending.values() if not claim.sent]:
+            del self.pending[claim.run_id]
+            self._give_back(claim.due, claim.run_id, claimed=False)
+        self.owed.clear()
+        for due, run_id, tick, _ in self.won:
+            self._give_back(due, run_id, claimed=tick is not None)
+        self.won.clear()
+
+    def _give_back(self, due: DueRun, run_id: str, claimed: bool) -> None:
+        if claimed:
+            self.given_back.append(run_id)
+        if due.command is not None:
+            self.answers = [answer for answer in self.answers if answer[0] != due.command]
+            self.answers.append((due.command, due.status.definition.name,
+                                 f"not run: node {self.settings.node_name} was stopping"))
+
     def _run_alone(self, due: DueRun, run_id: str) -> None:
         """Start a run without a claim: we are alone and cannot reach the database (see the module's note)."""
         self.solo_workers.add(due.status.definition.name)
@@ -425,7 +457,7 @@ class Cluster:
         if coordinator is None and self.restart_at is not None and now >= self.restart_at and not self.stopped:
             self.start()
             coordinator = self.coordinator
-        if self.alone and self.lease_valid:
+        if self.alone and self.lease_valid and not self.stopping:
             # Alone, a claim that waits is a database that does not answer: run it without (an answer that may
             # still come is not waited for; the run keeps the id the claim named).
             for claim in list(self.pending.values()):
@@ -442,6 +474,9 @@ class Cluster:
         if self.finished_ticks:  # first: our own claims that follow must not find our ended runs in flight
             coordinator.send("done", ticks=self.finished_ticks)
             self.finished_ticks = []
+        if self.given_back:
+            coordinator.send("give_back", node=self.node_id, runs=self.given_back)
+            self.given_back = []
         if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
             coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=len(running),
                              workers=self.workers, runs=[*running, *self.pending, *(w[1] for w in self.won)],
@@ -451,7 +486,7 @@ class Cluster:
             self.heartbeat_sent = now
             self.next_heartbeat = now + self.settings.heartbeat
         for claim in self.pending.values():
-            if not claim.sent and now >= claim.send_at:
+            if not claim.sent and now >= claim.send_at and not self.stopping:
                 definition = claim.due.status.definition
                 coordinator.send("claim", node=self.node_id, run=claim.run_id, worker=definition.name,
                                  slot_at=claim.due.slot_wall, period=definition.interval, overlap=definition.overlap,
@@ -487,7 +522,7 @@ class Cluster:
         waiting_alone = self.alone and self.lease_valid  # a claim that waits too long then runs without (tend)
         times = [claim.send_at if not claim.sent else claim.sent_at + CLAIM_PATIENCE
                  for claim in self.pending.values() if not claim.sent or waiting_alone]
-        if self.finished_ticks:
+        if self.finished_ticks or self.given_back:
             times.append(0.0)
         if not self.stopped:
             if not self.heartbeat_out:
@@ -506,6 +541,9 @@ class Cluster:
         if self.finished_ticks:
             coordinator.send("done", ticks=self.finished_ticks)
             self.finished_ticks = []
+        if self.given_back:
+            coordinator.send("give_back", node=self.node_id, runs=self.given_back)
+            self.given_back = []
         coordinator.send("stop", node=self.node_id)
         deadline = time.monotonic() + STOP_WAIT
         while (left := deadline - time.monotonic()) > 0:

@@ -284,6 +284,8 @@ class Supervisor:
         """Stop scheduling and ask every running child to stop (SIGTERM now, SIGKILL after its grace)."""
         self.stopping = True
         self.service.stopping(f"stopping: {len(self.runs)} run(s) in progress")
+        if self.node_runs is not None:
+            self.node_runs.stopping()
         for run in self.runs.values():
             if run.stop_reason is None:
                 self.run_keeper.stop(run, StopReason.SHUTDOWN, now)
@@ -440,6 +442,8 @@ class Supervisor:
         On a shared PostgreSQL a run owed is first claimed (cluster.py); it starts when the claim is won.
         """
         self.keeper.tend(now)
+        if self.stopping and self.node_runs is not None:
+            self.node_runs.answer_triggers()  # claims still out when the stop began are decided meanwhile
         if self.stopping or self.keeper.serving() is None:
             return
         wall = self.wall_clock()

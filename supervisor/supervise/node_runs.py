@@ -71,9 +71,18 @@ class NodeRuns:
             if skipped is not None:
                 due.status.unrecorded_skips = skipped  # the ledger counts the slots no node claimed
             self.start_run(due, now, wall, run_id)
-        for command, worker, result in cluster.answers:
+        self.answer_triggers()
+
+    def stopping(self) -> None:
+        """The supervisor is stopping: what was claimed and not started goes back to the other nodes."""
+        self.cluster.give_back_unstarted()
+        self.answer_triggers()
+
+    def answer_triggers(self) -> None:
+        """Answer the triggers whose claims were decided (run here, run elsewhere, or not run)."""
+        for command, worker, result in self.cluster.answers:
             self.commands.answer_trigger(command, worker, result)
-        cluster.answers.clear()
+        self.cluster.answers.clear()
 
     def spawner_ready(self, defined: dict[str, WorkerDefinition]) -> None:
         """A spawner reported its workers: advertise those we may run (pinned ones only where they are pinned, so

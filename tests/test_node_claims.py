@@ -1,9 +1,10 @@
-"""The rule for a slot whose claim the database refused or could not take (supervise/cluster.py, "owed"), on an
-invented monotonic clock: what the node claims late once its lease is renewed, and what it leaves to the next slot.
+"""A node's rules for its claims (supervise/cluster.py), on an invented monotonic clock, with the coordinator's
+answers handed in as messages: what it claims late once its lease is renewed after a refused claim ("owed"), what
+it leaves to the next slot, and what it gives back when it stops.
 
 The cluster tests (test_nodes.py) show these rules at work between real nodes; here each one is pinned down on
-its own, because the moment that matters (a renewal that lands just after the worker's next slot came due) cannot
-be arranged between real processes.
+its own, because the moments that matter (a renewal that lands just after the worker's next slot came due, a
+SIGTERM between a won claim and the run's start) cannot be arranged between real processes.
 """
 from __future__ import annotations
 
@@ -47,8 +48,15 @@ class Node:
         (run_id,) = [run for run, claim in self.cluster.pending.items() if claim.due.slot == due]
         return run_id
 
+    def offer_trigger(self, command: int) -> str:
+        """An operator's trigger (command `command`) is offered: return the run id its claim names."""
+        self.cluster.offer(DueRun(self.status, 1, self.now, time.time(), scheduled=False, command=command), self.now)
+        (run_id,) = [run for run, claim in self.cluster.pending.items() if claim.due.command == command]
+        return run_id
+
     def answer(self, run_id: str, result: str) -> None:
-        self.cluster._handle_message({"op": "claim", "run": run_id, "result": result, "tick": None, "skipped": 0,
+        tick = 7 if result == "won" else None
+        self.cluster._handle_message({"op": "claim", "run": run_id, "result": result, "tick": tick, "skipped": 0,
                                       "taken_at": None, "last_at": None})
 
     def renewed(self) -> None:
@@ -96,3 +104,31 @@ def test_a_refused_slot_is_left_to_the_next_one_when_that_is_due_at_the_renewal(
     assert not node.cluster.pending and not node.cluster.owed
     next_run = node.offer_due_slot()  # the next slot is claimed as usual, and stands for the one refused
     assert node.cluster.pending[next_run].due.slot == START + PERIOD and not node.cluster.pending[next_run].late
+
+
+def test_a_stopping_node_gives_back_what_it_won_and_did_not_start(node: Node) -> None:
+    # Seen in a rolling deploy under load: the old node won a slot, SIGTERM came before its loop started the run,
+    # and the slot was lost: the tick said it was the old node's, and the new node's backup claim came back `taken`.
+    won = node.offer_due_slot()
+    node.cluster.pending[won].sent = True
+    node.answer(won, "won")
+    out = node.offer_trigger(41)  # a trigger whose claim is out when the stop begins
+    node.cluster.pending[out].sent = True
+    node.now = START + PERIOD
+    unsent = node.offer_due_slot()  # not sent yet (it would be at this pass's tend)
+    assert [run for _, run, _, _ in node.cluster.won] == [won]
+    node.cluster.give_back_unstarted()
+    # Nothing is left to start or to send; the won slot goes back to the ledger; the unsent claim never goes out.
+    assert not node.cluster.won and unsent not in node.cluster.pending and node.cluster.given_back == [won]
+    # The claim that was out is won after all: given back too, and its trigger answered as not run.
+    node.answer(out, "won")
+    assert node.cluster.given_back == [won, out] and not node.cluster.won
+    assert node.cluster.answers == [(41, "w", "not run: node n1 was stopping")]
+
+
+def test_a_stopping_node_leaves_refused_and_lost_claims_alone(node: Node) -> None:
+    taken = node.offer_due_slot()
+    node.cluster.pending[taken].sent = True
+    node.cluster.give_back_unstarted()
+    node.answer(taken, "taken")  # another node has it: nothing of ours to give back
+    assert not node.cluster.given_back and not node.cluster.won and not node.cluster.answers
