@@ -58,6 +58,42 @@ DEFER_LIMIT = 0.1
 QUIET = 0.02
 
 
+class Telling:
+    """When to tell the recorder of the records appended since it was last told, by their Urgency.
+
+    Times are the monotonic clock's, given by the caller, so the rule is tested on invented clocks.
+    """
+
+    def __init__(self) -> None:
+        self.due_at: float | None = None
+        """When to tell the recorder (None: nothing untold)."""
+        self.told_at = -math.inf
+        """When the recorder was last told of new records."""
+        self.last_soon = -math.inf
+        """When the last record of Urgency.SOON came: one that follows another within QUIET waits for a batch."""
+
+    def appended(self, urgency: Urgency, now: float) -> None:
+        """A record of this urgency was appended at `now`: bring the telling forward if it must come sooner."""
+        if urgency is Urgency.NOW:
+            due = now
+        elif urgency is Urgency.SOON:
+            quiet = now - self.last_soon >= QUIET
+            self.last_soon = now
+            due = now if quiet else self.told_at + DEFER_LIMIT
+        else:
+            due = now + DEFER_LIMIT
+        self.due_at = due if self.due_at is None else min(self.due_at, due)
+
+    def is_due(self, now: float) -> bool:
+        return self.due_at is not None and now >= self.due_at
+
+    def told(self, now: float | None) -> None:
+        """The recorder was told of everything appended (at `now`), or will be by a message already waiting (None)."""
+        self.due_at = None
+        if now is not None:
+            self.told_at = now
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingSettings:
     """How records reach the database and how long they are kept there."""
@@ -145,12 +181,7 @@ class Recording:
         self.failing: str | None = None
         """The database error the recorder last reported, until it reports success again."""
         self._notify_later = False
-        self.tell_at: float | None = None
-        """When to tell the recorder of the records appended since it was last told (None: nothing untold)."""
-        self.told_at = -math.inf
-        """When the recorder was last told of new records (monotonic)."""
-        self.last_soon = -math.inf
-        """When the last record of Urgency.SOON came: one that follows another within QUIET waits for a batch."""
+        self.telling = Telling()
         self.commands: list[Message] = []
         """Operators' commands passed on by the recorder, for the loop to take (see take_commands)."""
 
@@ -180,15 +211,7 @@ class Recording:
         now = time.monotonic()
         if len(self.ends) == 1 and self.recorder is not None:
             self.recorder.last_heard = now  # the silence that counts starts now
-        if urgency is Urgency.NOW:
-            tell_at = now
-        elif urgency is Urgency.SOON:
-            quiet = now - self.last_soon >= QUIET
-            self.last_soon = now
-            tell_at = now if quiet else self.told_at + DEFER_LIMIT
-        else:
-            tell_at = now + DEFER_LIMIT
-        self.tell_at = tell_at if self.tell_at is None else min(self.tell_at, tell_at)
+        self.telling.appended(urgency, now)
 
     @property
     def pending(self) -> int:
@@ -212,7 +235,7 @@ class Recording:
     def check(self, now: float) -> None:
         """Tell the recorder of new records; restart a recorder that is due, and kill one that has been silent too
         long with records waiting."""
-        if self.tell_at is not None and time.monotonic() >= self.tell_at:
+        if self.telling.is_due(time.monotonic()):
             self._notify()
         if self.recorder is None:
             if self.restart_at is not None and now >= self.restart_at:
@@ -233,7 +256,7 @@ class Recording:
 
     def next_deadline(self) -> float | None:
         """When `check` has something to do next (None: nothing)."""
-        times = [] if self.tell_at is None else [self.tell_at]
+        times = [] if self.telling.due_at is None else [self.telling.due_at]
         if self.recorder is None:
             if self.restart_at is not None:
                 times.append(self.restart_at)
@@ -290,7 +313,7 @@ class Recording:
             self._notify()
 
     def _notify(self) -> None:
-        self.tell_at = None
+        self.telling.told(None)
         if self.recorder is None or self.recorder.channel_closed:
             return
         # Only the newest end matters: while older messages wait for room, one "written" at the end will do.
@@ -298,7 +321,7 @@ class Recording:
         if self._notify_later:
             return
         self.recorder.send("written", end=self.journal.size)
-        self.told_at = time.monotonic()
+        self.telling.told(time.monotonic())
 
     def _handle_message(self, message: Message) -> None:
         op = message["op"]
