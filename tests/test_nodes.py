@@ -290,7 +290,10 @@ def test_a_frozen_or_cut_off_node_stops_its_runs_before_its_work_is_taken(cluste
     rejoined = wait_until(lambda: query(pg_url, "select * from node where name = ? and state = 'alive' and id <> ?",
                                         victim.name, incarnation), timeout=LEASE_S + 10, what="a new incarnation")
     assert len(rejoined) == 1
-    run = query(pg_url, "select * from run where worker = 'long0' and pid = ?", first.pid)[0]
+    # Its run's row: the peer wrote it `lost` without a pid when the cut came before the node's own records of it
+    # reached the database; those, applied once the node is back, give it the pid (and never the outcome).
+    run = wait_until(lambda: query(pg_url, "select * from run where worker = 'long0' and pid = ?", first.pid),
+                     timeout=LEASE_S + 10, what="the long run's row with its pid")[0]
     assert run["outcome"] == "lost" and run["node_id"] == incarnation
     assert "declared dead by" in lost_message(pg_url, run["id"])  # the late result did not overwrite it
     seen = [s for s in all_sightings(nodes) if s.kind == "start"]

@@ -667,6 +667,32 @@ def test_a_batch_that_fails_midway_is_rolled_back_whole(store: Store, store_url:
 # -- lost runs ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "in-one-batch"])
+def test_a_run_a_peer_recorded_lost_gets_its_pid_from_its_nodes_late_records(store: Store, store_url: str,
+                                                                            together: bool) -> None:
+    # A node cut off from PostgreSQL was declared dead; the peer recorded its run `lost`, without the pid it never
+    # knew. When the node is back, its journal's records of that run arrive: the outcome stays the peer's (first
+    # writer wins), and the pid, still missing, is filled (the test of a cut-off node found its run by pid).
+    at = utcnow() - timedelta(seconds=10)
+    run = uuid.uuid4().hex
+    lost = Verdict(Outcome.LOST, "node n1 was declared dead by n2")
+    apply(store, synced(definition("a")), finished(run, "a", lost, started_at=at, finished_at=at + timedelta(seconds=5)))
+    assert scalar(store_url, "select pid from run where id = ?", run) is None
+    late = [started(run, "a", at=at), records.run_spawned(run, "a", 4242),
+            finished(run, "a", Verdict(Outcome.KILLED, "fenced"), started_at=at, finished_at=at + timedelta(seconds=3),
+                     pid=4242)]
+    if together:
+        apply(store, *late)
+    else:
+        for record in late:
+            apply(store, record)
+    (row,) = query(store_url, "select outcome, pid from run where id = ?", run)
+    assert (row["outcome"], row["pid"]) == ("lost", 4242)
+    # A replay of a finished run with its pid keeps the pid it has.
+    apply(store, records.run_spawned(run, "a", 9999))
+    assert scalar(store_url, "select pid from run where id = ?", run) == 4242
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()

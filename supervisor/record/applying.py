@@ -142,6 +142,14 @@ class RecordApplier(StoreConnection):
             statements.update(
                 self.db, WorkerRow, {WorkerRow.pid: pid}, record["worker"], only_if={WorkerRow.status: WorkerState.RUNNING.value}
             )
+        else:
+            self._fill_pid(record["run"], pid)
+
+    def _fill_pid(self, run: str, pid: int | None) -> None:
+        """A run recorded `lost` by the peer that declared its node dead has no pid (the peer never knew it): the
+        node's own records of it, applied once it is back, still give it (its end never replaces the outcome)."""
+        if pid is not None:
+            statements.update(self.db, RunRow, {RunRow.pid: pid}, run, only_if={RunRow.pid: None})
 
     @staticmethod
     def _start_fields(record: Record) -> dict[Any, Any]:
@@ -175,7 +183,8 @@ class RecordApplier(StoreConnection):
         changed = statements.update(self.db, RunRow, finished, record["run"], only_if={RunRow.finished_at: None})
         if not changed:
             if RunRow.select().where(RunRow.id == record["run"]).exists():
-                return  # its end was applied before: a replay
+                self._fill_pid(record["run"], record.get("pid"))
+                return  # its end was applied before: a replay, or the node's late end of a run recorded lost
             # Its start never reached the database (it was lost with a journal line cut short): stand alone.
             self._ensure_worker(record["worker"], moment(record["finished_at"]))
             statements.insert(self.db, RunRow, {**self._start_fields(record), **finished})
@@ -195,6 +204,7 @@ class RecordApplier(StoreConnection):
         )
         if not inserted:
             self._run_finished(finished)  # its start was applied before (a replay): the end applies as it would alone
+            self._fill_pid(finished["run"], pid)
             return
         self._count_run(finished, started)
 
@@ -323,3 +333,4 @@ def _still_running_since(pid: int, started_at: datetime) -> bool:
     except psutil.AccessDenied:
         return True
     return created <= started_at
+
