@@ -1073,3 +1073,46 @@ def test_query_sees_only_what_is_committed(store: Store, store_url: str) -> None
         store.db.execute_sql("update worker set module = 'changed' where name = 'a'")
         assert worker_row(store_url, "a")["module"] == "jobs"
     assert worker_row(store_url, "a")["module"] == "changed"
+
+
+RECORDS_BATCHES = textwrap.dedent(
+    """
+    import os, socket, sys, uuid
+    from datetime import timedelta
+    from supervisor.outcome import Outcome, Verdict
+    from supervisor.record import records
+    from supervisor.record.store import Store, utcnow
+    store = Store(sys.argv[1])
+    store.open()
+    for _ in range(int(sys.argv[2])):
+        at = utcnow() - timedelta(seconds=5)
+        batch = []
+        for name in sys.argv[3:]:
+            run = uuid.uuid4().hex
+            batch += [
+                records.run_started(run, name, 1, at, None, socket.gethostname(), os.getpid()),
+                records.run_finished(run, name, 1, at, at, 0.0, Verdict(Outcome.SUCCEEDED, ""), socket.gethostname(),
+                                     os.getpid()),
+            ]
+        store.apply(batch)
+    store.close()
+    """
+)
+
+
+def test_two_nodes_recording_the_same_workers_in_opposite_orders_never_deadlock(pg_url: str) -> None:
+    # Seen on two nodes sharing PostgreSQL: one recorder's batch updated worker rows fast0 then fast1, the other's
+    # fast1 then fast0; PostgreSQL broke the deadlock after a second by failing one batch ("database writes fail:
+    # deadlock detected"). Each batch now locks its workers' rows in name order first. Two processes, as two
+    # recorders are (SQLite serves one supervisor, and has one writer at a time).
+    workers = [f"w{i}" for i in range(6)]
+    setup = Store(pg_url)
+    setup.open()
+    apply(setup, synced(*(definition(name) for name in workers)))
+    setup.close()
+    batches = 40
+    recorders = [subprocess.Popen([sys.executable, "-c", RECORDS_BATCHES, pg_url, str(batches), *order],
+                                  stderr=subprocess.PIPE, text=True) for order in (workers, workers[::-1])]
+    errors = [recorder.communicate(timeout=120)[1] for recorder in recorders]
+    assert [recorder.returncode for recorder in recorders] == [0, 0], errors
+    assert [counters(pg_url, name)[0] for name in workers] == [2 * batches] * len(workers)

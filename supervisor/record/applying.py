@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+import peewee
 import psutil
 
 from . import records, statements
@@ -38,10 +39,26 @@ class RecordApplier(StoreConnection):
         whole = {r["run"] for r in records if r["type"] == "run_finished" and r["run"] in starts}
         try:
             with self.write_transaction():
+                self.lock_workers(_workers_of(records))
                 self._apply_records(records, starts, pids, whole)
         except BaseException:
             self._known_workers.clear()  # what this transaction added is gone with it
             raise
+
+    def lock_workers(self, names: Iterable[str] | None) -> None:
+        """On PostgreSQL, lock these workers' rows (None: every worker's) in the order of their names, at the start
+        of a transaction that will update them. Two nodes' recorders, or a recorder and a coordinator recording a
+        dead node's runs lost, that update the same workers in other orders deadlocked, and PostgreSQL failed one
+        of them after a second. SQLite has one writer at a time."""
+        if not isinstance(self.db, peewee.PostgresqlDatabase):
+            return
+        if names is None:
+            self.db.execute_sql("SELECT 1 FROM worker ORDER BY name FOR UPDATE")  # type: ignore[no-untyped-call]
+            return
+        wanted = sorted(set(names))
+        if wanted:
+            self.db.execute_sql(  # type: ignore[no-untyped-call]
+                "SELECT 1 FROM worker WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (wanted,))
 
     def _apply_records(
         self, records: list[Record], starts: dict[str, Record], pids: dict[str, int], whole: set[str]
@@ -334,3 +351,10 @@ def _still_running_since(pid: int, started_at: datetime) -> bool:
         return True
     return created <= started_at
 
+
+def _workers_of(records: list[Record]) -> list[str] | None:
+    """The workers whose rows a batch may update (None: all of them, as a workers' sync retires the others)."""
+    if any(record["type"] == "workers_synced" for record in records):
+        return None
+    return [str(record["worker"] if "worker" in record else record.get("name")) for record in records
+            if "worker" in record or record["type"] == "broken"]

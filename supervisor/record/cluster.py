@@ -241,12 +241,18 @@ class NodeLedger:
                 f" RETURNING victim.id, victim.name, victim.host, victim.pid, victim.heartbeat_at, me.name",
                 (me, me, grace, grace),
             )
-            for victim, name, host, pid, heartbeat_at, my_name in dead:
-                ticks = self._all(
+            lost_ticks = {
+                victim: self._all(
                     "UPDATE tick SET state = 'lost' WHERE node = %s AND state = 'running'"
                     " RETURNING run_id, worker, claimed_at",
                     (victim,),
                 )
+                for victim, *_ in dead
+            }
+            # Their runs' workers are updated below, as a recorder updates them: both lock them in name order.
+            self.store.lock_workers([worker for ticks in lost_ticks.values() for _, worker, _ in ticks])
+            for victim, name, host, pid, heartbeat_at, my_name in dead:
+                ticks = lost_ticks[victim]
                 now = self._one(f"SELECT {NOW}")[0]
                 message = (
                     f"node {name} ({host}:{pid}) was declared dead by {my_name} at {now:%H:%M:%S}; its last heartbeat"
