@@ -87,17 +87,23 @@ def test_two_nodes_registering_together_each_wait_for_the_other(pg_url: str, nod
     assert b.claim(slot + timedelta(seconds=1)) == "won"
 
 
+def joined(url: str, nodes: list[LedgerNode]) -> tuple[LedgerNode, LedgerNode]:
+    """`old`, and `new` registered beside it and acknowledged by it (two heartbeats): both may claim."""
+    old = LedgerNode(url, "old")
+    nodes.append(old)
+    new = LedgerNode(url, "new")
+    nodes.append(new)
+    old.heartbeat()
+    old.heartbeat()
+    return old, new
+
+
 def test_a_slot_claimed_just_before_a_clean_stop_does_not_keep_the_worker_busy(
         pg_url: str, nodes: list[LedgerNode]) -> None:
     # Seen in a rolling deploy under load: the old node won a slot, SIGTERM came before it started the run, it
     # stopped cleanly, and its tick stayed `running`: the new node's every claim of the worker was `busy` after.
     slot = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    old = LedgerNode(pg_url, "old")
-    nodes.append(old)
-    new = LedgerNode(pg_url, "new")
-    nodes.append(new)
-    old.heartbeat()
-    old.heartbeat()
+    old, new = joined(pg_url, nodes)
     assert old.claim(slot, overlap="skip") == "won"  # never run: the stop came first
     assert new.claim(slot + timedelta(seconds=1), overlap="skip") == "busy"  # in flight, as far as anyone knows
     old.ledger.stop(old.id)
@@ -106,12 +112,7 @@ def test_a_slot_claimed_just_before_a_clean_stop_does_not_keep_the_worker_busy(
 
 def test_a_slot_given_back_by_a_stopping_node_is_claimed_by_a_peer(pg_url: str, nodes: list[LedgerNode]) -> None:
     slot = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    old = LedgerNode(pg_url, "old")
-    nodes.append(old)
-    new = LedgerNode(pg_url, "new")
-    nodes.append(new)
-    old.heartbeat()
-    old.heartbeat()
+    old, new = joined(pg_url, nodes)
     run = uuid.uuid4().hex
     assert old.ledger.claim(old.id, "w", slot, 1.0, "skip", run, MARGIN).result == "won"
     # Its backup, a moment later, finds it taken; once the stopping node gives it back, the same slot is free.
