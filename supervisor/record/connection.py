@@ -73,15 +73,12 @@ class StoreConnection:
                 self.db.connect(reuse_if_open=True)
                 self._migrate()
                 return
-            except peewee.OperationalError as exc:
+            except peewee.PeeweeException as exc:
                 self.close()
                 locked = isinstance(self.db, peewee.SqliteDatabase) and "locked" in str(exc)
                 if not locked or time.monotonic() > give_up:
                     raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
                 time.sleep(SCHEMA_RETRY)  # the other process's schema transaction is milliseconds long
-            except peewee.PeeweeException as exc:
-                self.close()
-                raise StoreUnavailable(f"cannot open the database: {self.describe(exc)}", self.where) from exc
             except StoreUnavailable:
                 self.close()
                 raise

@@ -471,12 +471,7 @@ class Cluster:
             # holds the coordinator with no timeout of its own; our runs are fenced meanwhile. Start afresh.
             log.error("coordinator (pid %d) silent for %.0fs; replacing it", coordinator.pid, now - self.heartbeat_sent)
             coordinator.kill()
-        if self.finished_ticks:  # first: our own claims that follow must not find our ended runs in flight
-            coordinator.send("done", ticks=self.finished_ticks)
-            self.finished_ticks = []
-        if self.given_back:
-            coordinator.send("give_back", node=self.node_id, runs=self.given_back)
-            self.given_back = []
+        self._send_closed_ticks(coordinator)  # first: our own claims that follow must not find our ended runs in flight
         if now >= self.next_heartbeat and not self.heartbeat_out and not self.stopped:
             coordinator.send("heartbeat", node=self.node_id, name=self.settings.node_name, running=len(running),
                              workers=self.workers, runs=[*running, *self.pending, *(w[1] for w in self.won)],
@@ -492,6 +487,15 @@ class Cluster:
                                  slot_at=claim.due.slot_wall, period=definition.interval, overlap=definition.overlap,
                                  scheduled=claim.due.scheduled, command=claim.due.command)
                 claim.sent, claim.sent_at = True, now
+
+    def _send_closed_ticks(self, coordinator: CoordinatorProcess) -> None:
+        """Tell the ledger which of our ticks are over: runs that ended, and slots won that we give back."""
+        if self.finished_ticks:
+            coordinator.send("done", ticks=self.finished_ticks)
+            self.finished_ticks = []
+        if self.given_back:
+            coordinator.send("give_back", node=self.node_id, runs=self.given_back)
+            self.given_back = []
 
     def take_won(self) -> list[tuple[DueRun, str, int | None]]:
         """The runs to start now, claimed or run alone: (the run owed, its id, slots skipped before it by the
@@ -538,12 +542,7 @@ class Cluster:
         self.stopped = True
         if coordinator is None or coordinator.channel_closed:
             return
-        if self.finished_ticks:
-            coordinator.send("done", ticks=self.finished_ticks)
-            self.finished_ticks = []
-        if self.given_back:
-            coordinator.send("give_back", node=self.node_id, runs=self.given_back)
-            self.given_back = []
+        self._send_closed_ticks(coordinator)
         coordinator.send("stop", node=self.node_id)
         deadline = time.monotonic() + STOP_WAIT
         while (left := deadline - time.monotonic()) > 0:
